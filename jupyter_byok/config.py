@@ -1,0 +1,107 @@
+"""Where jupyter_byok keeps its state, and the user's settings.
+
+All state lives under one folder, ``JUPYTER_BYOK_HOME`` (default: ``byok`` in the Jupyter
+data dir, never inside a notebook workspace), created 0700. Settings are a small JSON
+file written atomically; they hold names, model ids and URLs, never key values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._files import atomic_write, ensure_private_dir, file_lock
+from .errors import ConfigError
+
+__all__ = ["Endpoint", "Settings", "byok_home", "load_settings", "save_settings", "update_settings"]
+
+
+def byok_home(create: bool = True) -> Path:
+    env = os.environ.get("JUPYTER_BYOK_HOME")
+    if env:
+        home = Path(env).expanduser()
+    else:
+        from jupyter_core.paths import jupyter_data_dir
+
+        home = Path(jupyter_data_dir()) / "byok"
+    if create:
+        ensure_private_dir(home)
+    return home
+
+
+@dataclass
+class Endpoint:
+    """A user-registered provider endpoint, e.g. ``ollama`` at ``http://127.0.0.1:11434/v1``."""
+
+    base_url: str
+    wire: str = "openai"  # openai | anthropic | gemini
+    needs_key: bool = False
+
+
+@dataclass
+class Settings:
+    default_model: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    local_models: dict[str, str] = field(default_factory=dict)
+    local_prices: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["version"] = 1
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Settings:
+        try:
+            endpoints = {
+                str(name): Endpoint(**value) for name, value in dict(data.get("endpoints", {})).items()
+            }
+            return cls(
+                default_model=data.get("default_model"),
+                aliases={str(k): str(v) for k, v in dict(data.get("aliases", {})).items()},
+                endpoints=endpoints,
+                local_models={str(k): str(v) for k, v in dict(data.get("local_models", {})).items()},
+                local_prices=dict(data.get("local_prices", {})),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"settings file has an invalid entry ({exc}); fix or remove it") from exc
+
+
+def _settings_path(home: Path | None = None) -> Path:
+    return (home or byok_home()) / "config.json"
+
+
+def load_settings(home: Path | None = None) -> Settings:
+    path = _settings_path(home)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise ConfigError(
+            f"settings file {path} is not valid JSON ({exc}); fix it or move it away to start fresh"
+        ) from exc
+    return Settings.from_json(data)
+
+
+def save_settings(settings: Settings, home: Path | None = None) -> None:
+    path = _settings_path(home)
+    atomic_write(path, json.dumps(settings.to_json(), indent=2, sort_keys=True).encode() + b"\n")
+
+
+def update_settings(change: Any, home: Path | None = None) -> Settings:
+    """Read-modify-write the settings under a lock: ``change(settings)`` mutates in place."""
+    home = home or byok_home()
+    with file_lock(home / "config.lock"):
+        settings = load_settings(home)
+        change(settings)
+        save_settings(settings, home)
+    return settings

@@ -1,0 +1,773 @@
+"""The encrypted keystore: provider keys and named secrets, encrypted at rest.
+
+Invariants:
+
+* Plaintext keys never leave this module except as :class:`~jupyter_byok.redact.Secret`
+  objects handed to the code that sends them to their provider.
+* Every entry is sealed with AES-256-GCM under a random data key (DEK), with a fresh
+  96-bit nonce and associated data binding it to (format version, data key id, provider,
+  entry name, kind, base URL). The DEK is wrapped by a key-encryption key (KEK).
+* The KEK comes from a per-install random key file (0600 in a 0700 folder) fed through
+  HKDF together with this machine's id (so a copied store does not open elsewhere), or
+  from a passphrase (scrypt), or from the OS keyring when the user asks for it and one
+  answers within 3 seconds.
+* The whole file is authenticated (HMAC over its exact bytes under a DEK subkey): any
+  change to any byte is reported as :class:`KeystoreCorruptError`, and the file is left
+  where it is. Nothing here ever overwrites a store it could not read.
+* Writes are atomic (temp file, fsync, ``os.replace``, fsync dir) and read-modify-write
+  cycles hold an exclusive ``flock`` on ``keystore.lock``, so several servers and kernels
+  can share one store.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets as _random
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from ._files import (
+    PRIVATE_FILE,
+    atomic_write,
+    check_private_file,
+    ensure_private_dir,
+    file_lock,
+    remove_stale_temps,
+)
+from .errors import (
+    InvalidSecretError,
+    KeystoreCorruptError,
+    KeystoreError,
+    KeystoreLockedError,
+    MachineBindingError,
+    MissingKeyError,
+    UnknownProviderError,
+)
+from .redact import Secret
+
+__all__ = ["KeyInfo", "Keystore", "resolve_key", "validate_secret"]
+
+log = logging.getLogger("jupyter_byok.keystore")
+
+FORMAT = "jupyter_byok.keystore"
+VERSION = 1
+MAX_SECRET_LENGTH = 4096
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAC_PREFIX = b"hmac-sha256:"
+#: Random 96-bit nonces stay safe far below 2**32 encryptions per key (NIST SP 800-38D).
+ROTATE_AFTER = 2**30
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+KEYRING_TIMEOUT_S = 3.0
+
+TIERS = {
+    "machine-file": "key file + machine id (a copied store does not open on another machine)",
+    "file": "key file only (no machine id found on this system)",
+    "passphrase": "passphrase (scrypt); portable between machines",
+    "keyring": "OS keyring + machine id",
+}
+RECOVERY = (
+    "run `jupyter byok keys reset` to set the old files aside and start a fresh store, "
+    "then add your keys again"
+)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("expected base64 text")
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def _encode_aad(*fields: str | bytes) -> bytes:
+    """Length-prefixed encoding: no two field tuples share an encoding."""
+    out = bytearray()
+    for item in fields:
+        data = item.encode("utf-8") if isinstance(item, str) else item
+        out += struct.pack(">I", len(data)) + data
+    return bytes(out)
+
+
+def _hkdf(ikm: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def machine_app_id() -> bytes | None:
+    """An app-specific id derived from the machine id (never the raw id), or None."""
+    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            raw = Path(candidate).read_text().strip()
+        except OSError:
+            continue
+        if raw:
+            return hmac.new(raw.encode(), b"jupyter_byok/machine", hashlib.sha256).digest()
+    return None
+
+
+def validate_secret(value: str) -> str:
+    """Return the cleaned secret or raise :class:`InvalidSecretError` (never echoing it)."""
+    if not isinstance(value, str):
+        raise InvalidSecretError("a key must be text")
+    if len(value) > MAX_SECRET_LENGTH:
+        raise InvalidSecretError(
+            f"the key is {len(value):,} characters long; keys are at most {MAX_SECRET_LENGTH}: "
+            "check that you pasted the key and not a file"
+        )
+    value = value.strip()
+    if not value:
+        raise InvalidSecretError("the key is empty: paste the whole key from your provider's console")
+    if any(ch.isspace() for ch in value):
+        raise InvalidSecretError(
+            "the key has whitespace inside it: paste it again as one unbroken piece"
+        )
+    if not value.isascii() or not value.isprintable():
+        raise InvalidSecretError(
+            "the key has non-printable or non-ASCII characters: copy it again from the provider"
+        )
+    return value
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise KeystoreError(
+            f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+@dataclass
+class KeyInfo:
+    """What may be shown about a stored key: never more than its last 4 characters."""
+
+    provider: str
+    name: str
+    kind: str
+    last4: str
+    fingerprint: str
+    created: str
+    updated: str
+    last_verified: str | None = None
+    tier: str | None = None
+    base_url: str | None = None
+    id: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.provider if self.name == "default" else f"{self.provider}@{self.name}"
+
+    @property
+    def warning(self) -> str | None:
+        if self.provider == "gemini" and self.tier == "free":
+            return (
+                "Gemini free tier: Google may use prompts and answers to improve its products; "
+                "use a paid key for private data"
+            )
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["label"] = self.label
+        data["warning"] = self.warning
+        return data
+
+
+@dataclass
+class _Store:
+    header: dict[str, Any]
+    entries: list[dict[str, Any]]
+    dek: bytes = field(repr=False)
+
+
+class _Corrupt(Exception):
+    """Internal: the file failed a structural or integrity check."""
+
+
+class Keystore:
+    """The keystore under ``home`` (``JUPYTER_BYOK_HOME`` by default).
+
+    ``machine_id`` and ``keyring_backend`` are injection seams: by default the machine id
+    is read from the system and no keyring is used unless the store was created with one.
+    """
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        *,
+        machine_id: bytes | None | Callable[[], bytes | None] = machine_app_id,
+        passphrase: str | None = None,
+        keyring_backend: Any = None,
+    ) -> None:
+        from .config import byok_home
+
+        self.home = ensure_private_dir(Path(home) if home else byok_home())
+        self.path = self.home / "keystore.json"
+        self.lock_path = self.home / "keystore.lock"
+        self.kek_dir = self.home / "kek"
+        self._machine_id = machine_id() if callable(machine_id) else machine_id
+        self._passphrase = passphrase if passphrase is not None else os.environ.get(
+            "JUPYTER_BYOK_PASSPHRASE"
+        )
+        self._keyring = keyring_backend
+        self._kek_cache: dict[tuple[str, ...], bytes] = {}
+        self._mutex = threading.Lock()
+        self._cleanup()
+
+    # ----------------------------------------------------------------- public API
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def status(self) -> dict[str, Any]:
+        """Protection tier, file locations and counts (never a secret)."""
+        info: dict[str, Any] = {
+            "path": str(self.path),
+            "home": str(self.home),
+            "exists": self.exists(),
+            "machine_id_available": self._machine_id is not None,
+        }
+        if not self.exists():
+            tier = "machine-file" if self._machine_id is not None else "file"
+            info.update(tier=tier, tier_description=TIERS[tier], entries=0, providers=[])
+            return info
+        header = self._read_header()
+        tier = str(header.get("tier"))
+        info.update(tier=tier, tier_description=TIERS.get(tier, tier))
+        if header.get("kek_file"):
+            info["key_file"] = str(self.home / header["kek_file"])
+        try:
+            entries = self.list()
+        except KeystoreError as exc:
+            info.update(error=str(exc), entries=None, providers=[])
+        else:
+            info.update(
+                entries=len(entries), providers=sorted({e.provider for e in entries})
+            )
+        return info
+
+    def list(self) -> list[KeyInfo]:
+        store = self._load()
+        if store is None:
+            return []
+        return [self._info(e) for e in store.entries]
+
+    def get(self, provider: str, name: str = "default") -> Secret:
+        store = self._load()
+        entry = self._find(store, provider, name) if store else None
+        if store is None or entry is None:
+            raise KeyError(f"{provider}@{name}")
+        return Secret(self._open_entry(store, entry))
+
+    def has(self, provider: str, name: str = "default") -> bool:
+        store = self._load()
+        return bool(store and self._find(store, provider, name))
+
+    def set(
+        self,
+        provider: str,
+        secret: str | Secret,
+        name: str = "default",
+        *,
+        tier: str | None = None,
+        base_url: str | None = None,
+    ) -> KeyInfo:
+        """Add or replace one key. Bad input raises before anything is written."""
+        value = validate_secret(secret.reveal() if isinstance(secret, Secret) else secret)
+        _check_provider(provider)
+        validate_name(name)
+        if tier not in (None, "free", "paid"):
+            raise KeystoreError(f"invalid tier {tier!r}: use 'free' or 'paid'")
+        Secret(value)  # registers the value with the redaction filter
+        with self._locked() as (store, save):
+            if store is None:
+                store = self._create()
+            entry = self._find(store, provider, name)
+            now = _now()
+            new = {
+                "id": entry["id"] if entry else _random.token_hex(8),
+                "provider": provider,
+                "name": name,
+                "kind": "secret" if provider == "secret" else "provider",
+                "created": entry["created"] if entry else now,
+                "updated": now,
+                "last_verified": None,
+                "tier": tier if tier is not None else (entry.get("tier") if entry else None),
+                "base_url": base_url if base_url is not None else (
+                    entry.get("base_url") if entry else None
+                ),
+            }
+            self._seal(store, new, value)
+            if entry is not None:
+                store.entries[store.entries.index(entry)] = new
+            else:
+                store.entries.append(new)
+            save(store)
+            return self._info(new)
+
+    def delete(self, provider: str, name: str = "default") -> bool:
+        with self._locked() as (store, save):
+            entry = self._find(store, provider, name) if store else None
+            if store is None or entry is None:
+                return False
+            store.entries.remove(entry)
+            save(store)
+            return True
+
+    def mark_verified(self, provider: str, name: str = "default") -> None:
+        with self._locked() as (store, save):
+            entry = self._find(store, provider, name) if store else None
+            if store is None or entry is None:
+                raise KeyError(f"{provider}@{name}")
+            entry["last_verified"] = _now()
+            save(store)
+
+    def rotate(self) -> dict[str, Any]:
+        """Rotate the data key and the key-encryption key; re-encrypt every entry at once."""
+        with self._locked() as (store, save):
+            if store is None:
+                raise KeystoreError("the keystore is empty: there is nothing to rotate")
+            plaintexts = [(e, self._open_entry(store, e)) for e in store.entries]
+            old_kek_file = store.header.get("kek_file")
+            fresh = self._create(tier=str(store.header["tier"]))
+            fresh.header["created"] = store.header.get("created", fresh.header["created"])
+            for entry, value in plaintexts:
+                self._seal(fresh, entry, value)
+            fresh.entries = [e for e, _ in plaintexts]
+            save(fresh)
+        if old_kek_file and old_kek_file != fresh.header.get("kek_file"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.home / old_kek_file).unlink()
+        return {"kid": fresh.header["kid"], "entries": len(fresh.entries)}
+
+    def init(self, tier: str) -> None:
+        """Create an empty store with the given protection tier (refuses if one exists)."""
+        if tier not in TIERS:
+            raise KeystoreError(f"unknown tier {tier!r}: use one of {', '.join(TIERS)}")
+        with self._locked() as (store, save):
+            if store is not None or self.exists():
+                raise KeystoreError(
+                    "a keystore already exists here; run `jupyter byok keys reset` first"
+                )
+            save(self._create(tier=tier))
+
+    def reset(self) -> list[Path]:
+        """Set the current files aside (never deleted) so that a fresh store can start."""
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        moved: list[Path] = []
+        with file_lock(self.lock_path), self._mutex:
+            for path in (self.path, self.kek_dir):
+                if path.exists():
+                    target = path.with_name(f"{path.name}.aside-{stamp}")
+                    os.replace(path, target)
+                    moved.append(target)
+            self._kek_cache.clear()
+        return moved
+
+    # ------------------------------------------------------------------ internals
+    def _cleanup(self) -> None:
+        """Remove temp files of dead writers; only when no writer holds the lock."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            try:
+                removed = remove_stale_temps(self.path)
+                if self.kek_dir.exists():
+                    for tmp in self.kek_dir.glob(".*.tmp"):
+                        tmp.unlink(missing_ok=True)
+                        removed += 1
+                if removed:
+                    log.info("removed %d stale keystore temp file(s)", removed)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[_Store | None, Callable[[_Store], None]]]:
+        with file_lock(self.lock_path), self._mutex:
+            remove_stale_temps(self.path)
+            store = self._load()
+
+            def save(new: _Store) -> None:
+                atomic_write(self.path, self._serialize(new))
+
+            yield store, save
+
+    def _find(self, store: _Store, provider: str, name: str) -> dict[str, Any] | None:
+        for entry in store.entries:
+            if entry.get("provider") == provider and entry.get("name") == name:
+                return entry
+        return None
+
+    def _info(self, entry: dict[str, Any]) -> KeyInfo:
+        return KeyInfo(
+            provider=entry["provider"],
+            name=entry["name"],
+            kind=entry.get("kind", "provider"),
+            last4=entry.get("last4", ""),
+            fingerprint=entry.get("fingerprint", ""),
+            created=entry.get("created", ""),
+            updated=entry.get("updated", ""),
+            last_verified=entry.get("last_verified"),
+            tier=entry.get("tier"),
+            base_url=entry.get("base_url"),
+            id=entry.get("id", ""),
+        )
+
+    # -- key hierarchy
+    def _create(self, tier: str | None = None) -> _Store:
+        if tier is None:
+            tier = "machine-file" if self._machine_id is not None else "file"
+        if tier == "machine-file" and self._machine_id is None:
+            raise KeystoreError("no machine id on this system: use the 'file' or 'passphrase' tier")
+        salt = _random.token_bytes(16)
+        header: dict[str, Any] = {
+            "kid": "dek-" + _random.token_hex(6),
+            "tier": tier,
+            "salt": _b64(salt),
+            "created": _now(),
+            "encryptions": 0,
+            "kek_file": None,
+            "keyring_user": None,
+            "machine_hint": None,
+        }
+        if tier in ("machine-file", "keyring"):
+            header["machine_hint"] = self._machine_hint()
+        if tier in ("machine-file", "file"):
+            header["kek_file"] = self._new_key_file()
+        elif tier == "keyring":
+            header["keyring_user"] = "kek-" + _random.token_hex(6)
+            self._keyring_set(header["keyring_user"], _b64(_random.token_bytes(32)))
+        elif tier == "passphrase" and not self._passphrase:
+            raise KeystoreLockedError(
+                "the passphrase tier needs a passphrase: set JUPYTER_BYOK_PASSPHRASE "
+                "or use `jupyter byok keys init --tier passphrase`"
+            )
+        kek = self._derive_kek(header)
+        dek = AESGCM.generate_key(bit_length=256)
+        header["kek_check"] = _kek_check(kek)
+        nonce = _random.token_bytes(12)
+        wrapped = AESGCM(kek).encrypt(nonce, dek, _dek_aad(header))
+        header["wrapped_dek"] = {"nonce": _b64(nonce), "ct": _b64(wrapped)}
+        return _Store(header=header, entries=[], dek=dek)
+
+    def _machine_hint(self) -> str:
+        assert self._machine_id is not None
+        return hashlib.sha256(b"jupyter_byok/hint" + self._machine_id).hexdigest()[:16]
+
+    def _new_key_file(self) -> str:
+        ensure_private_dir(self.kek_dir)
+        rel = f"kek/kek-{_random.token_hex(6)}.key"
+        atomic_write(self.home / rel, _b64(_random.token_bytes(32)).encode() + b"\n")
+        return rel
+
+    def _keyring_get(self, user: str) -> str | None:
+        return _with_timeout(lambda: self._keyring.get_password("jupyter_byok", user))
+
+    def _keyring_set(self, user: str, value: str) -> None:
+        if self._keyring is None:
+            raise KeystoreError("no OS keyring is available here: use the 'machine-file' tier")
+        _with_timeout(lambda: self._keyring.set_password("jupyter_byok", user, value))
+
+    def _derive_kek(self, header: dict[str, Any]) -> bytes:
+        tier = header.get("tier")
+        salt = _unb64(header["salt"])
+        machine = b""
+        if tier in ("machine-file", "keyring"):
+            if self._machine_id is None:
+                raise MachineBindingError(
+                    f"keystore {self.path} is bound to a machine id, and this system has none; "
+                    + RECOVERY
+                )
+            machine = self._machine_id
+        if tier in ("machine-file", "file"):
+            key_path = self.home / str(header.get("kek_file"))
+            check_private_file(key_path)
+            try:
+                ikm = _unb64(key_path.read_text().strip())
+            except FileNotFoundError:
+                raise MachineBindingError(
+                    f"the key file {key_path} is missing, so keystore {self.path} cannot be "
+                    "decrypted; restore the file from a backup, or " + RECOVERY
+                ) from None
+            except ValueError:
+                raise KeystoreCorruptError(
+                    f"the key file {key_path} is damaged; restore it from a backup, or " + RECOVERY
+                ) from None
+        elif tier == "keyring":
+            if self._keyring is None:
+                raise KeystoreLockedError(
+                    "this keystore keeps its key in the OS keyring, which is not available here; "
+                    + RECOVERY
+                )
+            stored = self._keyring_get(str(header.get("keyring_user")))
+            if not stored:
+                raise MachineBindingError("the OS keyring has no key for this keystore; " + RECOVERY)
+            ikm = _unb64(stored)
+        elif tier == "passphrase":
+            if not self._passphrase:
+                raise KeystoreLockedError(
+                    "the keystore is protected by a passphrase: set JUPYTER_BYOK_PASSPHRASE "
+                    "(or pass passphrase=...) to unlock it"
+                )
+            ikm = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(
+                self._passphrase.encode("utf-8")
+            )
+        else:
+            raise _Corrupt(f"unknown protection tier {tier!r}")
+        return _hkdf(ikm, b"jupyter_byok/kek/v1\x00" + machine, salt)
+
+    # -- reading
+    def _read_header(self) -> dict[str, Any]:
+        try:
+            body, _ = _split(self.path.read_bytes())
+            header = json.loads(body)["header"]
+            if not isinstance(header, dict):
+                raise ValueError
+            return header
+        except (ValueError, KeyError, TypeError, _Corrupt):
+            return {"tier": "unknown (damaged file)"}
+
+    def _load(self) -> _Store | None:
+        """Read and verify the store (each time: other processes may have changed it)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        check_private_file(self.path)
+        try:
+            return self._parse(raw)
+        except _Corrupt as exc:
+            raise KeystoreCorruptError(
+                f"keystore {self.path} is damaged or was tampered with ({exc}); it was left "
+                "untouched. Restore it from a backup, or " + RECOVERY
+            ) from None
+
+    def _parse(self, raw: bytes) -> _Store:
+        body, mac = _split(raw)
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise _Corrupt("not valid JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise _Corrupt("not a jupyter_byok keystore")
+        if doc.get("v") != VERSION:
+            raise _Corrupt(f"unsupported format version {doc.get('v')!r}")
+        header, entries = doc.get("header"), doc.get("entries")
+        if not isinstance(header, dict) or not isinstance(entries, list):
+            raise _Corrupt("missing header or entries")
+        try:
+            wrapped = header["wrapped_dek"]
+            nonce, ct = _unb64(wrapped["nonce"]), _unb64(wrapped["ct"])
+        except (KeyError, TypeError, ValueError):
+            raise _Corrupt("missing or malformed data key") from None
+        if len(nonce) != 12:
+            raise _Corrupt("malformed data key nonce")
+        try:
+            kek = self._cached_kek(header)
+        except (KeyError, TypeError, ValueError):
+            raise _Corrupt("malformed header") from None
+        try:
+            dek = AESGCM(kek).decrypt(nonce, ct, _dek_aad(header))
+        except InvalidTag:
+            if hmac.compare_digest(str(header.get("kek_check")), _kek_check(kek)):
+                raise _Corrupt("the data key failed authentication") from None
+            self._raise_binding(header)
+            raise _Corrupt("the data key failed authentication") from None
+        if not hmac.compare_digest(mac, _mac(dek, body)):
+            raise _Corrupt("file checksum mismatch")
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("provider"), str):
+                raise _Corrupt("malformed entry")
+        return _Store(header=header, entries=entries, dek=dek)
+
+    def _cached_kek(self, header: dict[str, Any]) -> bytes:
+        """KEK derivation can be slow (scrypt): remember it per header identity."""
+        ident = tuple(
+            str(header.get(k)) for k in ("tier", "salt", "kek_file", "keyring_user", "machine_hint")
+        )
+        kek = self._kek_cache.get(ident)
+        if kek is None:
+            kek = self._kek_cache[ident] = self._derive_kek(header)
+        return kek
+
+    def _raise_binding(self, header: dict[str, Any]) -> None:
+        tier = header.get("tier")
+        if tier == "passphrase":
+            raise KeystoreLockedError("wrong passphrase for the keystore: check JUPYTER_BYOK_PASSPHRASE")
+        hint = header.get("machine_hint")
+        if tier in ("machine-file", "keyring") and hint and self._machine_id is not None:
+            if not hmac.compare_digest(str(hint), self._machine_hint()):
+                raise MachineBindingError(
+                    f"keystore {self.path} was created on another machine (or this machine's id "
+                    "changed), so its keys cannot be decrypted here; the files were left "
+                    "untouched. " + RECOVERY[0].upper() + RECOVERY[1:]
+                )
+        raise MachineBindingError(
+            f"the key-encryption key does not match keystore {self.path} (the key file was "
+            "replaced or restored from elsewhere); the files were left untouched. "
+            "Restore the matching key file, or " + RECOVERY
+        )
+
+    def _open_entry(self, store: _Store, entry: dict[str, Any]) -> str:
+        try:
+            nonce, ct = _unb64(entry["nonce"]), _unb64(entry["ct"])
+            plaintext = AESGCM(store.dek).decrypt(nonce, ct, _entry_aad(store.header, entry))
+            return plaintext.decode("utf-8")
+        except (KeyError, TypeError, ValueError, InvalidTag, UnicodeDecodeError):
+            raise KeystoreCorruptError(
+                f"keystore entry {entry.get('provider')}@{entry.get('name')} failed authentication "
+                f"(damaged or tampered with); delete it with `jupyter byok keys delete` and set it again"
+            ) from None
+
+    # -- writing
+    def _seal(self, store: _Store, entry: dict[str, Any], value: str) -> None:
+        if store.header.get("encryptions", 0) >= ROTATE_AFTER:
+            raise KeystoreError("the data key has been used very often: run `jupyter byok keys rotate-master`")
+        nonce = _random.token_bytes(12)
+        ct = AESGCM(store.dek).encrypt(nonce, value.encode("utf-8"), _entry_aad(store.header, entry))
+        entry["nonce"], entry["ct"] = _b64(nonce), _b64(ct)
+        entry["last4"] = value[-4:] if len(value) >= 12 else ""
+        fp_key = _hkdf(store.dek, b"jupyter_byok/fingerprint")
+        entry["fingerprint"] = hmac.new(fp_key, value.encode(), hashlib.sha256).hexdigest()[:12]
+        store.header["encryptions"] = int(store.header.get("encryptions", 0)) + 1
+
+    def _serialize(self, store: _Store) -> bytes:
+        doc = {"format": FORMAT, "v": VERSION, "header": store.header, "entries": store.entries}
+        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        return body + b"\n" + MAC_PREFIX + _mac(store.dek, body) + b"\n"
+
+
+def _split(raw: bytes) -> tuple[bytes, bytes]:
+    body, sep, trailer = raw.rstrip(b"\n").rpartition(b"\n")
+    if not sep or not trailer.startswith(MAC_PREFIX) or raw[-1:] != b"\n":
+        raise _Corrupt("missing checksum line (truncated?)")
+    return body, trailer[len(MAC_PREFIX) :]
+
+
+def _mac(dek: bytes, body: bytes) -> bytes:
+    key = _hkdf(dek, b"jupyter_byok/file-mac")
+    return hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def _kek_check(kek: bytes) -> str:
+    return hmac.new(kek, b"jupyter_byok/kek-check", hashlib.sha256).hexdigest()[:16]
+
+
+def _dek_aad(header: dict[str, Any]) -> bytes:
+    return _encode_aad(
+        "jupyter_byok.dek",
+        str(VERSION),
+        str(header["kid"]),
+        str(header["tier"]),
+        str(header["salt"]),
+        str(header.get("kek_file") or ""),
+        str(header.get("keyring_user") or ""),
+        str(header.get("machine_hint") or ""),
+    )
+
+
+def _entry_aad(header: dict[str, Any], entry: dict[str, Any]) -> bytes:
+    return _encode_aad(
+        "jupyter_byok.entry",
+        str(VERSION),
+        str(header["kid"]),
+        str(entry["provider"]),
+        str(entry["name"]),
+        str(entry.get("kind") or "provider"),
+        str(entry.get("base_url") or ""),
+    )
+
+
+def _with_timeout(fn: Callable[[], Any], timeout: float = KEYRING_TIMEOUT_S) -> Any:
+    """Run a keyring call with a deadline: a hung D-Bus must never block the server."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True, name="byok-keyring")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise KeystoreLockedError(
+            f"the OS keyring did not answer within {timeout:g} s; use the 'machine-file' tier"
+        )
+    if error:
+        raise KeystoreLockedError(f"the OS keyring failed ({type(error[0]).__name__})")
+    return result[0] if result else None
+
+
+def _check_provider(provider: str) -> None:
+    from .providers import SECRET_NAMESPACE, known_provider_names
+
+    if provider == SECRET_NAMESPACE:
+        return
+    if provider not in known_provider_names() or provider == "local":
+        known = ", ".join(sorted(known_provider_names() - {"local"}))
+        raise UnknownProviderError(
+            f"unknown provider {provider!r}: use one of {known}, 'secret' for a named secret, "
+            "or register an endpoint first"
+        )
+
+
+def resolve_key(
+    provider: str,
+    name: str = "default",
+    *,
+    explicit: str | Secret | None = None,
+    store: Keystore | None = None,
+) -> Secret:
+    """The key for ``provider``: explicit argument > keystore > environment variable."""
+    if explicit is not None:
+        return Secret(validate_secret(explicit.reveal() if isinstance(explicit, Secret) else explicit))
+    from .providers import get_spec
+
+    spec = get_spec(provider)
+    store = store if store is not None else Keystore()
+    try:
+        return store.get(provider, name)
+    except KeyError:
+        pass
+    if name == "default":
+        for var in spec.env_vars:
+            value = os.environ.get(var, "").strip()
+            if value:
+                return Secret(value)
+    label = provider if name == "default" else f"{provider}@{name}"
+    how = f"run `jupyter byok keys set {provider}"
+    how += f" --name {name}`" if name != "default" else "`"
+    how += " (or `%byok keys set " + label + "` in a notebook)"
+    if name == "default" and spec.env_vars:
+        how += " or set " + " or ".join(spec.env_vars)
+    raise MissingKeyError(f"no key for {label}: {how}")

@@ -1,0 +1,170 @@
+"""Masking of secrets in logs, error messages and outputs.
+
+Invariant: every secret this process has held as a :class:`Secret` is masked by
+:func:`redact`, and so is every string shaped like a provider key (the scanner
+patterns of gitleaks and trufflehog, see ``shared/reference/security.md`` §3.3).
+The patterns are used for masking only, never to reject a key a user types.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any, NoReturn
+
+__all__ = ["KEY_PATTERNS", "RedactingFilter", "Secret", "install_log_filter", "redact"]
+
+MASK = "[redacted]"
+
+#: Provider key shapes (for masking and scanning, not for validation).
+KEY_PATTERNS: dict[str, re.Pattern[str]] = {
+    "openai": re.compile(
+        r"sk-(?:proj|svcacct|admin|service)-[A-Za-z0-9_-]{20,}"
+        r"|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"
+        r"|sk-[A-Za-z0-9_-]*T3BlbkFJ[A-Za-z0-9_-]+"
+    ),
+    "anthropic": re.compile(r"sk-ant-(?:api03|admin01|oat01)-[\w-]{20,}"),
+    "gemini": re.compile(r"AIza[\w-]{35}|AQ\.[A-Za-z0-9_-]{20,}"),
+    "xai": re.compile(r"xai-[0-9A-Za-z_]{40,}"),
+    "tavily": re.compile(r"tvly-(?:dev-|prod-)?[A-Za-z0-9_-]{16,}"),
+}
+_SHAPES = re.compile("|".join(f"(?:{p.pattern})" for p in KEY_PATTERNS.values()))
+
+_known: set[str] = set()
+_known_re: re.Pattern[str] | None = None
+_lock = threading.Lock()
+
+
+def _remember(value: str) -> None:
+    global _known_re
+    # Very short values would mask innocent text everywhere; they are never real keys.
+    if len(value) < 8 or value in _known:
+        return
+    with _lock:
+        _known.add(value)
+        ordered = sorted(_known, key=len, reverse=True)
+        _known_re = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every known secret and every key-shaped string masked."""
+    if not text:
+        return text
+    known = _known_re
+    if known is not None:
+        text = known.sub(MASK, text)
+    return _SHAPES.sub(MASK, text)
+
+
+class Secret:
+    """A secret value that does not leak by accident.
+
+    ``repr``, ``str`` and ``format`` show a mask; pickling and copying to JSON refuse.
+    The value is only available through :meth:`reveal`, at the place that sends it.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        self._value = value
+        _remember(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def last4(self) -> str:
+        return self._value[-4:] if len(self._value) >= 12 else ""
+
+    def __repr__(self) -> str:
+        return f"Secret('…{self.last4}')" if self.last4 else "Secret('****')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled")
+
+    def __eq__(self, other: object) -> bool:
+        import hmac
+
+        return isinstance(other, Secret) and hmac.compare_digest(
+            self._value.encode(), other._value.encode()
+        )
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secrets in the formatted message and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is not our business to fix
+            return True
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg = clean
+            record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_FILTER = RedactingFilter()
+_LOGGERS = (
+    "",
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "tornado",
+    "tornado.access",
+    "tornado.application",
+    "tornado.general",
+    "ServerApp",
+    "jupyter_byok",
+)
+
+
+def install_log_filter(extra: tuple[str, ...] = ()) -> RedactingFilter:
+    """Install the filter on the root logger, its handlers and the HTTP/server loggers.
+
+    Logger filters do not see records that propagate from child loggers, so the
+    filter also goes on every handler of the root logger. Calling this twice is harmless.
+    """
+    for name in (*_LOGGERS, *extra):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
+    return _FILTER
+
+
+def mask_value(value: Any) -> Any:
+    """Redact strings inside a JSON-like value (for output metadata and REST replies)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: mask_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_value(v) for v in value]
+    return value

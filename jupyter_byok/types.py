@@ -1,0 +1,139 @@
+"""Value objects passed between the engine, providers, ledger and front ends.
+
+These are pure values: identity and storage live in the ledger. Token counts follow one
+convention for every provider: ``input_tokens`` counts *all* prompt tokens including the
+cached ones, ``cached_input_tokens`` is the part read from the provider's prompt cache,
+and ``output_tokens`` includes ``reasoning_tokens``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+__all__ = [
+    "Completion",
+    "Message",
+    "Request",
+    "SearchResult",
+    "StreamEvent",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0  # 5-minute TTL writes (Anthropic) or generic cache writes
+    cache_write_1h_tokens: int = 0  # 1-hour TTL writes (Anthropic)
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    search_credits: float = 0.0
+    #: what the provider itself says the call cost (xAI's ``cost_in_usd_ticks``)
+    provider_cost_usd: Decimal | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if self.provider_cost_usd is not None:
+            data["provider_cost_usd"] = str(self.provider_cost_usd)
+        return data
+
+
+@dataclass
+class Request:
+    """One logical call, as the engine sees it (the key is never part of it)."""
+
+    model: str
+    messages: list[Message]
+    params: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    feature: str = "api"
+    origin: dict[str, str] = field(default_factory=dict)
+    cache: bool = False
+
+
+@dataclass
+class Completion:
+    text: str
+    model: str
+    provider: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal | None = None
+    cost_source: str = "unknown"
+    finish_reason: str | None = None
+    request_id: str = ""
+    response_id: str | None = None
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    cached: bool = False
+    ledger_id: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "usage": self.usage.to_dict(),
+            "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
+            "cost_source": self.cost_source,
+            "finish_reason": self.finish_reason,
+            "request_id": self.request_id,
+            "response_id": self.response_id,
+            "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s,
+            "cached": self.cached,
+            "ledger_id": self.ledger_id,
+        }
+
+
+@dataclass
+class StreamEvent:
+    """A piece of a streamed answer: text deltas, then one final event with usage."""
+
+    delta: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    response_id: str | None = None
+    model: str | None = None
+    done: bool = False
+
+
+@dataclass
+class SearchResult:
+    query: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    answer: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal | None = None
+    cost_source: str = "unknown"
+    request_id: str = ""
+    response_id: str | None = None
+    latency_s: float = 0.0
+    cached: bool = False
+
+    def __str__(self) -> str:
+        lines = [f"{r.get('title', '')}: {r.get('url', '')}" for r in self.results]
+        if self.answer:
+            lines.insert(0, self.answer)
+        return "\n".join(lines)

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up everything jupyter_byok needs on a fresh Debian machine, idempotently:
+#   - Debian packages: Chromium (browser tests), build tools for llama-cpp-python;
+#   - a virtual environment in .venv with the package (editable) and all extras,
+#     which builds the TypeScript front end and installs the embedded local model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+
+# Reinstall only when the project's dependency files changed since the last setup.
+stamp=.venv/.byok-setup-stamp
+want=$(cat pyproject.toml labextension/package.json | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -d jupyter_byok/labextension ]; then
+  echo "setup: installing Python packages (llama-cpp-python compiles on first install: ~5-7 min)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  # LLAVA (image support) is not used: skipping it shortens the llama.cpp build.
+  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/python -m pip install -q -e ".[local,test]"
+  echo "$want" > "$stamp"
+fi
+echo "setup: done ($(.venv/bin/python -c 'import jupyter_byok; print("jupyter_byok", jupyter_byok.__version__)'))"
+# Editable installs copy the built front end once; link it instead so that a rebuild
+# (scripts/test.sh runs one) is what JupyterLab serves.
+target="$(.venv/bin/python -c 'import sys; print(sys.prefix)')/share/jupyter/labextensions/jupyter_byok"
+if [ -d jupyter_byok/labextension ] && [ ! -L "$target" ]; then
+  cp labextension/install.json jupyter_byok/labextension/install.json
+  rm -rf "$target" && ln -s "$PWD/jupyter_byok/labextension" "$target"
+fi

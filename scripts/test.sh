@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, front-end build, Python tests (unit, server, browser).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check jupyter_byok tests benchmarks
+ruff format --check jupyter_byok tests benchmarks
+echo "== mypy"
+mypy
+echo "== front end: build"
+(cd labextension && jlpm install --immutable >/dev/null 2>&1 || jlpm install && jlpm build:prod)
+echo "== pytest"
+python -m pytest "$@"
