@@ -14,8 +14,10 @@ from decimal import Decimal
 from typing import Any, Literal
 
 __all__ = [
+    "Attempt",
     "Completion",
     "Message",
+    "ProviderResult",
     "Request",
     "SearchResult",
     "StreamEvent",
@@ -137,3 +139,36 @@ class SearchResult:
         if self.answer:
             lines.insert(0, self.answer)
         return "\n".join(lines)
+
+
+@dataclass
+class ProviderResult:
+    """What one provider module returns for a finished (non-streamed) call."""
+
+    text: str
+    usage: Usage
+    model: str
+    finish_reason: str | None = None
+    response_id: str | None = None
+    http_status: int | None = None
+    ttft_s: float | None = None
+
+
+@dataclass
+class Attempt:
+    """One HTTP attempt (or one local generation): the ledger writes one row per attempt.
+
+    ``status`` is one of ``ok``, ``error``, ``timeout`` (outcome unknown: may be billed),
+    ``cancelled``. ``usage`` is set when the provider reported it (also on some errors).
+    """
+
+    number: int
+    status: str
+    latency_s: float
+    http_status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    response_id: str | None = None
+    usage: Usage | None = None
+    ttft_s: float | None = None
+    will_retry: bool = False
