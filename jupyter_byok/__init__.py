@@ -3,17 +3,24 @@
 Your provider keys stay encrypted on your machine and go only to the provider you
 call; every call lands in a usage ledger. Importing this package is cheap: it never
 imports pandas, plotly or llama_cpp, and never touches the network.
+
+    >>> import jupyter_byok as byok
+    >>> byok.complete("local:smollm2", "What is the capital of France?").text
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ByokError, MissingKeyError
 from .keystore import Keystore, resolve_key
 from .redact import Secret
 from .types import Completion, Message, SearchResult, Usage
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = [
     "ByokError",
@@ -25,8 +32,91 @@ __all__ = [
     "Secret",
     "Usage",
     "__version__",
+    "complete",
     "resolve_key",
+    "search",
+    "stream",
+    "usage",
 ]
+
+
+def _request(
+    model: str | None,
+    prompt: str | list[Message] | list[dict[str, str]],
+    *,
+    system: str | None,
+    stream: bool,
+    cache: bool,
+    feature: str,
+    params: dict[str, Any],
+) -> Any:
+    from .engine import build_messages
+    from .types import Request
+
+    return Request(
+        model=model or "",
+        messages=build_messages(prompt, system),
+        params={k: v for k, v in params.items() if v is not None},
+        stream=stream,
+        feature=feature,
+        cache=cache,
+    )
+
+
+def complete(
+    model: str | None,
+    prompt: str | list[Message] | list[dict[str, str]],
+    *,
+    system: str | None = None,
+    cache: bool = False,
+    feature: str = "api",
+    key: str | Secret | None = None,
+    **params: Any,
+) -> Completion:
+    """Ask ``model`` (``provider:model[@key]``, an alias, or None for the default).
+
+    ``params`` are ``temperature``, ``max_tokens``, ``top_p``, ``stop``, ``seed`` and any
+    provider-specific option. Returns a :class:`Completion` with text, usage and cost.
+    """
+    from .client import get_client
+
+    request = _request(
+        model, prompt, system=system, stream=False, cache=cache, feature=feature, params=params
+    )
+    return get_client().complete(request, key=key)
+
+
+def stream(
+    model: str | None,
+    prompt: str | list[Message] | list[dict[str, str]],
+    *,
+    system: str | None = None,
+    cache: bool = False,
+    feature: str = "api",
+    key: str | Secret | None = None,
+    **params: Any,
+) -> Iterator[str | Completion]:
+    """Like :func:`complete`, yielding text as it arrives and the Completion last."""
+    from .client import get_client
+
+    request = _request(
+        model, prompt, system=system, stream=True, cache=cache, feature=feature, params=params
+    )
+    return get_client().stream(request, key=key)
+
+
+def search(query: str, *, depth: str = "basic", **params: Any) -> SearchResult:
+    """Web search through Tavily (``depth`` is ``basic`` or ``advanced``)."""
+    from .client import get_client
+
+    return get_client().search(query, depth=depth, **params)
+
+
+def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:
+    """The usage ledger as a pandas DataFrame (one row per provider attempt)."""
+    from .ledger import usage as ledger_usage
+
+    return ledger_usage(since=since, until=until, **filters)
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -48,6 +48,8 @@ class Settings:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     local_models: dict[str, str] = field(default_factory=dict)
     local_prices: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: refuse in-process cloud calls in kernels without a jupyter_byok server
+    require_server: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -58,17 +60,23 @@ class Settings:
     def from_json(cls, data: dict[str, Any]) -> Settings:
         try:
             endpoints = {
-                str(name): Endpoint(**value) for name, value in dict(data.get("endpoints", {})).items()
+                str(name): Endpoint(**value)
+                for name, value in dict(data.get("endpoints", {})).items()
             }
             return cls(
                 default_model=data.get("default_model"),
                 aliases={str(k): str(v) for k, v in dict(data.get("aliases", {})).items()},
                 endpoints=endpoints,
-                local_models={str(k): str(v) for k, v in dict(data.get("local_models", {})).items()},
+                local_models={
+                    str(k): str(v) for k, v in dict(data.get("local_models", {})).items()
+                },
                 local_prices=dict(data.get("local_prices", {})),
+                require_server=bool(data.get("require_server", False)),
             )
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"settings file has an invalid entry ({exc}); fix or remove it") from exc
+            raise ConfigError(
+                f"settings file has an invalid entry ({exc}); fix or remove it"
+            ) from exc
 
 
 def _settings_path(home: Path | None = None) -> Path:

@@ -1,0 +1,295 @@
+"""The one façade that magics, pipelines, widgets and the public API call.
+
+It picks the transport:
+
+* **server**: in a kernel started by a Jupyter server running jupyter_byok, cloud calls go
+  to that server's ``/byok/complete`` with the server's token, so the plaintext key never
+  enters the kernel. The server is found through ``JPY_PARENT_PID`` and the runtime files.
+* **in-process**: with no such server (nbclient, papermill, scripts) the engine runs here
+  with the same keystore, unless the user forbids it (``require_server`` in settings or
+  ``JUPYTER_BYOK_REQUIRE_SERVER=1``).
+
+Local models always run in this process (the kernel), whichever transport is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from . import errors
+from ._runner import iter_sync, run_sync
+from .errors import ByokError, ProviderConnectionError
+from .models import parse_model
+from .redact import Secret
+from .types import Completion, Request, SearchResult, Usage
+
+__all__ = ["Client", "ServerInfo", "find_server", "get_client"]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    token: str
+
+    def __repr__(self) -> str:
+        return f"ServerInfo(url={self.url!r})"
+
+
+def find_server() -> ServerInfo | None:
+    """The Jupyter server that started this kernel, if it runs jupyter_byok."""
+    parent = os.environ.get("JPY_PARENT_PID")
+    if not parent:
+        return None
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:  # pragma: no cover - jupyter_server is a dependency
+        return None
+    for info in list_running_servers():
+        if str(info.get("pid")) == parent:
+            url = str(info.get("url", ""))
+            if not url.endswith("/"):
+                url += "/"
+            return ServerInfo(url=url, token=str(info.get("token", "")))
+    return None
+
+
+def default_origin() -> dict[str, str]:
+    origin: dict[str, str] = {}
+    notebook = os.environ.get("JPY_SESSION_NAME")
+    if notebook:
+        origin["notebook"] = notebook
+    return origin
+
+
+def _error_from_json(data: dict[str, Any], status: int) -> ByokError:
+    name = str(data.get("error", "ByokError"))
+    message = str(data.get("message") or f"the jupyter_byok server answered {status}")
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, ByokError):
+        if issubclass(cls, errors.ProviderError):
+            return cls(message, provider=str(data.get("provider", "")), status_code=status)
+        return cls(message)
+    return ByokError(message)
+
+
+def completion_from_json(data: dict[str, Any]) -> Completion:
+    usage_data = dict(data.get("usage") or {})
+    provider_cost = usage_data.pop("provider_cost_usd", None)
+    usage = Usage(**{k: v for k, v in usage_data.items() if k in Usage.__dataclass_fields__})
+    if provider_cost is not None:
+        usage.provider_cost_usd = Decimal(str(provider_cost))
+    cost = data.get("cost_usd")
+    return Completion(
+        text=str(data.get("text", "")),
+        model=str(data.get("model", "")),
+        provider=str(data.get("provider", "")),
+        usage=usage,
+        cost_usd=None if cost is None else Decimal(str(cost)),
+        cost_source=str(data.get("cost_source", "unknown")),
+        finish_reason=data.get("finish_reason"),
+        request_id=str(data.get("request_id", "")),
+        response_id=data.get("response_id"),
+        latency_s=float(data.get("latency_s") or 0.0),
+        ttft_s=data.get("ttft_s"),
+        cached=bool(data.get("cached", False)),
+        ledger_id=data.get("ledger_id"),
+    )
+
+
+def request_to_json(request: Request) -> dict[str, Any]:
+    return {
+        "model": request.model,
+        "messages": [m.to_dict() for m in request.messages],
+        "params": request.params,
+        "stream": request.stream,
+        "feature": request.feature,
+        "origin": request.origin,
+        "cache": request.cache,
+    }
+
+
+class Client:
+    """Routes calls to the kernel's Jupyter server or to the in-process engine."""
+
+    def __init__(self, transport: str = "auto") -> None:
+        if transport not in ("auto", "server", "inprocess"):
+            raise ByokError(f"unknown transport {transport!r}: use auto, server or inprocess")
+        self._transport = transport
+        self._server: ServerInfo | None = None
+        self._looked = False
+
+    @property
+    def server(self) -> ServerInfo | None:
+        if self._transport == "inprocess":
+            return None
+        if not self._looked:
+            self._server, self._looked = find_server(), True
+        return self._server
+
+    @property
+    def transport(self) -> str:
+        return "server" if self.server is not None else "inprocess"
+
+    def _engine(self) -> Any:
+        from .config import load_settings
+        from .engine import get_engine
+
+        required = (
+            self._transport == "server"
+            or os.environ.get("JUPYTER_BYOK_REQUIRE_SERVER") == "1"
+            or load_settings().require_server
+        )
+        if required:
+            raise ByokError(
+                "no Jupyter server with jupyter_byok was found for this kernel, and in-process "
+                "calls are turned off (require_server); start JupyterLab with jupyter_byok "
+                "installed, or turn require_server off with `%byok config require_server false`"
+            )
+        return get_engine()
+
+    def _uses_server(self, request: Request) -> bool:
+        return self.server is not None and not parse_model(request.model).is_local
+
+    # ----------------------------------------------------------------- async
+    async def acomplete(self, request: Request, *, key: str | Secret | None = None) -> Completion:
+        if not request.origin:
+            request.origin = default_origin()
+        if key is None and self._uses_server(request):
+            return await self._server_complete(request)
+        if parse_model(request.model).is_local:
+            from .engine import get_engine
+
+            return await get_engine().acomplete(request, key=key)
+        return await self._engine().acomplete(request, key=key)
+
+    async def astream(
+        self, request: Request, *, key: str | Secret | None = None
+    ) -> AsyncIterator[str | Completion]:
+        if not request.origin:
+            request.origin = default_origin()
+        if key is None and self._uses_server(request):
+            async for item in self._server_stream(request):
+                yield item
+            return
+        if parse_model(request.model).is_local:
+            from .engine import get_engine
+
+            engine = get_engine()
+        else:
+            engine = self._engine()
+        async for item in engine.astream(request, key=key):
+            yield item
+
+    async def asearch(self, query: str, **kwargs: Any) -> SearchResult:
+        if self.server is not None and kwargs.get("key") is None:
+            kwargs.pop("key", None)
+            data = await self._post("search", {"query": query, **kwargs})
+            return SearchResult(
+                query=query,
+                results=list(data.get("results", [])),
+                answer=data.get("answer"),
+                usage=Usage(search_credits=float(data.get("search_credits", 0) or 0)),
+                cost_usd=None if data.get("cost_usd") is None else Decimal(str(data["cost_usd"])),
+                cost_source=str(data.get("cost_source", "unknown")),
+                request_id=str(data.get("request_id", "")),
+                latency_s=float(data.get("latency_s") or 0.0),
+            )
+        result: SearchResult = await self._engine().asearch(query, **kwargs)
+        return result
+
+    # ----------------------------------------------------------------- sync
+    def complete(self, request: Request, *, key: str | Secret | None = None) -> Completion:
+        return run_sync(self.acomplete(request, key=key))
+
+    def stream(
+        self, request: Request, *, key: str | Secret | None = None
+    ) -> Iterator[str | Completion]:
+        return iter_sync(self.astream(request, key=key))
+
+    def search(self, query: str, **kwargs: Any) -> SearchResult:
+        return run_sync(self.asearch(query, **kwargs))
+
+    # ------------------------------------------------------- server transport
+    def _http(self) -> Any:
+        import httpx
+
+        assert self.server is not None
+        return httpx.AsyncClient(
+            base_url=self.server.url,
+            headers={"Authorization": f"token {self.server.token}"},
+            timeout=httpx.Timeout(600.0, connect=5.0),
+            trust_env=False,  # the server is on this machine: never through a proxy
+        )
+
+    async def _post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        async with self._http() as http:
+            try:
+                response = await http.post(f"byok/{endpoint}", json=body)
+            except httpx.HTTPError as exc:
+                raise ProviderConnectionError(
+                    f"could not reach the Jupyter server for jupyter_byok ({type(exc).__name__}); "
+                    "is JupyterLab still running?"
+                ) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if response.status_code >= 400:
+            raise _error_from_json(data, response.status_code)
+        return dict(data)
+
+    async def _server_complete(self, request: Request) -> Completion:
+        body = request_to_json(request)
+        body["stream"] = False
+        return completion_from_json(await self._post("complete", body))
+
+    async def _server_stream(self, request: Request) -> AsyncIterator[str | Completion]:
+        import httpx
+
+        body = request_to_json(request)
+        body["stream"] = True
+        async with self._http() as http:
+            try:
+                async with http.stream("POST", "byok/complete", json=body) as response:
+                    if response.status_code >= 400:
+                        raw = await response.aread()
+                        try:
+                            data = json.loads(raw)
+                        except ValueError:
+                            data = {}
+                        raise _error_from_json(data, response.status_code)
+                    event = "message"
+                    async for line in response.aiter_lines():
+                        if line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:"):
+                            data = json.loads(line[5:].strip())
+                            if event == "delta":
+                                yield str(data.get("text", ""))
+                            elif event == "done":
+                                yield completion_from_json(data)
+                            elif event == "error":
+                                raise _error_from_json(data, int(data.get("status", 500)))
+                        elif not line:
+                            event = "message"
+            except httpx.HTTPError as exc:
+                raise ProviderConnectionError(
+                    f"the stream from the Jupyter server broke off ({type(exc).__name__})"
+                ) from None
+
+
+_client: Client | None = None
+
+
+def get_client() -> Client:
+    global _client
+    if _client is None:
+        _client = Client()
+    return _client

@@ -1,0 +1,497 @@
+"""The one call path: resolve -> budget -> cache -> provider -> cost -> ledger.
+
+Invariants:
+
+* Every provider attempt (success, error, timeout, cancel), every cache hit and every
+  budget block writes exactly one ledger row; a logical call's rows share ``request_id``.
+* The key is resolved just before dispatch and only handed to the provider module,
+  which puts it in the request header; it is never stored on the engine or a result.
+* Ledger and keystore work runs in worker threads, off the event loop.
+* Local models run in the process that owns this engine; an engine made for the
+  Jupyter server refuses them (``allow_local=False``), since they belong to kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import BudgetExceededError, ByokError, LocalModelError
+from .keystore import Keystore, resolve_key
+from .models import ModelRef, parse_model
+from .redact import Secret
+from .types import Attempt, Completion, Message, Request, SearchResult, Usage
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .ledger import Ledger, LedgerRow
+
+__all__ = ["Engine", "build_messages", "get_engine"]
+
+
+def build_messages(
+    prompt: str | list[Message] | list[dict[str, str]], system: str | None = None
+) -> list[Message]:
+    """A prompt string or a list of messages (dicts or Message) -> list[Message]."""
+    if isinstance(prompt, str):
+        messages = [Message("user", prompt)]
+    else:
+        messages = []
+        for item in prompt:
+            if isinstance(item, Message):
+                messages.append(item)
+            else:
+                role = item.get("role", "user")
+                if role not in ("system", "user", "assistant"):
+                    raise ByokError(f"unknown message role {role!r}: use system, user or assistant")
+                messages.append(Message(role, str(item.get("content", ""))))  # type: ignore[arg-type]
+    if system:
+        messages = [Message("system", system), *[m for m in messages if m.role != "system"]]
+    return messages
+
+
+def _estimate_input_tokens(messages: list[Message]) -> int:
+    # About 4 characters a token for English text; used for estimates and budgets only.
+    return sum(len(m.content) for m in messages) // 4 + 4 * len(messages)
+
+
+class Engine:
+    """One engine per process (see :func:`get_engine`); safe to use from several loops."""
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        *,
+        keystore: Keystore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        allow_local: bool = True,
+        timeout: float = 600.0,
+    ) -> None:
+        self.home = home
+        self.keystore = keystore if keystore is not None else Keystore(home)
+        self.allow_local = allow_local
+        self._transport = transport
+        self._timeout = timeout
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._ledger: Ledger | None = None
+
+    # ---------------------------------------------------------------- resources
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            from .ledger import Ledger
+
+            self._ledger = Ledger()
+        return self._ledger
+
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client of the running loop (httpx clients are bound to one loop)."""
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self._timeout, connect=5.0),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                follow_redirects=False,
+                trust_env=True,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    # ------------------------------------------------------------------- calls
+    def resolve(self, model: str | None) -> ModelRef:
+        ref = parse_model(model)
+        if ref.is_local and not self.allow_local:
+            raise LocalModelError(
+                "local models run in the kernel, not in the Jupyter server: call them from a "
+                "notebook or script"
+            )
+        return ref
+
+    async def acomplete(self, request: Request, *, key: str | Secret | None = None) -> Completion:
+        result: Completion | None = None
+        async for item in self._run(request, key=key, stream=False):
+            if isinstance(item, Completion):
+                result = item
+        assert result is not None
+        return result
+
+    async def astream(
+        self, request: Request, *, key: str | Secret | None = None
+    ) -> AsyncIterator[str | Completion]:
+        """Text deltas as they arrive, then the finished :class:`Completion`."""
+        async for item in self._run(request, key=key, stream=True):
+            yield item
+
+    async def _run(
+        self, request: Request, *, key: str | Secret | None, stream: bool
+    ) -> AsyncIterator[str | Completion]:
+        ref = self.resolve(request.model)
+        request_id = uuid.uuid4().hex
+        started = time.monotonic()
+        base = self._base_row(request, ref, request_id, stream)
+
+        await self._check_budget(request, ref, base)
+
+        cache_key = None
+        if request.cache:
+            from .cache import cache_key as make_key
+
+            cache_key = make_key(
+                ref.provider, ref.model, [m.to_dict() for m in request.messages], request.params
+            )
+            hit = await asyncio.to_thread(self._cache_get, cache_key)
+            if hit is not None:
+                completion = self._completion_from_cache(hit, ref, request_id)
+                completion.latency_s = time.monotonic() - started
+                saved = completion.cost_usd
+                completion.cost_usd = Decimal(0)
+                completion.ledger_id = await self._record(
+                    base,
+                    status="cache_hit",
+                    usage=completion.usage,
+                    cost=(Decimal(0), "computed", ""),
+                    latency_s=completion.latency_s,
+                    cache_hit=True,
+                    saved_usd=saved,
+                )
+                if stream:
+                    yield completion.text
+                yield completion
+                return
+
+        attempts: list[Attempt] = []
+        text_parts: list[str] = []
+        final_usage: Usage | None = None
+        finish_reason: str | None = None
+        response_id: str | None = None
+        ttft: float | None = None
+        try:
+            if ref.is_local:
+                from .providers import local
+
+                if stream:
+                    async for event in local.astream_local(
+                        ref.model, request.messages, request.params, on_attempt=attempts.append
+                    ):
+                        if event.delta:
+                            if ttft is None:
+                                ttft = time.monotonic() - started
+                            text_parts.append(event.delta)
+                            yield event.delta
+                        if event.done:
+                            final_usage, finish_reason = event.usage, event.finish_reason
+                else:
+                    result = await local.acomplete_local(
+                        ref.model, request.messages, request.params, on_attempt=attempts.append
+                    )
+                    text_parts.append(result.text)
+                    final_usage, finish_reason = result.usage, result.finish_reason
+                    ttft = result.ttft_s
+            else:
+                secret = await asyncio.to_thread(self._key_for, ref, key)
+                from .providers import dispatch
+
+                if stream:
+                    async for event in dispatch.stream(
+                        ref.spec,
+                        ref.model,
+                        request.messages,
+                        request.params,
+                        secret,
+                        client=self.client(),
+                        on_attempt=attempts.append,
+                    ):
+                        if event.delta:
+                            if ttft is None:
+                                ttft = time.monotonic() - started
+                            text_parts.append(event.delta)
+                            yield event.delta
+                        if event.done:
+                            final_usage = event.usage
+                            finish_reason = event.finish_reason
+                            response_id = event.response_id
+                else:
+                    result = await dispatch.complete(
+                        ref.spec,
+                        ref.model,
+                        request.messages,
+                        request.params,
+                        secret,
+                        client=self.client(),
+                        on_attempt=attempts.append,
+                    )
+                    text_parts.append(result.text)
+                    final_usage, finish_reason = result.usage, result.finish_reason
+                    response_id, ttft = result.response_id, result.ttft_s
+        except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
+            if not attempts or attempts[-1].status == "ok":
+                attempts.append(Attempt(len(attempts) + 1, "cancelled", time.monotonic() - started))
+            await asyncio.shield(self._record_attempts(base, ref, attempts))
+            raise
+        except ByokError as exc:
+            if not attempts:
+                attempts.append(
+                    Attempt(
+                        1,
+                        "error",
+                        time.monotonic() - started,
+                        error_type=type(exc).__name__,
+                        error_message=str(exc),
+                    )
+                )
+            await self._record_attempts(base, ref, attempts)
+            raise
+
+        usage = final_usage or Usage()
+        completion = Completion(
+            text="".join(text_parts),
+            model=ref.id,
+            provider=ref.provider,
+            usage=usage,
+            finish_reason=finish_reason,
+            request_id=request_id,
+            response_id=response_id,
+            latency_s=time.monotonic() - started,
+            ttft_s=ttft,
+        )
+        if not attempts or attempts[-1].status != "ok":
+            attempts.append(Attempt(len(attempts) + 1, "ok", completion.latency_s, usage=usage))
+        elif attempts[-1].usage is None:
+            attempts[-1].usage = usage
+        ids = await self._record_attempts(base, ref, attempts)
+        completion.ledger_id = ids[-1] if ids else None
+        completion.cost_usd, completion.cost_source = self._price(ref, usage)
+        if cache_key is not None:
+            await asyncio.to_thread(self._cache_put, cache_key, completion)
+        yield completion
+
+    async def asearch(
+        self,
+        query: str,
+        *,
+        depth: str = "basic",
+        feature: str = "search",
+        origin: dict[str, str] | None = None,
+        key: str | Secret | None = None,
+        **params: Any,
+    ) -> SearchResult:
+        from .providers import dispatch, get_spec
+
+        spec = get_spec("tavily")
+        ref = ModelRef("tavily", f"search-{depth}")
+        request = Request(model=ref.id, messages=[], feature=feature, origin=origin or {})
+        request_id = uuid.uuid4().hex
+        base = self._base_row(request, ref, request_id, False)
+        await self._check_budget(request, ref, base)
+        secret = await asyncio.to_thread(self._key_for, ref, key)
+        attempts: list[Attempt] = []
+        try:
+            result = await dispatch.search(
+                spec,
+                query,
+                {"search_depth": depth, **params},
+                secret,
+                client=self.client(),
+                on_attempt=attempts.append,
+            )
+        except ByokError:
+            await self._record_attempts(base, ref, attempts)
+            raise
+        result.request_id = request_id
+        await self._record_attempts(base, ref, attempts)
+        result.cost_usd, result.cost_source = self._price(ref, result.usage)
+        return result
+
+    # ----------------------------------------------------------------- helpers
+    def _key_for(self, ref: ModelRef, key: str | Secret | None) -> Secret | None:
+        if not ref.spec.needs_key and key is None:
+            try:
+                return resolve_key(ref.provider, ref.key_name, store=self.keystore)
+            except ByokError:
+                return None
+        return resolve_key(ref.provider, ref.key_name, explicit=key, store=self.keystore)
+
+    def _base_row(
+        self, request: Request, ref: ModelRef, request_id: str, stream: bool
+    ) -> dict[str, Any]:
+        origin = request.origin or {}
+        return {
+            "request_id": request_id,
+            "provider": ref.provider,
+            "model": ref.model,
+            "key_name": None if ref.is_local else ref.key_name,
+            "feature": request.feature,
+            "notebook": origin.get("notebook"),
+            "cell_id": origin.get("cell_id"),
+            "pipeline": origin.get("pipeline"),
+            "node": origin.get("node"),
+            "stream": stream,
+        }
+
+    async def _check_budget(
+        self, request: Request, ref: ModelRef, base: dict[str, Any]
+    ) -> Decimal | None:
+        from . import budgets, pricing
+
+        max_out = int(request.params.get("max_tokens") or 1024)
+        if ref.provider == "tavily":
+            estimate = pricing.estimate_cost(ref.provider, ref.model, 0, 0)
+        else:
+            estimate = pricing.estimate_cost(
+                ref.provider, ref.model, _estimate_input_tokens(request.messages), max_out
+            )
+        decision = await asyncio.to_thread(
+            budgets.check, ref.provider, ref.model, request.feature, estimate, self.ledger
+        )
+        if not decision.allowed:
+            await self._record(base, status="budget_blocked", error_type="BudgetExceededError")
+            raise BudgetExceededError(decision.message)
+        return estimate
+
+    def _price(self, ref: ModelRef, usage: Usage) -> tuple[Decimal | None, str]:
+        from .pricing import compute_cost
+
+        result = compute_cost(ref.provider, ref.model, usage)
+        return result.cost_usd, result.source
+
+    async def _record_attempts(
+        self, base: dict[str, Any], ref: ModelRef, attempts: list[Attempt]
+    ) -> list[str]:
+        from .pricing import compute_cost
+
+        rows = []
+        for attempt in attempts:
+            if attempt.usage is not None:
+                priced = compute_cost(ref.provider, ref.model, attempt.usage)
+                cost = (priced.cost_usd, priced.source, priced.price_version)
+            else:
+                cost = None
+            rows.append(
+                self._make_row(
+                    base,
+                    status=attempt.status,
+                    attempt=attempt.number,
+                    http_status=attempt.http_status,
+                    error_type=attempt.error_type,
+                    response_id=attempt.response_id,
+                    usage=attempt.usage,
+                    cost=cost,
+                    latency_s=attempt.latency_s,
+                    ttft_s=attempt.ttft_s,
+                )
+            )
+        return await asyncio.to_thread(self._write_rows, rows)
+
+    async def _record(self, base: dict[str, Any], **fields: Any) -> str:
+        row = self._make_row(base, **fields)
+        ids = await asyncio.to_thread(self._write_rows, [row])
+        return ids[0]
+
+    def _make_row(
+        self,
+        base: dict[str, Any],
+        *,
+        status: str,
+        attempt: int = 1,
+        http_status: int | None = None,
+        error_type: str | None = None,
+        response_id: str | None = None,
+        usage: Usage | None = None,
+        cost: tuple[Decimal | None, str, str] | None = None,
+        latency_s: float | None = None,
+        ttft_s: float | None = None,
+        cache_hit: bool = False,
+        saved_usd: Decimal | None = None,
+    ) -> LedgerRow:
+        from .ledger import LedgerRow
+
+        usage = usage or Usage()
+        cost_usd, cost_source, price_version = cost if cost is not None else (None, "unknown", "")
+        if cost is None and status in ("error", "cancelled", "budget_blocked"):
+            cost_usd, cost_source = Decimal(0), "computed"
+        return LedgerRow(
+            **base,
+            status=status,
+            attempt=attempt,
+            http_status=http_status,
+            error_type=error_type,
+            response_id=response_id,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens + usage.cache_write_1h_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            search_credits=usage.search_credits,
+            cost_usd=cost_usd,
+            cost_source=cost_source,
+            price_version=price_version,
+            latency_s=latency_s,
+            ttft_s=ttft_s,
+            cache_hit=cache_hit,
+            saved_usd=saved_usd,
+        )
+
+    def _write_rows(self, rows: list[LedgerRow]) -> list[str]:
+        return [self.ledger.record(row) for row in rows]
+
+    def _cache_get(self, key: str) -> dict[str, Any] | None:
+        from .cache import ResponseCache
+
+        return ResponseCache().get(key)
+
+    def _cache_put(self, key: str, completion: Completion) -> None:
+        from .cache import ResponseCache
+
+        ResponseCache().put(key, completion.to_dict(), completion.cost_usd)
+
+    def _completion_from_cache(
+        self, payload: dict[str, Any], ref: ModelRef, request_id: str
+    ) -> Completion:
+        usage_data = dict(payload.get("usage") or {})
+        provider_cost = usage_data.pop("provider_cost_usd", None)
+        usage = Usage(**usage_data)
+        if provider_cost is not None:
+            usage.provider_cost_usd = Decimal(str(provider_cost))
+        cost = payload.get("cost_usd")
+        return Completion(
+            text=str(payload.get("text", "")),
+            model=ref.id,
+            provider=ref.provider,
+            usage=usage,
+            cost_usd=Decimal(str(cost)) if cost is not None else None,
+            cost_source=str(payload.get("cost_source", "unknown")),
+            finish_reason=payload.get("finish_reason"),
+            request_id=request_id,
+            response_id=payload.get("response_id"),
+            cached=True,
+        )
+
+
+_engine: Engine | None = None
+
+
+def get_engine() -> Engine:
+    """The process-wide in-process engine."""
+    global _engine
+    if _engine is None:
+        _engine = Engine()
+    return _engine
