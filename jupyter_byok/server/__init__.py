@@ -1,6 +1,7 @@
 """The Jupyter server half: one service object in the web app settings, thin handlers.
 
-Invariant: plaintext keys stay in this process. Handlers return metadata only.
+Invariant: plaintext keys stay in this process. Handlers return metadata only, and the
+redaction filter is installed on the server's loggers before any handler runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,20 @@ __all__ = ["load_extension"]
 
 def load_extension(server_app: Any) -> None:
     from .handlers import setup_handlers
+    from .service import ByokService
 
-    install_log_filter()
-    setup_handlers(server_app.web_app)
-    server_app.log.info("jupyter_byok server extension loaded")
+    install_log_filter(extra=(server_app.log.name,))
+    for handler in server_app.log.handlers:
+        from ..redact import RedactingFilter
+
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(install_log_filter())
+    # Local models belong to kernels: refuse to load one into the server process.
+    try:
+        from ..providers import local
+
+        local._REFUSE_IN_PROCESS = True
+    except ImportError:  # pragma: no cover - the local provider is part of the package
+        pass
+    setup_handlers(server_app.web_app, ByokService())
+    server_app.log.info("jupyter_byok server extension loaded (keystore and dispatch in server)")

@@ -1,11 +1,15 @@
 """REST handlers under ``{base_url}/byok/``: parse, call the service, map errors.
 
 Every verb is authenticated (``@web.authenticated``) and authorized against a
-``jupyter_byok:*`` resource; no reply, log line or error carries a key value.
+``jupyter_byok:*`` resource (``APIHandler`` adds the origin check, and jupyter_server
+enforces XSRF on cookie-authenticated requests). Keys are accepted only in POST bodies,
+and no reply, log line or error ever carries a key value: replies are metadata, and
+errors go through :meth:`ByokHandler.fail`, the one place that maps them to statuses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,14 +17,58 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.iostream import StreamClosedError
 
-from .._version import __version__
-from ..errors import ByokError
-from ..keystore import Keystore
+from .. import errors
+from ..redact import mask_value
+from .service import BadInput, ByokService, NotFound
+
+MAX_BODY = 1_000_000
+
+#: Domain errors -> HTTP status. Order matters: subclasses first.
+STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (BadInput, 400),
+    (NotFound, 404),
+    (errors.InvalidSecretError, 400),
+    (errors.ModelIdError, 400),
+    (errors.UnknownProviderError, 400),
+    (errors.ConfigError, 400),
+    (errors.MissingKeyError, 400),
+    (errors.LocalModelError, 400),
+    (errors.KeystoreError, 409),
+    (errors.BudgetExceededError, 402),
+    (errors.QuotaExceededError, 402),
+    (errors.RateLimitError, 429),
+    (errors.ProviderTimeoutError, 504),
+    (errors.BadRequestError, 400),
+    (errors.AuthenticationError, 502),
+    (errors.ProviderError, 502),
+    (errors.LedgerError, 500),
+    (errors.ByokError, 500),
+)
+
+
+def status_for(exc: BaseException) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(exc: BaseException, status: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc), "status": status}
+    if isinstance(exc, errors.ProviderError):
+        body["provider"] = exc.provider
+        body["provider_status"] = exc.status_code
+    return body
 
 
 class ByokHandler(APIHandler):
     auth_resource = "jupyter_byok:status"
+
+    @property
+    def service(self) -> ByokService:
+        return self.settings["jupyter_byok"]  # type: ignore[no-any-return]
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -28,27 +76,233 @@ class ByokHandler(APIHandler):
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(data))
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(mask_value(data), default=str))
 
-    def fail(self, exc: ByokError, status: int = 400) -> None:
-        self.set_status(status)
-        self.finish(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+    def fail(self, exc: BaseException) -> None:
+        status = status_for(exc)
+        if status >= 500 and not isinstance(exc, errors.ByokError):
+            self.log.error("jupyter_byok: unexpected %s", type(exc).__name__)
+            exc = errors.ByokError("unexpected server error; see the server log")
+        self.reply(error_body(exc, status), status)
+
+    def body(self) -> dict[str, Any]:
+        raw = self.request.body or b""
+        if len(raw) > MAX_BODY:
+            raise BadInput(f"request body too large ({len(raw):,} bytes; limit {MAX_BODY:,})")
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise BadInput("request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadInput("request body must be a JSON object")
+        return data
+
+    async def run(self, coro: Any, status: int = 200) -> None:
+        try:
+            result = await coro
+        except (errors.ByokError, BadInput, NotFound) as exc:
+            self.fail(exc)
+            return
+        self.reply(result, status)
 
 
 class StatusHandler(ByokHandler):
+    auth_resource = "jupyter_byok:status"
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        store = Keystore()
+        await self.run(self.service.status())
+
+
+class KeysHandler(ByokHandler):
+    auth_resource = "jupyter_byok:keys"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.run(self.service.list_keys())
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
         try:
-            keystore = store.status()
-        except ByokError as exc:
-            self.fail(exc, 500)
+            body = self.body()
+        except BadInput as exc:
+            self.fail(exc)
             return
-        self.reply({"version": __version__, "keystore": keystore})
+        await self.run(self.service.add_key(body), 201)
 
 
-def setup_handlers(web_app: Any) -> None:
+class KeyHandler(ByokHandler):
+    auth_resource = "jupyter_byok:keys"
+
+    @web.authenticated
+    @authorized
+    async def delete(self, key_id: str) -> None:
+        try:
+            await self.service.delete_key(key_id)
+        except (errors.ByokError, NotFound) as exc:
+            self.fail(exc)
+            return
+        self.set_status(204)
+        self.finish()
+
+
+class VerifyHandler(ByokHandler):
+    auth_resource = "jupyter_byok:keys"
+
+    @web.authenticated
+    @authorized
+    async def post(self, key_id: str) -> None:
+        await self.run(self.service.verify_key(key_id))
+
+
+class CompleteHandler(ByokHandler):
+    auth_resource = "jupyter_byok:complete"
+    _task: asyncio.Task[Any] | None = None
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        try:
+            body = self.body()
+            request = self.service.parse_request(body)
+        except (errors.ByokError, BadInput) as exc:
+            self.fail(exc)
+            return
+        if not request.stream:
+            await self.run(self.service.complete(request))
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("X-Accel-Buffering", "no")
+        self._task = asyncio.current_task()
+        try:
+            async for item in self.service.stream(request):
+                if isinstance(item, str):
+                    self.write(f"event: delta\ndata: {json.dumps({'text': item})}\n\n")
+                else:
+                    payload = json.dumps(mask_value(item), default=str)
+                    self.write(f"event: done\ndata: {payload}\n\n")
+                await self.flush()
+        except StreamClosedError:
+            return
+        except errors.ByokError as exc:
+            status = status_for(exc)
+            if not self._headers_written:
+                self.fail(exc)
+                return
+            payload = json.dumps(error_body(exc, status))
+            self.write(f"event: error\ndata: {payload}\n\n")
+        self.finish()
+
+    def on_connection_close(self) -> None:
+        # The kernel went away (cell interrupted): stop the provider request too.
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        super().on_connection_close()
+
+
+class SearchHandler(ByokHandler):
+    auth_resource = "jupyter_byok:complete"
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        try:
+            body = self.body()
+        except BadInput as exc:
+            self.fail(exc)
+            return
+        await self.run(self.service.search(body))
+
+
+class UsageHandler(ByokHandler):
+    auth_resource = "jupyter_byok:usage"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        args = {k: self.get_argument(k) for k in self.request.arguments}
+        await self.run(self.service.usage(args))
+
+
+class ModelsHandler(ByokHandler):
+    auth_resource = "jupyter_byok:config"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.run(self.service.models())
+
+
+class PricesHandler(ByokHandler):
+    auth_resource = "jupyter_byok:config"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.run(self.service.prices(self.get_argument("model", None)))
+
+
+class BudgetsHandler(ByokHandler):
+    auth_resource = "jupyter_byok:budgets"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.run(self.service.budgets())
+
+    @web.authenticated
+    @authorized
+    async def put(self) -> None:
+        try:
+            body = self.body()
+        except BadInput as exc:
+            self.fail(exc)
+            return
+        await self.run(self.service.set_budgets(body))
+
+
+class ConfigHandler(ByokHandler):
+    auth_resource = "jupyter_byok:config"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.run(self.service.get_config())
+
+    @web.authenticated
+    @authorized
+    async def put(self) -> None:
+        try:
+            body = self.body()
+        except BadInput as exc:
+            self.fail(exc)
+            return
+        await self.run(self.service.set_config(body))
+
+
+ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (
+    ("status", StatusHandler),
+    ("keys", KeysHandler),
+    (r"keys/([A-Za-z0-9]+)", KeyHandler),
+    (r"keys/([A-Za-z0-9]+)/verify", VerifyHandler),
+    ("complete", CompleteHandler),
+    ("search", SearchHandler),
+    ("usage", UsageHandler),
+    ("models", ModelsHandler),
+    ("prices", PricesHandler),
+    ("budgets", BudgetsHandler),
+    ("config", ConfigHandler),
+)
+
+
+def setup_handlers(web_app: Any, service: ByokService) -> None:
     base_url = web_app.settings["base_url"]
-    routes = [(url_path_join(base_url, "byok", "status"), StatusHandler)]
+    web_app.settings["jupyter_byok"] = service
+    routes = [(url_path_join(base_url, "byok", path), handler) for path, handler in ROUTES]
     web_app.add_handlers(".*$", routes)
