@@ -32,6 +32,17 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def check_private_dir(path: Path) -> None:
+    """Tighten an existing folder that group/other can open, and say so (never creates it)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        os.chmod(path, PRIVATE_DIR)
+        log.warning("%s was accessible to other users (mode %o); set it to 0700", path, mode)
+
+
 def check_private_file(path: Path) -> None:
     """Tighten a file that group/other can read, and say so."""
     try:

@@ -14,6 +14,13 @@ Invariants:
 * The whole file is authenticated (HMAC over its exact bytes under a DEK subkey): any
   change to any byte is reported as :class:`KeystoreCorruptError`, and the file is left
   where it is. Nothing here ever overwrites a store it could not read.
+* File layout: ``<compact JSON body>\nsha256:<hex>\nhmac-sha256:<hex>\n``. The unkeyed
+  SHA-256 of the body is checked first, before any key is derived, so that accidental
+  damage anywhere (including the salt or key-file fields that feed the KEK) is reported
+  as corruption and never misread as "created on another machine". It adds no
+  authenticity: the HMAC and the AES-GCM tags do that. Only a file whose checksum is
+  intact but whose KEK does not match raises :class:`MachineBindingError` (or
+  :class:`KeystoreLockedError` for a wrong passphrase).
 * Writes are atomic (temp file, fsync, ``os.replace``, fsync dir) and read-modify-write
   cycles hold an exclusive ``flock`` on ``keystore.lock``, so several servers and kernels
   can share one store.
@@ -22,6 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import datetime as dt
 import fcntl
@@ -48,6 +56,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from ._files import (
     PRIVATE_FILE,
     atomic_write,
+    check_private_dir,
     check_private_file,
     ensure_private_dir,
     file_lock,
@@ -73,6 +82,8 @@ VERSION = 1
 MAX_SECRET_LENGTH = 4096
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAC_PREFIX = b"hmac-sha256:"
+DIGEST_PREFIX = b"sha256:"
+KEK_FILE_RE = re.compile(r"^kek/kek-[0-9a-f]{12}\.key$")
 #: Random 96-bit nonces stay safe far below 2**32 encryptions per key (NIST SP 800-38D).
 ROTATE_AFTER = 2**30
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
@@ -140,7 +151,9 @@ def validate_secret(value: str) -> str:
         )
     value = value.strip()
     if not value:
-        raise InvalidSecretError("the key is empty: paste the whole key from your provider's console")
+        raise InvalidSecretError(
+            "the key is empty: paste the whole key from your provider's console"
+        )
     if any(ch.isspace() for ch in value):
         raise InvalidSecretError(
             "the key has whitespace inside it: paste it again as one unbroken piece"
@@ -154,9 +167,7 @@ def validate_secret(value: str) -> str:
 
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise KeystoreError(
-            f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
-        )
+        raise KeystoreError(f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return name
 
 
@@ -218,7 +229,7 @@ class Keystore:
         self,
         home: Path | None = None,
         *,
-        machine_id: bytes | None | Callable[[], bytes | None] = machine_app_id,
+        machine_id: bytes | Callable[[], bytes | None] | None = machine_app_id,
         passphrase: str | None = None,
         keyring_backend: Any = None,
     ) -> None:
@@ -229,8 +240,8 @@ class Keystore:
         self.lock_path = self.home / "keystore.lock"
         self.kek_dir = self.home / "kek"
         self._machine_id = machine_id() if callable(machine_id) else machine_id
-        self._passphrase = passphrase if passphrase is not None else os.environ.get(
-            "JUPYTER_BYOK_PASSPHRASE"
+        self._passphrase = (
+            passphrase if passphrase is not None else os.environ.get("JUPYTER_BYOK_PASSPHRASE")
         )
         self._keyring = keyring_backend
         self._kek_cache: dict[tuple[str, ...], bytes] = {}
@@ -256,16 +267,15 @@ class Keystore:
         header = self._read_header()
         tier = str(header.get("tier"))
         info.update(tier=tier, tier_description=TIERS.get(tier, tier))
-        if header.get("kek_file"):
-            info["key_file"] = str(self.home / header["kek_file"])
+        kek_file = header.get("kek_file")
+        if isinstance(kek_file, str) and KEK_FILE_RE.match(kek_file):
+            info["key_file"] = str(self.home / kek_file)
         try:
             entries = self.list()
         except KeystoreError as exc:
             info.update(error=str(exc), entries=None, providers=[])
         else:
-            info.update(
-                entries=len(entries), providers=sorted({e.provider for e in entries})
-            )
+            info.update(entries=len(entries), providers=sorted({e.provider for e in entries}))
         return info
 
     def list(self) -> list[KeyInfo]:
@@ -315,9 +325,9 @@ class Keystore:
                 "updated": now,
                 "last_verified": None,
                 "tier": tier if tier is not None else (entry.get("tier") if entry else None),
-                "base_url": base_url if base_url is not None else (
-                    entry.get("base_url") if entry else None
-                ),
+                "base_url": base_url
+                if base_url is not None
+                else (entry.get("base_url") if entry else None),
             }
             self._seal(store, new, value)
             if entry is not None:
@@ -373,14 +383,19 @@ class Keystore:
                 )
             save(self._create(tier=tier))
 
-    def reset(self) -> list[Path]:
+    def reset(self) -> builtins.list[Path]:
         """Set the current files aside (never deleted) so that a fresh store can start."""
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        moved: list[Path] = []
+        moved: builtins.list[Path] = []
         with file_lock(self.lock_path), self._mutex:
             for path in (self.path, self.kek_dir):
                 if path.exists():
                     target = path.with_name(f"{path.name}.aside-{stamp}")
+                    n = 1
+                    while target.exists() or target.is_symlink():
+                        # Never replace files set aside earlier (two resets in a second).
+                        n += 1
+                        target = path.with_name(f"{path.name}.aside-{stamp}-{n}")
                     os.replace(path, target)
                     moved.append(target)
             self._kek_cache.clear()
@@ -528,7 +543,9 @@ class Keystore:
                 )
             stored = self._keyring_get(str(header.get("keyring_user")))
             if not stored:
-                raise MachineBindingError("the OS keyring has no key for this keystore; " + RECOVERY)
+                raise MachineBindingError(
+                    "the OS keyring has no key for this keystore; " + RECOVERY
+                )
             ikm = _unb64(stored)
         elif tier == "passphrase":
             if not self._passphrase:
@@ -556,11 +573,15 @@ class Keystore:
 
     def _load(self) -> _Store | None:
         """Read and verify the store (each time: other processes may have changed it)."""
+        ensure_private_dir(self.home)
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise KeystoreError(f"cannot read keystore {self.path}: {exc.strerror}") from None
         check_private_file(self.path)
+        check_private_dir(self.kek_dir)
         try:
             return self._parse(raw)
         except _Corrupt as exc:
@@ -582,6 +603,7 @@ class Keystore:
         header, entries = doc.get("header"), doc.get("entries")
         if not isinstance(header, dict) or not isinstance(entries, list):
             raise _Corrupt("missing header or entries")
+        _check_header(header)
         try:
             wrapped = header["wrapped_dek"]
             nonce, ct = _unb64(wrapped["nonce"]), _unb64(wrapped["ct"])
@@ -603,7 +625,9 @@ class Keystore:
         if not hmac.compare_digest(mac, _mac(dek, body)):
             raise _Corrupt("file checksum mismatch")
         for entry in entries:
-            if not isinstance(entry, dict) or not isinstance(entry.get("provider"), str):
+            if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k), str) for k in ("provider", "name")
+            ):
                 raise _Corrupt("malformed entry")
         return _Store(header=header, entries=entries, dek=dek)
 
@@ -620,15 +644,21 @@ class Keystore:
     def _raise_binding(self, header: dict[str, Any]) -> None:
         tier = header.get("tier")
         if tier == "passphrase":
-            raise KeystoreLockedError("wrong passphrase for the keystore: check JUPYTER_BYOK_PASSPHRASE")
+            raise KeystoreLockedError(
+                "wrong passphrase for the keystore: check JUPYTER_BYOK_PASSPHRASE"
+            )
         hint = header.get("machine_hint")
-        if tier in ("machine-file", "keyring") and hint and self._machine_id is not None:
-            if not hmac.compare_digest(str(hint), self._machine_hint()):
-                raise MachineBindingError(
-                    f"keystore {self.path} was created on another machine (or this machine's id "
-                    "changed), so its keys cannot be decrypted here; the files were left "
-                    "untouched. " + RECOVERY[0].upper() + RECOVERY[1:]
-                )
+        if (
+            tier in ("machine-file", "keyring")
+            and hint
+            and self._machine_id is not None
+            and not hmac.compare_digest(str(hint), self._machine_hint())
+        ):
+            raise MachineBindingError(
+                f"keystore {self.path} was created on another machine (or this machine's id "
+                "changed), so its keys cannot be decrypted here; the files were left "
+                "untouched. " + RECOVERY[0].upper() + RECOVERY[1:]
+            )
         raise MachineBindingError(
             f"the key-encryption key does not match keystore {self.path} (the key file was "
             "replaced or restored from elsewhere); the files were left untouched. "
@@ -643,15 +673,20 @@ class Keystore:
         except (KeyError, TypeError, ValueError, InvalidTag, UnicodeDecodeError):
             raise KeystoreCorruptError(
                 f"keystore entry {entry.get('provider')}@{entry.get('name')} failed authentication "
-                f"(damaged or tampered with); delete it with `jupyter byok keys delete` and set it again"
+                "(damaged or tampered with); delete it with `jupyter byok keys delete` "
+                "and set it again"
             ) from None
 
     # -- writing
     def _seal(self, store: _Store, entry: dict[str, Any], value: str) -> None:
         if store.header.get("encryptions", 0) >= ROTATE_AFTER:
-            raise KeystoreError("the data key has been used very often: run `jupyter byok keys rotate-master`")
+            raise KeystoreError(
+                "the data key has been used very often: run `jupyter byok keys rotate-master`"
+            )
         nonce = _random.token_bytes(12)
-        ct = AESGCM(store.dek).encrypt(nonce, value.encode("utf-8"), _entry_aad(store.header, entry))
+        ct = AESGCM(store.dek).encrypt(
+            nonce, value.encode("utf-8"), _entry_aad(store.header, entry)
+        )
         entry["nonce"], entry["ct"] = _b64(nonce), _b64(ct)
         entry["last4"] = value[-4:] if len(value) >= 12 else ""
         fp_key = _hkdf(store.dek, b"jupyter_byok/fingerprint")
@@ -661,14 +696,62 @@ class Keystore:
     def _serialize(self, store: _Store) -> bytes:
         doc = {"format": FORMAT, "v": VERSION, "header": store.header, "entries": store.entries}
         body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        return body + b"\n" + MAC_PREFIX + _mac(store.dek, body) + b"\n"
+        return (
+            body
+            + b"\n"
+            + DIGEST_PREFIX
+            + _digest(body)
+            + b"\n"
+            + MAC_PREFIX
+            + _mac(store.dek, body)
+            + b"\n"
+        )
 
 
 def _split(raw: bytes) -> tuple[bytes, bytes]:
-    body, sep, trailer = raw.rstrip(b"\n").rpartition(b"\n")
-    if not sep or not trailer.startswith(MAC_PREFIX) or raw[-1:] != b"\n":
+    """``(body, mac)`` of a keystore file, after checking the unkeyed body checksum.
+
+    Files written before the checksum line existed (body + MAC line only) are still read;
+    the next write adds the line.
+    """
+    if raw[-1:] != b"\n":
         raise _Corrupt("missing checksum line (truncated?)")
-    return body, trailer[len(MAC_PREFIX) :]
+    lines = raw[:-1].split(b"\n")
+    if len(lines) == 3:
+        body, digest, mac = lines
+        if not digest.startswith(DIGEST_PREFIX):
+            raise _Corrupt("missing checksum line (truncated?)")
+        if not hmac.compare_digest(digest[len(DIGEST_PREFIX) :], _digest(body)):
+            raise _Corrupt("checksum mismatch: the file was damaged")
+    elif len(lines) == 2:
+        body, mac = lines
+    else:
+        raise _Corrupt("missing checksum line (truncated?)")
+    if not mac.startswith(MAC_PREFIX):
+        raise _Corrupt("missing checksum line (truncated?)")
+    return body, mac[len(MAC_PREFIX) :]
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.sha256(body).hexdigest().encode("ascii")
+
+
+def _check_header(header: dict[str, Any]) -> None:
+    """Structural checks before any field is used (a tampered field never escapes as a
+    ``KeyError``, and ``kek_file`` can only name a file inside ``kek/``)."""
+    for key in ("kid", "tier", "salt", "kek_check"):
+        if not isinstance(header.get(key), str):
+            raise _Corrupt(f"malformed header field {key!r}")
+    for key in ("kek_file", "keyring_user", "machine_hint"):
+        if not isinstance(header.get(key), (str, type(None))):
+            raise _Corrupt(f"malformed header field {key!r}")
+    kek_file = header.get("kek_file")
+    if header["tier"] in ("machine-file", "file") and not (
+        isinstance(kek_file, str) and KEK_FILE_RE.match(kek_file)
+    ):
+        raise _Corrupt("malformed header field 'kek_file'")
+    if not isinstance(header.get("wrapped_dek"), dict):
+        raise _Corrupt("missing or malformed data key")
 
 
 def _mac(dek: bytes, body: bytes) -> bytes:
@@ -705,8 +788,14 @@ def _entry_aad(header: dict[str, Any], entry: dict[str, Any]) -> bytes:
     )
 
 
-def _with_timeout(fn: Callable[[], Any], timeout: float = KEYRING_TIMEOUT_S) -> Any:
-    """Run a keyring call with a deadline: a hung D-Bus must never block the server."""
+def _with_timeout(fn: Callable[[], Any], timeout: float | None = None) -> Any:
+    """Run a keyring call with a deadline: a hung D-Bus must never block the server.
+
+    The default deadline is read at call time (``KEYRING_TIMEOUT_S``), so that it can be
+    configured after import.
+    """
+    if timeout is None:
+        timeout = KEYRING_TIMEOUT_S
     result: list[Any] = []
     error: list[BaseException] = []
 
@@ -750,7 +839,9 @@ def resolve_key(
 ) -> Secret:
     """The key for ``provider``: explicit argument > keystore > environment variable."""
     if explicit is not None:
-        return Secret(validate_secret(explicit.reveal() if isinstance(explicit, Secret) else explicit))
+        return Secret(
+            validate_secret(explicit.reveal() if isinstance(explicit, Secret) else explicit)
+        )
     from .providers import get_spec
 
     spec = get_spec(provider)

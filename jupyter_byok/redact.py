@@ -143,12 +143,39 @@ _LOGGERS = (
 )
 
 
-def install_log_filter(extra: tuple[str, ...] = ()) -> RedactingFilter:
-    """Install the filter on the root logger, its handlers and the HTTP/server loggers.
+_factory_installed = False
 
-    Logger filters do not see records that propagate from child loggers, so the
-    filter also goes on every handler of the root logger. Calling this twice is harmless.
+
+def _install_record_factory() -> None:
+    """Mask every log record when it is created, whichever logger makes it.
+
+    Logger filters do not see records that propagate from child loggers (``httpcore.http3``,
+    ``jupyter_byok.keystore``, any library), and handler filters miss handlers added after
+    installation (Jupyter configures its handlers late). A record factory sees them all.
     """
+    global _factory_installed
+    with _lock:
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            _FILTER.filter(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _factory_installed = True
+
+
+def install_log_filter(extra: tuple[str, ...] = ()) -> RedactingFilter:
+    """Mask secrets in every log record of this process.
+
+    A record factory masks each record as it is created (every logger, every handler,
+    also those added later); the filter also goes on the root logger, its handlers and
+    the HTTP/server loggers. Calling this twice is harmless.
+    """
+    _install_record_factory()
     for name in (*_LOGGERS, *extra):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
