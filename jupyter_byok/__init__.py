@@ -33,6 +33,7 @@ __all__ = [
     "Usage",
     "__version__",
     "complete",
+    "load_ipython_extension",
     "resolve_key",
     "search",
     "stream",
@@ -117,6 +118,13 @@ def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFr
     from .ledger import usage as ledger_usage
 
     return ledger_usage(since=since, until=until, **filters)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_byok``: register ``%%byok`` and ``%byok``."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -149,7 +149,7 @@ class Engine:
         started = time.monotonic()
         base = self._base_row(request, ref, request_id, stream)
 
-        await self._check_budget(request, ref, base)
+        warnings = await self._check_budget(request, ref, base)
 
         cache_key = None
         if request.cache:
@@ -173,6 +173,7 @@ class Engine:
                     cache_hit=True,
                     saved_usd=saved,
                 )
+                completion.warnings = warnings
                 if stream:
                     yield completion.text
                 yield completion
@@ -280,6 +281,7 @@ class Engine:
         ids = await self._record_attempts(base, ref, attempts)
         completion.ledger_id = ids[-1] if ids else None
         completion.cost_usd, completion.cost_source = self._price(ref, usage)
+        completion.warnings = warnings
         if cache_key is not None:
             await asyncio.to_thread(self._cache_put, cache_key, completion)
         yield completion
@@ -349,7 +351,8 @@ class Engine:
 
     async def _check_budget(
         self, request: Request, ref: ModelRef, base: dict[str, Any]
-    ) -> Decimal | None:
+    ) -> list[str]:
+        """Block the call (one ledger row, then an error) or return budget warnings."""
         from . import budgets, pricing
 
         max_out = int(request.params.get("max_tokens") or 1024)
@@ -365,7 +368,7 @@ class Engine:
         if not decision.allowed:
             await self._record(base, status="budget_blocked", error_type="BudgetExceededError")
             raise BudgetExceededError(decision.message)
-        return estimate
+        return list(decision.warnings)
 
     def _price(self, ref: ModelRef, usage: Usage) -> tuple[Decimal | None, str]:
         from .pricing import compute_cost

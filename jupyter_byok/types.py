@@ -87,6 +87,8 @@ class Completion:
     ttft_s: float | None = None
     cached: bool = False
     ledger_id: str | None = None
+    #: budget warnings that applied to this call (near a limit)
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.text
@@ -106,6 +108,7 @@ class Completion:
             "ttft_s": self.ttft_s,
             "cached": self.cached,
             "ledger_id": self.ledger_id,
+            "warnings": list(self.warnings),
         }
 
 

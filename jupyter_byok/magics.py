@@ -1,0 +1,529 @@
+"""``%%byok`` and ``%byok``: thin IPython magics over :class:`~jupyter_byok.client.Client`.
+
+The cell magic streams the answer into one display that updates in place, renders it
+per ``-f``, and adds a footer with model, tokens, cost and latency. Prompt interpolation
+is brace-safe (see :mod:`jupyter_byok.interpolate`): only referenced names that exist are
+read from the user namespace. Expected failures print one red line, never a traceback,
+and no output or metadata ever carries a key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import re
+import shlex
+import sys
+import time
+from decimal import Decimal
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, JSON, Markdown, display
+
+from .client import get_client
+from .engine import build_messages
+from .errors import ByokError
+from .interpolate import MISSING, interpolate
+from .types import Completion, Message, Request
+
+__all__ = ["ByokMagics", "footer_text", "load_ipython_extension"]
+
+FORMATS = ("markdown", "text", "code", "json", "html")
+_FENCE = re.compile(r"^```[\w+-]*\s*\n(.*?)\n```\s*$", re.DOTALL)
+_STREAM_INTERVAL_S = 0.05
+
+
+def _error(message: str) -> None:
+    print(f"byok: {message}", file=sys.stderr, flush=True)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def format_cost(cost: Decimal | None, source: str = "computed") -> str:
+    if cost is None:
+        return "cost unknown"
+    if source == "local" or (cost == 0 and source != "provider"):
+        return "$0"
+    if cost < Decimal("0.01"):
+        return f"${cost:.6f}".rstrip("0")
+    return f"${cost:.4f}"
+
+
+def footer_text(completion: Completion) -> str:
+    u = completion.usage
+    tokens = f"{u.input_tokens:,} → {u.output_tokens:,} tokens"
+    if u.cached_input_tokens:
+        tokens += f" ({u.cached_input_tokens:,} cached)"
+    parts = [completion.model, tokens, format_cost(completion.cost_usd, completion.cost_source)]
+    parts.append(f"{completion.latency_s:.2f} s")
+    if completion.cached:
+        parts.append("from cache")
+    return " · ".join(parts)
+
+
+def provenance(completion: Completion) -> dict[str, Any]:
+    u = completion.usage
+    return {
+        "jupyter_byok": {
+            "provider": completion.provider,
+            "model": completion.model,
+            "request_id": completion.request_id,
+            "response_id": completion.response_id,
+            "ledger_id": completion.ledger_id,
+            "input_tokens": u.input_tokens,
+            "cached_input_tokens": u.cached_input_tokens,
+            "output_tokens": u.output_tokens,
+            "cost_usd": None if completion.cost_usd is None else str(completion.cost_usd),
+            "cost_source": completion.cost_source,
+            "cached": completion.cached,
+        }
+    }
+
+
+def strip_fences(text: str) -> str:
+    match = _FENCE.match(text.strip())
+    return match.group(1) if match else text.strip()
+
+
+@magics_class
+class ByokMagics(Magics):
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.chats: dict[str, list[Message]] = {}
+
+    # ------------------------------------------------------------ cell magic
+    @magic_arguments()
+    @argument("model", nargs="?", default=None, help="provider:model, an alias, or the default")
+    @argument("-s", "--system", default=None, help="system prompt")
+    @argument("-t", "--temperature", type=float, default=None)
+    @argument("--max-tokens", type=int, default=None)
+    @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    @argument("-f", "--format", default="markdown", help="markdown|text|code|json|html")
+    @argument("-o", "--output", default=None, metavar="VAR", help="store the Completion in VAR")
+    @argument("--no-stream", action="store_true")
+    @argument("--cache", action="store_true", help="reuse an identical earlier answer")
+    @argument("--estimate", action="store_true", help="show the expected cost, do not call")
+    @argument("--feature", default="magic")
+    @argument("--chat", default=None, metavar="NAME", help="keep a conversation across cells")
+    @argument("--no-interpolate", action="store_true")
+    @line_cell_magic
+    def byok(self, line: str, cell: str | None = None) -> Any:
+        """%%byok [MODEL] [options]: ask a model; %byok SUBCOMMAND: status, keys, usage..."""
+        if cell is None:
+            return self._line(line)
+        try:
+            args = parse_argstring(self.byok, line)
+        except (SystemExit, Exception) as exc:  # argparse exits on bad arguments
+            _error(f"bad arguments ({exc}); see %%byok? for the options")
+            return None
+        try:
+            return self._cell(args, cell)
+        except ByokError as exc:
+            _error(str(exc))
+        except KeyboardInterrupt:
+            _error("interrupted; the request was cancelled")
+        return None
+
+    def _namespace_lookup(self, name: str) -> Any:
+        return self.shell.user_ns.get(name, MISSING)
+
+    def _origin(self) -> dict[str, str]:
+        from .client import default_origin
+
+        origin = default_origin()
+        parent = getattr(self.shell, "parent_header", None) or {}
+        cell_id = (parent.get("metadata") or {}).get("cellId")
+        if cell_id:
+            origin["cell_id"] = str(cell_id)
+        return origin
+
+    def _cell(self, args: argparse.Namespace, cell: str) -> None:
+        if args.format not in FORMATS:
+            raise ByokError(f"unknown format {args.format!r}: use one of {', '.join(FORMATS)}")
+        prompt = cell if args.no_interpolate else interpolate(cell, self._namespace_lookup)
+        if not prompt.strip():
+            raise ByokError("the cell is empty: write the prompt below the %%byok line")
+        params: dict[str, Any] = {}
+        for item in args.param:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ByokError(f"bad -p {item!r}: use -p KEY=VALUE")
+            params[key.strip()] = _parse_value(value.strip())
+        if args.temperature is not None:
+            params["temperature"] = args.temperature
+        if args.max_tokens is not None:
+            params["max_tokens"] = args.max_tokens
+
+        history = self.chats.get(args.chat, []) if args.chat else []
+        messages = [*history, *build_messages(prompt)]
+        if args.system:
+            messages = build_messages(messages, args.system)
+        request = Request(
+            model=args.model or "",
+            messages=messages,
+            params=params,
+            stream=not args.no_stream,
+            feature=args.feature,
+            origin=self._origin(),
+            cache=args.cache,
+        )
+        if args.estimate:
+            self._show_estimate(request)
+            return
+        completion = self._run(request, args.format)
+        if args.chat:
+            self.chats[args.chat] = [
+                *messages,
+                Message("assistant", completion.text),
+            ]
+        if args.output:
+            self.shell.user_ns[args.output] = completion
+        self._render(completion, args.format)
+
+    def _run(self, request: Request, fmt: str) -> Completion:
+        client = get_client()
+        if not request.stream:
+            return client.complete(request)
+        handle = display(Markdown("…"), display_id=True)
+        text, last, completion = "", 0.0, None
+        for item in client.stream(request):
+            if isinstance(item, Completion):
+                completion = item
+                continue
+            text += item
+            now = time.monotonic()
+            if handle is not None and now - last >= _STREAM_INTERVAL_S:
+                handle.update(self._streaming_view(text, fmt))
+                last = now
+        assert completion is not None
+        if handle is not None:
+            handle.update(Markdown(""))
+        return completion
+
+    @staticmethod
+    def _streaming_view(text: str, fmt: str) -> Any:
+        if fmt == "markdown":
+            return Markdown(text)
+        return {"text/plain": text}
+
+    def _render(self, completion: Completion, fmt: str) -> None:
+        text, meta = completion.text, provenance(completion)
+        if fmt == "markdown":
+            display(Markdown(text), metadata=meta)
+        elif fmt == "text":
+            display({"text/plain": text}, raw=True, metadata=meta)
+        elif fmt == "html":
+            display(HTML(text), metadata=meta)
+        elif fmt == "code":
+            code = strip_fences(text)
+            display(Markdown(f"```\n{code}\n```"), metadata=meta)
+            self.shell.set_next_input(code, replace=False)
+        elif fmt == "json":
+            raw = strip_fences(text)
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                display({"text/plain": text}, raw=True, metadata=meta)
+                _error(f"the answer is not valid JSON ({exc.args[0]}); the raw text is above")
+            else:
+                display(JSON(data), metadata=meta)
+        footer = footer_text(completion)
+        display(
+            {
+                "text/plain": footer,
+                "text/html": f'<div style="font-size:0.85em;opacity:0.7">{footer}</div>',
+            },
+            raw=True,
+            metadata=meta,
+        )
+        for warning in completion.warnings:
+            _error(f"budget: {warning}")
+
+    def _show_estimate(self, request: Request) -> None:
+        from .engine import _estimate_input_tokens
+        from .models import parse_model
+        from .pricing import estimate_cost
+
+        ref = parse_model(request.model)
+        tokens_in = _estimate_input_tokens(request.messages)
+        max_out = int(request.params.get("max_tokens") or 1024)
+        cost = estimate_cost(ref.provider, ref.model, tokens_in, max_out)
+        shown = format_cost(cost, "local" if ref.is_local else "computed")
+        print(
+            f"{ref.id}: ≈ {tokens_in:,} input tokens, up to {max_out:,} output tokens → "
+            f"at most {shown} (not sent)"
+        )
+
+    # ------------------------------------------------------------ line magic
+    def _line(self, line: str) -> Any:
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            _error(f"cannot parse the line ({exc})")
+            return None
+        command, rest = (words[0], words[1:]) if words else ("status", [])
+        handler = getattr(self, f"_cmd_{command.replace('-', '_')}", None)
+        if handler is None:
+            _error(
+                f"unknown subcommand {command!r}: use status, keys, models, default, alias, "
+                "unalias, usage, budget, search, price, estimate or config"
+            )
+            return None
+        try:
+            return handler(rest)
+        except ByokError as exc:
+            _error(str(exc))
+        except SystemExit:
+            pass
+        return None
+
+    def _cmd_status(self, rest: list[str]) -> None:
+        from .keystore import Keystore
+        from .models import default_model
+
+        status = Keystore().status()
+        client = get_client()
+        print(f"default model:   {default_model()}")
+        print(f"protection tier: {status['tier']} — {status['tier_description']}")
+        print(f"transport:       {client.transport}")
+        try:
+            from .ledger import Ledger
+
+            spent = Ledger().spend(since="today")
+            print(f"spent today:     {format_cost(spent)}")
+        except ByokError as exc:
+            print(f"spent today:     unknown ({exc})")
+
+    def _cmd_keys(self, rest: list[str]) -> None:
+        from .keystore import Keystore
+        from .providers import BUILTIN
+
+        store = Keystore()
+        if rest and rest[0] in ("set", "delete"):
+            parser = argparse.ArgumentParser(prog=f"%byok keys {rest[0]}", add_help=False)
+            parser.add_argument("provider")
+            parser.add_argument("--name", default=None)
+            parser.add_argument("--tier", choices=["free", "paid"], default=None)
+            args = parser.parse_args(rest[1:])
+            provider, _, at_name = args.provider.partition("@")
+            name = args.name or at_name or "default"
+            label = provider if name == "default" else f"{provider}@{name}"
+            if rest[0] == "delete":
+                if not store.delete(provider, name):
+                    raise ByokError(f"no stored key {label}")
+                print(f"deleted {label}")
+                return
+            value = getpass.getpass(f"Key for {label} (hidden): ")
+            info = store.set(provider, value, name, tier=args.tier)
+            del value
+            print(f"stored {info.label} (…{info.last4 or '****'})")
+            if info.warning:
+                _error(info.warning)
+            return
+        infos = store.list()
+        import os
+
+        for provider, spec in BUILTIN.items():
+            if not spec.needs_key:
+                continue
+            mine = [i for i in infos if i.provider == provider]
+            env = next((v for v in spec.env_vars if os.environ.get(v)), None)
+            mark = "✅" if mine or env else "❌"
+            detail = ", ".join(
+                f"{i.label} …{i.last4 or '****'}" + (f" ({i.tier})" if i.tier else "") for i in mine
+            )
+            if env:
+                detail = (detail + ", " if detail else "") + f"${env}"
+            print(f"{mark} {provider:<10} {detail or 'not configured'}")
+        secrets = [i for i in infos if i.kind == "secret"]
+        for info in secrets:
+            print(f"🔑 secret     {info.name}")
+        print(f"protection tier: {store.status()['tier']}")
+
+    def _cmd_models(self, rest: list[str]) -> None:
+        from .pricing import list_models
+
+        rows = list_models()
+        if rest:
+            rows = [r for r in rows if r.get("provider") == rest[0]]
+        if not rows:
+            print("no priced models" + (f" for {rest[0]}" if rest else ""))
+            return
+        print(f"{'MODEL':<45} {'INPUT/1M':>10} {'OUTPUT/1M':>10}")
+        for row in rows:
+            print(
+                f"{row['provider'] + ':' + row['model']:<45} "
+                f"{'$' + str(row.get('input_per_1m', '?')):>10} "
+                f"{'$' + str(row.get('output_per_1m', '?')):>10}"
+            )
+
+    def _cmd_default(self, rest: list[str]) -> None:
+        from .config import update_settings
+        from .models import default_model, parse_model
+
+        if not rest:
+            print(default_model())
+            return
+        ref = parse_model(rest[0])
+
+        def change(settings: Any) -> None:
+            settings.default_model = rest[0]
+
+        update_settings(change)
+        print(f"default model: {rest[0]} ({ref.id})")
+
+    def _cmd_alias(self, rest: list[str]) -> None:
+        from .config import load_settings, update_settings
+        from .models import parse_model
+
+        if not rest:
+            for name, target in sorted(load_settings().aliases.items()):
+                print(f"{name} → {target}")
+            return
+        if len(rest) != 2:
+            raise ByokError("use %byok alias NAME MODEL")
+        name, target = rest
+        parse_model(target)
+
+        def change(settings: Any) -> None:
+            settings.aliases[name] = target
+
+        update_settings(change)
+        print(f"alias {name} → {target}")
+
+    def _cmd_unalias(self, rest: list[str]) -> None:
+        from .config import update_settings
+
+        if len(rest) != 1:
+            raise ByokError("use %byok unalias NAME")
+        found: list[bool] = []
+
+        def change(settings: Any) -> None:
+            found.append(settings.aliases.pop(rest[0], None) is not None)
+
+        update_settings(change)
+        if not found[0]:
+            raise ByokError(f"no alias {rest[0]!r}")
+        print(f"removed alias {rest[0]}")
+
+    def _cmd_usage(self, rest: list[str]) -> Any:
+        parser = argparse.ArgumentParser(prog="%byok usage", add_help=False)
+        parser.add_argument("--since", default="7d")
+        parser.add_argument("--by", default="provider")
+        parser.add_argument("--no-chart", action="store_true")
+        args = parser.parse_args(rest)
+        from .ledger import usage
+
+        frame = usage(since=args.since)
+        if frame.empty:
+            print(f"no calls since {args.since}")
+            return None
+        if args.by not in frame.columns:
+            raise ByokError(
+                f"cannot group by {args.by!r}: use provider, model, feature or notebook"
+            )
+        table = (
+            frame.groupby(args.by, dropna=False)
+            .agg(
+                calls=("request_id", "count"),
+                input_tokens=("input_tokens", "sum"),
+                output_tokens=("output_tokens", "sum"),
+                cost_usd=("cost_usd", "sum"),
+            )
+            .sort_values("cost_usd", ascending=False)
+        )
+        display(table)
+        if not args.no_chart:
+            from .charts import cost_by
+
+            display(cost_by(frame, by=args.by))
+        return None
+
+    def _cmd_search(self, rest: list[str]) -> Any:
+        if not rest:
+            raise ByokError('use %byok search "your query" [--advanced]')
+        depth = "advanced" if "--advanced" in rest else "basic"
+        query = " ".join(w for w in rest if w != "--advanced")
+        result = get_client().search(query, depth=depth, origin=self._origin())
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            [
+                {"title": r.get("title"), "url": r.get("url"), "score": r.get("score")}
+                for r in result.results
+            ]
+        )
+        if result.answer:
+            display(Markdown(result.answer))
+        display(frame)
+        print(
+            f"tavily {depth} · {result.usage.search_credits:g} credits · {format_cost(result.cost_usd)}"
+        )
+        return None
+
+    def _cmd_price(self, rest: list[str]) -> None:
+        from .models import parse_model
+        from .pricing import price_for
+
+        if len(rest) != 1:
+            raise ByokError("use %byok price MODEL")
+        ref = parse_model(rest[0])
+        price = price_for(ref.provider, ref.model)
+        if price is None:
+            print(f"{ref.id}: no price known; its calls are recorded with cost unknown")
+            return
+        print(f"{ref.id}:")
+        for key, value in price.items():
+            print(f"  {key}: {value}")
+
+    def _cmd_estimate(self, rest: list[str]) -> None:
+        if len(rest) < 2:
+            raise ByokError('use %byok estimate MODEL "prompt text" [--max-tokens N]')
+        max_tokens = 1024
+        if "--max-tokens" in rest:
+            i = rest.index("--max-tokens")
+            max_tokens = int(rest[i + 1])
+            rest = rest[:i] + rest[i + 2 :]
+        request = Request(
+            model=rest[0],
+            messages=build_messages(" ".join(rest[1:])),
+            params={"max_tokens": max_tokens},
+        )
+        self._show_estimate(request)
+
+    def _cmd_budget(self, rest: list[str]) -> None:
+        from .cli_usage import run_budget_command
+
+        run_budget_command(rest)
+
+    def _cmd_config(self, rest: list[str]) -> None:
+        from .config import load_settings, update_settings
+
+        if not rest:
+            print(json.dumps(load_settings().to_json(), indent=2))
+            return
+        if len(rest) == 2 and rest[0] == "require_server":
+            value = rest[1].lower() in ("1", "true", "yes", "on")
+
+            def change(settings: Any) -> None:
+                settings.require_server = value
+
+            update_settings(change)
+            print(f"require_server = {value}")
+            return
+        raise ByokError("use %byok config [require_server true|false]")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .redact import install_log_filter
+
+    install_log_filter()
+    ipython.register_magics(ByokMagics)
