@@ -87,7 +87,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for i in infos:
         if i.warning:
             _out(f"warning ({i.label}): {i.warning}")
@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage provider keys and named secrets")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     p = ksub.add_parser("set", help="store a key (read from a hidden prompt or stdin)")
-    p.add_argument("provider", help="openai, anthropic, gemini, xai, tavily, an endpoint, or secret")
+    p.add_argument(
+        "provider", help="openai, anthropic, gemini, xai, tavily, an endpoint, or secret"
+    )
     p.add_argument("--name", help="a name for several keys per provider (model ids use @NAME)")
     p.add_argument("--tier", choices=["free", "paid"], help="billing tier of the key")
     p.add_argument("--base-url", help="send this key to another base URL (proxy, Azure)")
@@ -207,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = ksub.add_parser("init", help="create an empty keystore with a chosen protection tier")
     p.add_argument("--tier", choices=["machine-file", "file", "passphrase"], default="machine-file")
     p.set_defaults(func=cmd_keys_init)
+
+    from .cli_local import register as register_local
+
+    register_local(sub)
 
     p = sub.add_parser("status", help="what jupyter_byok sees on this machine")
     p.set_defaults(func=cmd_status)
