@@ -565,7 +565,7 @@ class Keystore:
         try:
             body, _ = _split(self.path.read_bytes())
             header = json.loads(body)["header"]
-            if not isinstance(header, dict):
+            if not isinstance(header, dict) or header.get("tier") not in TIERS:
                 raise ValueError
             return header
         except (ValueError, KeyError, TypeError, _Corrupt):
