@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import threading
 import time
@@ -174,6 +175,9 @@ def _load(entry: _Entry, *, verbose: bool) -> None:
         ) from exc
     llama.byok_sampled = []
     llama.byok_first_token_at = None
+    if not _load_counts:
+        # Free models before interpreter teardown; llama-cpp's own __del__ fails that late.
+        atexit.register(unload_all)
     entry.llama = llama
     entry.load_s = time.perf_counter() - started
     _load_counts[entry.key] += 1

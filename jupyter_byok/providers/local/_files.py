@@ -87,7 +87,7 @@ def resolve_local_model(model: str) -> Path:
     elif _looks_like_path(name):
         path = Path(name).expanduser().absolute()
     else:
-        from ..config import load_settings
+        from ...config import load_settings
 
         registered = load_settings().local_models
         if name not in registered:
@@ -103,7 +103,7 @@ def resolve_local_model(model: str) -> Path:
 
 def available_models() -> list[dict[str, Any]]:
     """The embedded default and every registered model, with sizes and whether the file exists."""
-    from ..config import load_settings
+    from ...config import load_settings
 
     rows: list[dict[str, Any]] = []
     try:

@@ -67,12 +67,15 @@ def _prepare(
     tokens = llama.tokenize(
         result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
     )
-    n_ctx = llama.n_ctx()
+    # llama.cpp pads a small n_ctx (to 256) but llama-cpp-python sizes its token buffer by
+    # the n_ctx asked for: the smaller of the two is what really fits.
+    n_ctx = min(llama.n_ctx(), len(llama.input_ids))
     if len(tokens) >= n_ctx:
         raise LocalModelError(
             f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}: "
             f"shorten the prompt or pass a larger n_ctx (e.g. n_ctx={2 * len(tokens) + 256})"
         )
+    kwargs["max_tokens"] = min(kwargs["max_tokens"], n_ctx - len(tokens))
     if result.stop:
         kwargs["stop"] += [result.stop] if isinstance(result.stop, str) else list(result.stop)
     criteria = [lambda _ids, _logits: cancel.is_set()]
