@@ -1,12 +1,42 @@
-"""Key verification against the provider's cheap key-check endpoint."""
+"""Key verification against the provider's cheap key-check endpoint (models list, Tavily usage).
+
+The key is resolved here (keystore first, then the environment) and is only handed to the
+provider's wire module; a key that works and came from the keystore is marked verified.
+"""
 
 from __future__ import annotations
 
-from .errors import ByokError
+import asyncio
+
+from .errors import ConfigError
+
+__all__ = ["verify_key"]
 
 
 def verify_key(provider: str, name: str = "default") -> str:
-    raise ByokError(
-        f"verifying {provider} keys needs provider dispatch, which is not built yet; "
-        "the key is stored and will be used as is"
+    """Check the key for ``provider`` (entry ``name``) and say what the provider answered."""
+    import httpx
+
+    from .keystore import Keystore, resolve_key
+    from .providers import dispatch, get_spec
+
+    spec = get_spec(provider)
+    if spec.wire == "local":
+        raise ConfigError(f"{provider} runs locally and needs no key: there is nothing to verify")
+    store = Keystore()
+    from_store = store.has(provider, name)
+    key = resolve_key(provider, name, store=store)
+
+    async def check() -> dict[str, object]:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(20.0, connect=5.0)) as client:
+            return await dispatch.check_key(spec, key, client=client, raise_errors=True)
+
+    answer = asyncio.run(check())
+    if from_store:
+        store.mark_verified(provider, name)
+    source = "keystore" if from_store else "environment"
+    label = provider if name == "default" else f"{provider}@{name}"
+    return (
+        f"{label} key ({source}, {key}) works: {answer['detail']} "
+        f"in {float(str(answer['latency_s'])) * 1000:.0f} ms"
     )

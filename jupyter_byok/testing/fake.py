@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .wire import PROVIDERS, Answer, UsagePlan, error_response, sse, tokens
 
-__all__ = ["Fault", "FakeProviders", "RecordedRequest"]
+__all__ = ["FakeProviders", "Fault", "RecordedRequest"]
 
 MODELS: dict[str, list[str]] = {
     "openai": ["gpt-4o-mini", "gpt-4o", "gpt-5-mini"],
@@ -140,6 +140,8 @@ class FakeProviders:
         """Forget requests, faults, keys, latency and usage plans (between tests)."""
         with self._lock:
             self.requests: list[RecordedRequest] = []
+            #: exceptions raised inside the fake itself (tests assert it stays empty)
+            self.errors: list[str] = []
             self._faults: dict[str, list[Fault]] = {p: [] for p in PROVIDERS}
             self._keys: dict[str, set[str] | None] = dict.fromkeys(PROVIDERS)
             self._latency: dict[str, float] = {}
@@ -151,6 +153,7 @@ class FakeProviders:
         if self._server is None:
             raise RuntimeError("the fake providers are not running: call start()")
         host, port = self._server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://{host}:{port}"
 
     def base_url(self, provider: str) -> str:
@@ -251,6 +254,13 @@ class FakeProviders:
                 pass
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True
+        except Exception as exc:  # a bug in the fake: say so loudly, in the answer and here
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            h.close_connection = True
+            try:
+                self._send_json(h, 599, {"error": {"message": f"fake provider bug: {exc!r}"}})
+            except OSError:
+                pass
 
     @staticmethod
     def _send_json(
@@ -422,8 +432,10 @@ class _Exchange:
         if fault is not None and fault.kind not in (*STREAM_FAULTS, *OTHER_FAULTS):
             self.error(fault.kind, **fault.opts)
             return
-        handler = getattr(self, "on_" + self.provider if self.provider != "compat" else "on_openai")
-        handler()
+        if self.provider in ("openai", "xai", "compat"):
+            self.on_openai()
+        else:
+            getattr(self, "on_" + self.provider)()
 
     def path_model(self) -> str:
         if ":" in self.path and "/models/" in self.path:

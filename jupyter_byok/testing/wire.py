@@ -129,6 +129,8 @@ class Answer:
             "output_tokens": out + self.plan.reasoning,
             "service_tier": "standard",
         }
+        if self.plan.reasoning:
+            usage["output_tokens_details"] = {"thinking_tokens": self.plan.reasoning}
         return usage
 
     def anthropic_content(self) -> list[dict[str, Any]]:

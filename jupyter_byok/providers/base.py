@@ -1,0 +1,486 @@
+"""What every wire format shares: SSE framing, the retry policy, and HTTP error mapping.
+
+Invariants:
+
+* Errors are translated in one place (:func:`error_from_response`, :func:`error_from_exception`):
+  every provider failure becomes a :class:`~jupyter_byok.errors.ProviderError` subclass whose
+  one-line message names the provider, the HTTP status, the provider's own message and the
+  request id, and never the key or the request body.
+* Nothing is retried that cannot succeed on a retry: 400, 401, 403, 404 and exhausted
+  quota (429 ``insufficient_quota``, 402, Tavily 432/433, ...) are never retried, whatever
+  ``x-should-retry`` says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import random
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from ..errors import (
+    AuthenticationError,
+    BadRequestError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeoutError,
+    QuotaExceededError,
+    RateLimitError,
+    StreamError,
+)
+from ..types import Attempt, Message, ProviderResult, StreamEvent, Usage
+
+__all__ = [
+    "CallResult",
+    "FinalEvent",
+    "RetryPolicy",
+    "SSEDecoder",
+    "SSEEvent",
+    "StreamParser",
+    "WireRequest",
+    "error_from_exception",
+    "error_from_response",
+    "is_retryable",
+    "retry_after_seconds",
+]
+
+NEVER_RETRY = frozenset({400, 401, 403, 404})
+
+
+# -- values --------------------------------------------------------------------------------
+
+
+@dataclass
+class CallResult(ProviderResult):
+    """A :class:`ProviderResult` plus what the ledger wants from the HTTP exchange."""
+
+    request_id: str = ""
+    latency_s: float = 0.0
+    attempts: int = 1
+
+
+@dataclass
+class FinalEvent(StreamEvent):
+    """The last event of a stream (``done=True``), with the request id and timings."""
+
+    request_id: str = ""
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    attempts: int = 1
+
+
+@dataclass
+class AttemptRecord(Attempt):
+    """An :class:`Attempt` that also carries the provider's request id (header)."""
+
+    request_id: str = ""
+    provider: str = ""
+
+
+@dataclass
+class WireRequest:
+    """One HTTP request before the key is added: never holds a secret."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    params: dict[str, str] | None = None
+
+
+# -- the wire-format protocol ----------------------------------------------------------------
+
+
+class StreamParser(Protocol):
+    def feed(self, event: SSEEvent) -> list[StreamEvent]: ...
+
+    def partial_usage(self) -> Usage | None: ...
+
+    def finish(self) -> StreamEvent: ...
+
+
+class Wire(Protocol):
+    """What a wire module (``openai``, ``anthropic``, ``gemini``) provides to dispatch."""
+
+    def auth_headers(self, provider: str, key: Any) -> dict[str, str]: ...
+
+    def chat_request(
+        self,
+        provider: str,
+        base_url: str,
+        model: str,
+        messages: list[Message],
+        params: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> WireRequest: ...
+
+    def parse_chat(self, provider: str, model: str, data: Any) -> ProviderResult: ...
+
+    def stream_parser(self, provider: str, model: str) -> StreamParser: ...
+
+    def models_request(self, provider: str, base_url: str) -> WireRequest: ...
+
+    def parse_models(self, data: Any) -> tuple[list[str], WireRequest | None]: ...
+
+
+# -- SSE ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SSEEvent:
+    event: str
+    data: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.data)
+        except ValueError:
+            raise StreamError(
+                f"the stream carried a malformed chunk ({self.data[:40]!r}...): try again"
+            ) from None
+
+
+class SSEDecoder:
+    """Server-sent events from lines (CRLF, LF and CR framing all split into lines upstream).
+
+    Lines that are not SSE fields (Gemini may send a plain JSON error body after the
+    stream started) are kept in :attr:`stray` for the caller to report.
+    """
+
+    __slots__ = ("_data", "_event", "stray")
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+        self.stray: list[str] = []
+
+    def feed(self, line: str) -> SSEEvent | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            if not self._data and not self._event:
+                return None
+            event = SSEEvent(self._event or "message", "\n".join(self._data))
+            self._event, self._data = "", []
+            return event
+        if line.startswith(":"):
+            return None
+        name, sep, value = line.partition(":")
+        if not sep:
+            self.stray.append(line)
+            return None
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name not in ("id", "retry"):
+            self.stray.append(line)
+        return None
+
+    def flush(self) -> SSEEvent | None:
+        """An event left without its blank line when the stream ended."""
+        return self.feed("") if self._data else None
+
+
+def iter_sse_text(text: str) -> list[SSEEvent]:
+    """Every event in a complete SSE body (for tests and small bodies)."""
+    decoder = SSEDecoder()
+    events = [e for line in text.splitlines() if (e := decoder.feed(line)) is not None]
+    last = decoder.flush()
+    return [*events, last] if last else events
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+def retry_after_seconds(
+    headers: Mapping[str, str] | None, now: dt.datetime | None = None
+) -> float | None:
+    """The delay the server asks for: ``retry-after-ms``, then ``retry-after`` as seconds or
+    an HTTP date. ``None`` when absent, unparsable, zero or in the past (the SDKs' rule)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000
+        except ValueError:
+            value = 0.0
+        if value > 0:
+            return value
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        value = (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds()
+    return value if value > 0 else None
+
+
+def is_retryable(error: ProviderError, headers: Mapping[str, str] | None = None) -> bool:
+    """Whether a failed attempt may be retried (the count is the policy's business)."""
+    status = error.status_code
+    if isinstance(error, (QuotaExceededError, StreamError)):
+        return False
+    if status in NEVER_RETRY or status == 402:
+        return False
+    should = (headers or {}).get("x-should-retry", "").strip().lower()
+    if should == "false":
+        return False
+    if should == "true":
+        return True
+    if status is None:
+        return isinstance(error, (ProviderConnectionError, ProviderTimeoutError))
+    return status in (408, 409, 429) or status >= 500
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """SDK-like retries: ``max_retries`` after the first attempt, exponential backoff
+    ``min(initial_delay * 2**n, max_delay)`` with jitter, and the server's ``retry-after``
+    honoured up to ``max_retry_after`` seconds (a longer wait is surfaced as the error,
+    with ``retry_after`` set, rather than blocking a notebook for minutes)."""
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+    retry_timeouts: bool = True
+    #: "full": uniform(0, backoff) (AWS full jitter); "sdk": backoff * (1 - 0.25 * random())
+    jitter: Literal["full", "sdk"] = "full"
+
+    def backoff(self, retries_done: int, rng: random.Random | None = None) -> float:
+        base = min(self.initial_delay * 2.0**retries_done, self.max_delay)
+        r = (rng or random).random()
+        return base * r if self.jitter == "full" else base * (1 - 0.25 * r)
+
+    def delay(
+        self,
+        retries_done: int,
+        error: ProviderError,
+        headers: Mapping[str, str] | None = None,
+        now: dt.datetime | None = None,
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to give up now."""
+        if retries_done >= self.max_retries or not is_retryable(error, headers):
+            return None
+        if isinstance(error, ProviderTimeoutError) and not self.retry_timeouts:
+            return None
+        asked = retry_after_seconds(headers, now)
+        if asked is not None:
+            if asked > self.max_retry_after:
+                error.retry_after = asked
+                return None
+            return asked
+        return self.backoff(retries_done)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+_HINTS: dict[type[ProviderError], str] = {
+    AuthenticationError: "the key was refused: check it with `jupyter byok keys verify {p}` "
+    "or store a new one with `jupyter byok keys set {p}`",
+    BadRequestError: "the provider refused the request: check the model id and parameters",
+    RateLimitError: "rate limited: wait a little, lower the concurrency, or raise the limit "
+    "with {p}",
+    QuotaExceededError: "out of credit or over a spending limit: add credit or raise the "
+    "limit in the {p} console (not retried)",
+    ProviderServerError: "the provider is failing or overloaded: try again later",
+    ProviderTimeoutError: "no answer in time: try again or raise the timeout (the call may "
+    "still be billed)",
+    ProviderConnectionError: "could not reach {p}: check the network, the proxy settings "
+    "or JUPYTER_BYOK_{P}_BASE_URL",
+    ProviderError: "try again later",
+}
+
+
+def _hint(cls: type[ProviderError], provider: str) -> str:
+    for klass in cls.__mro__:
+        if klass in _HINTS:
+            return _HINTS[klass].format(p=provider, P=provider.upper())
+    return ""
+
+
+def _provider_message(body: Any, text: str) -> tuple[str, str | None, str | None]:
+    """(message, error type/code, body request id) from any provider's error body."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        rid = body.get("request_id") if isinstance(body.get("request_id"), str) else None
+        if isinstance(err, dict):  # OpenAI, Anthropic, Gemini
+            etype = err.get("code") if isinstance(err.get("code"), str) else None
+            etype = etype or err.get("type") or err.get("status")
+            if "details" in err and isinstance(err["details"], list):
+                for detail in err["details"]:
+                    if isinstance(detail, dict) and detail.get("reason"):
+                        etype = str(detail["reason"])
+            return str(err.get("message") or ""), etype and str(etype), rid
+        if isinstance(err, str):  # xAI: {"code": "...", "error": "..."}
+            code = body.get("code")
+            return err, str(code) if code else None, rid
+        detail = body.get("detail")
+        if isinstance(detail, dict):  # Tavily
+            return str(detail.get("error") or detail), None, rid
+        if isinstance(detail, str):
+            return detail, None, rid
+        if isinstance(body.get("message"), str):
+            return body["message"], None, rid
+    return text[:300], None, None
+
+
+def _is_quota(provider: str, status: int, body: Any, message: str, etype: str | None) -> bool:
+    if status in (402, 432, 433):
+        return True
+    low = message.lower()
+    if etype in ("insufficient_quota", "billing_error"):
+        return True
+    if "credit balance is too low" in low or "spending limit" in low or "used all available credits" in low:
+        return True
+    if provider == "gemini" and status == 429 and isinstance(body, dict):
+        details = (body.get("error") or {}).get("details") or []
+        for detail in details:
+            for violation in detail.get("violations", []) if isinstance(detail, dict) else []:
+                if "PerDay" in str(violation.get("quotaId", "")):
+                    return True
+    return False
+
+
+def _error_class(
+    provider: str, status: int, body: Any, message: str, etype: str | None
+) -> type[ProviderError]:
+    if _is_quota(provider, status, body, message, etype):
+        return QuotaExceededError
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 400 and (
+        etype == "API_KEY_INVALID" or ("api key" in message.lower() and "invalid" in message.lower())
+        or "incorrect api key" in message.lower()
+    ):
+        return AuthenticationError  # Gemini and xAI refuse keys with a 400
+    if status == 429:
+        return RateLimitError
+    if status == 408:
+        return ProviderTimeoutError
+    if status >= 500 or status == 409:
+        return ProviderServerError
+    return BadRequestError
+
+
+def request_id_from(headers: Mapping[str, str]) -> str:
+    return (
+        headers.get("x-request-id")
+        or headers.get("request-id")
+        or headers.get("x-goog-request-id")
+        or ""
+    )
+
+
+def error_from_response(
+    provider: str, status: int, headers: Mapping[str, str], content: bytes
+) -> ProviderError:
+    """The :class:`ProviderError` for an HTTP error answer (the one place that maps them)."""
+    text = content.decode("utf-8", "replace")
+    try:
+        body: Any = json.loads(text) if text.strip() else None
+    except ValueError:
+        body = None
+    message, etype, body_rid = _provider_message(body, text)
+    rid = request_id_from(headers) or body_rid or ""
+    cls = _error_class(provider, status, body, message, etype)
+    kind = f" {etype}" if etype else ""
+    where = f" (request id {rid})" if rid else ""
+    said = f": {message.rstrip('.')}" if message else ""
+    line = f"{provider} answered {status}{kind}{said}{where}; {_hint(cls, provider)}"
+    return cls(
+        line,
+        provider=provider,
+        status_code=status,
+        request_id=rid or None,
+        error_type=etype,
+        retry_after=retry_after_seconds(headers),
+    )
+
+
+def _httpx_kinds() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeout, transport) exception classes of httpx, and of httpx2 when it is in use."""
+    timeouts: list[type[BaseException]] = [httpx.TimeoutException]
+    transport: list[type[BaseException]] = [httpx.TransportError, httpx.StreamError]
+    other = sys.modules.get("httpx2")
+    if other is not None:
+        timeouts.append(other.TimeoutException)
+        transport += [other.TransportError, other.StreamError]
+    return tuple(timeouts), tuple(transport)
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    timeouts, transport = _httpx_kinds()
+    return (*timeouts, *transport)
+
+
+def error_from_exception(provider: str, exc: BaseException, url: str = "") -> ProviderError:
+    """The :class:`ProviderError` for an httpx (or httpx2) failure to get an answer."""
+    timeouts, _ = _httpx_kinds()
+    name = type(exc).__name__
+    if isinstance(exc, timeouts):
+        connect = "Connect" in name or "Pool" in name
+        what = "connecting to" if connect else "waiting for"
+        cls: type[ProviderError] = ProviderConnectionError if connect else ProviderTimeoutError
+        if connect:
+            line = f"timed out {what} {provider} at {url}; {_hint(ProviderConnectionError, provider)}"
+        else:
+            line = f"timed out {what} {provider} ({name}); {_hint(ProviderTimeoutError, provider)}"
+        return cls(line, provider=provider, error_type=name)
+    detail = str(exc).splitlines()[0] if str(exc) else name
+    line = f"{provider} connection failed ({name}: {detail}) at {url}; " + _hint(
+        ProviderConnectionError, provider
+    )
+    return ProviderConnectionError(line, provider=provider, error_type=name)
+
+
+def headers_of(response: Any) -> Mapping[str, str]:
+    headers: Mapping[str, str] = response.headers
+    return headers
+
+
+def attempt_status(error: ProviderError) -> str:
+    return "timeout" if isinstance(error, ProviderTimeoutError) else "error"
+
+
+def count(value: Any) -> int:
+    """A token count from a wire field (missing or null is 0)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def stray_message(lines: list[str]) -> str:
+    """The provider's message from non-SSE lines (Gemini sends a JSON error body mid-stream)."""
+    text = "\n".join(lines)
+    try:
+        body: Any = json.loads(text)
+    except ValueError:
+        body = None
+    return _provider_message(body, text)[0] or text[:300]
+
+
+def refuse_params(provider: str, params: dict[str, Any], unsupported: tuple[str, ...]) -> None:
+    """Refuse a normalised parameter the provider cannot take (never drop it silently)."""
+    for name in unsupported:
+        if params.get(name) is not None:
+            raise BadRequestError(
+                f"{provider} does not take the `{name}` parameter: remove it for this model",
+                provider=provider,
+            )
