@@ -7,6 +7,7 @@ tests assert on text being present, on token counts and on timing bounds.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import subprocess
@@ -212,9 +213,7 @@ def _bad_files(tmp_path: Path, model_path: Path) -> dict[str, Path]:
     }
 
 
-def test_bad_inputs_fail_clearly_and_the_next_call_works(
-    tmp_path: Path, model_path: Path
-) -> None:
+def test_bad_inputs_fail_clearly_and_the_next_call_works(tmp_path: Path, model_path: Path) -> None:
     failures: list[tuple[str, type[Exception], str]] = []
     for label, path in _bad_files(tmp_path, model_path).items():
         attempts: list[Attempt] = []
@@ -282,7 +281,9 @@ def test_cancel_event_stops_a_long_generation_quickly() -> None:
 
     def run() -> None:
         try:
-            local.complete_local("smollm2", QUESTION, LONG, cancel=cancel, on_attempt=attempts.append)
+            local.complete_local(
+                "smollm2", QUESTION, LONG, cancel=cancel, on_attempt=attempts.append
+            )
         except BaseException as exc:
             errors.append(exc)
 
@@ -317,7 +318,7 @@ async def _ticker(ticks: list[float], stop: asyncio.Event) -> None:
 
 
 def _max_gap(ticks: list[float]) -> float:
-    return max(b - a for a, b in zip(ticks, ticks[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(ticks))
 
 
 async def test_acomplete_keeps_the_loop_responsive_and_cancels_promptly() -> None:
@@ -352,9 +353,7 @@ async def test_astream_yields_deltas_then_usage_and_stays_responsive() -> None:
     stop = asyncio.Event()
     ticker = asyncio.create_task(_ticker(ticks, stop))
     params = {"max_tokens": 40, "ignore_eos": True}
-    events: list[StreamEvent] = [
-        e async for e in local.astream_local("smollm2", QUESTION, params)
-    ]
+    events: list[StreamEvent] = [e async for e in local.astream_local("smollm2", QUESTION, params)]
     stop.set()
     await ticker
     assert events[-1].done and events[-1].usage is not None
