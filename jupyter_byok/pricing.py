@@ -35,6 +35,7 @@ __all__ = [
     "compute_cost",
     "estimate_cost",
     "estimate_prompt_tokens",
+    "list_models",
     "load_prices",
     "price_for",
     "price_version",
@@ -227,6 +228,24 @@ def _override_path() -> Path:
 def load_prices() -> dict[str, dict[str, Any]]:
     """Every priced model (shipped plus user override), keyed ``provider:model``."""
     return dict(_TABLE.current()[0])
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One JSON-ready dict per priced model, sorted: id, provider, model and its rates."""
+    out = []
+    for key, entry in sorted(load_prices().items()):
+        provider, _, model = key.partition(":")
+        item: dict[str, Any] = {"id": key, "provider": provider, "model": model}
+        for name in RATE_FIELDS:
+            if name in entry:
+                item[name if name == "per_credit" else f"{name}_per_1m"] = str(entry[name])
+        if "long_context" in entry:
+            item["long_context"] = dict(entry["long_context"])
+        if "service_tiers" in entry:
+            item["service_tiers"] = sorted(entry["service_tiers"])
+        item["aliases"] = list(entry.get("aliases", []))
+        out.append(item)
+    return out
 
 
 def price_version() -> str:

@@ -149,6 +149,9 @@ def test_every_table_model_is_priced() -> None:
         assert entry["key"] == key
     data = json.loads(pricing.BUILTIN_PATH.read_text())
     assert data["version"] and data["sources"]
+    listed = {m["id"]: m for m in pricing.list_models()}
+    assert set(expected) <= set(listed)
+    assert listed["openai:gpt-4o-mini"]["input_per_1m"] == "0.15"
     p = price_for("openai", "gpt-5.4")
     assert p is not None and p["long_context"]["threshold"] == 272_000
 

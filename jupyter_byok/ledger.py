@@ -1,0 +1,741 @@
+"""The usage ledger: one SQLite row per provider attempt, shared by every process.
+
+Invariants: one row per attempt (ok, error, timeout, cancelled, cache_hit, budget_blocked);
+rows are only ever inserted, keyed by a client-made ``id`` (``INSERT OR IGNORE``, so a replay
+after a crash never double-counts); a write returns only after ``COMMIT`` (``synchronous=FULL``
+by default: an acknowledged row survives a crash); prompts and keys are never stored.
+
+Money is stored as integer picodollars (1e-12 USD): exact for every rate in the price table
+and for xAI's ticks (1e-10 USD), and summable in SQL. Times are integer microseconds since
+the epoch, UTC; days (rollups, "today", daily budgets) are UTC days.
+
+A ``rollup`` table, maintained by a trigger in the same transaction as each insert, holds
+per-day sums by provider/model/feature/status, so spend and chart queries stay fast on
+millions of rows. Writing never imports pandas; reading into pandas happens in :meth:`frame`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, LedgerError
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = [
+    "STATUSES",
+    "Ledger",
+    "LedgerRow",
+    "export",
+    "ledger_path",
+    "parse_time",
+    "usage",
+]
+
+log = logging.getLogger("jupyter_byok")
+
+STATUSES = frozenset({"ok", "error", "timeout", "cancelled", "cache_hit", "budget_blocked"})
+PICO = 10**12
+DB_NAME = "ledger.sqlite3"
+#: filesystems on which SQLite's WAL locking is unsafe (sqlite.org/wal.html)
+NETWORK_FS = frozenset(
+    {
+        "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "lustre", "gpfs", "ceph",
+        "glusterfs", "fuse.glusterfs", "fuse.sshfs", "sshfs", "9p", "afs", "beegfs",
+        "fuse.s3fs", "fuse.gcsfuse", "ncpfs", "coda", "ocfs2", "gfs2", "panfs", "wekafs",
+    }
+)  # fmt: skip
+
+#: dimensions a caller may filter or group by
+DIMENSIONS = (
+    "provider", "model", "key_name", "feature", "notebook", "cell_id", "pipeline", "node",
+    "status", "error_type", "cost_source", "price_version", "request_id",
+)  # fmt: skip
+ROLLUP_DIMS = ("provider", "model", "feature", "status")
+MEASURES = (
+    "input_tokens", "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+    "output_tokens", "reasoning_tokens",
+)  # fmt: skip
+
+COLUMNS = (
+    "id", "request_id", "attempt", "ts", "ts_end", "provider", "model", "key_name", "feature",
+    "notebook", "cell_id", "pipeline", "node", "status", "http_status", "error_type",
+    "response_id", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "search_credits",
+    "cost_pico", "cost_source", "price_version", "latency_s", "ttft_s", "stream", "cache_hit",
+    "saved_pico",
+)  # fmt: skip
+_INSERT = (
+    f"INSERT OR IGNORE INTO attempts ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+
+# --------------------------------------------------------------------------- the row
+@dataclass
+class LedgerRow:
+    """One provider attempt. Times are epoch seconds; money is ``Decimal`` USD."""
+
+    provider: str
+    model: str
+    status: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = ""
+    attempt: int = 1
+    ts_start: float | None = None
+    ts_end: float | None = None
+    key_name: str | None = None
+    feature: str = "api"
+    notebook: str | None = None
+    cell_id: str | None = None
+    pipeline: str | None = None
+    node: str | None = None
+    http_status: int | None = None
+    error_type: str | None = None
+    response_id: str | None = None
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    search_credits: float = 0.0
+    cost_usd: Decimal | None = None
+    cost_source: str = "unknown"
+    price_version: str = ""
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    stream: bool = False
+    cache_hit: bool = False
+    saved_usd: Decimal | None = None
+
+    def values(self) -> tuple[Any, ...]:
+        if self.status not in STATUSES:
+            raise LedgerError(
+                f"ledger status {self.status!r} is not one of {', '.join(sorted(STATUSES))}"
+            )
+        end = time.time() if self.ts_end is None else self.ts_end
+        start = self.ts_start if self.ts_start is not None else end - (self.latency_s or 0.0)
+        return (
+            self.id,
+            self.request_id or self.id,
+            self.attempt,
+            round(start * 1e6),
+            round(end * 1e6),
+            self.provider,
+            self.model,
+            self.key_name,
+            self.feature,
+            self.notebook,
+            self.cell_id,
+            self.pipeline,
+            self.node,
+            self.status,
+            self.http_status,
+            self.error_type,
+            self.response_id,
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.cache_write_1h_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.search_credits,
+            _to_pico(self.cost_usd),
+            self.cost_source,
+            self.price_version,
+            self.latency_s,
+            self.ttft_s,
+            int(self.stream),
+            int(self.cache_hit),
+            _to_pico(self.saved_usd),
+        )
+
+
+def _to_pico(value: Decimal | None) -> int | None:
+    if value is None:
+        return None
+    return int((Decimal(value) * PICO).to_integral_value())
+
+
+def _from_pico(value: int | None) -> Decimal:
+    return Decimal(value or 0) / Decimal(PICO)
+
+
+# ------------------------------------------------------------------------- migrations
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next migration; its name (``m00N_...``) is its identity."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_attempts(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS attempts (
+            rowid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            request_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            ts INTEGER NOT NULL,
+            ts_end INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            key_name TEXT,
+            feature TEXT NOT NULL DEFAULT 'api',
+            notebook TEXT,
+            cell_id TEXT,
+            pipeline TEXT,
+            node TEXT,
+            status TEXT NOT NULL,
+            http_status INTEGER,
+            error_type TEXT,
+            response_id TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            search_credits REAL NOT NULL DEFAULT 0,
+            cost_pico INTEGER,
+            cost_source TEXT NOT NULL DEFAULT 'unknown',
+            price_version TEXT NOT NULL DEFAULT '',
+            latency_s REAL,
+            ttft_s REAL,
+            stream INTEGER NOT NULL DEFAULT 0,
+            cache_hit INTEGER NOT NULL DEFAULT 0,
+            saved_pico INTEGER
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS attempts_ts ON attempts (ts)")
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # identifies this database (a derived snapshot of an older, deleted ledger is not reused)
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('ledger_uuid', ?)", (uuid.uuid4().hex,))
+    db.execute("CREATE INDEX IF NOT EXISTS attempts_request ON attempts (request_id)")
+
+
+@migration
+def m002_daily_rollup(db: sqlite3.Connection) -> None:
+    sums = ", ".join(MEASURES)
+    db.execute(
+        f"""CREATE TABLE IF NOT EXISTS rollup (
+            day TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+            feature TEXT NOT NULL, status TEXT NOT NULL,
+            n INTEGER NOT NULL, unknown_n INTEGER NOT NULL,
+            {", ".join(f"{m} INTEGER NOT NULL" for m in MEASURES)},
+            search_credits REAL NOT NULL, cost_pico INTEGER NOT NULL, saved_pico INTEGER NOT NULL,
+            PRIMARY KEY (day, provider, model, feature, status)
+        ) WITHOUT ROWID"""
+    )
+    day = "strftime('%Y-%m-%d', NEW.ts / 1000000, 'unixepoch')"
+    new = ", ".join(f"NEW.{m}" for m in MEASURES)
+    upd = ", ".join(f"{m} = {m} + excluded.{m}" for m in MEASURES)
+    db.execute(
+        f"""CREATE TRIGGER IF NOT EXISTS attempts_rollup AFTER INSERT ON attempts BEGIN
+            INSERT INTO rollup (day, provider, model, feature, status, n, unknown_n, {sums},
+                                search_credits, cost_pico, saved_pico)
+            VALUES ({day}, NEW.provider, NEW.model, NEW.feature, NEW.status, 1,
+                    NEW.cost_pico IS NULL, {new}, NEW.search_credits,
+                    ifnull(NEW.cost_pico, 0), ifnull(NEW.saved_pico, 0))
+            ON CONFLICT (day, provider, model, feature, status) DO UPDATE SET
+                n = n + 1, unknown_n = unknown_n + excluded.unknown_n, {upd},
+                search_credits = search_credits + excluded.search_credits,
+                cost_pico = cost_pico + excluded.cost_pico,
+                saved_pico = saved_pico + excluded.saved_pico;
+        END"""
+    )
+    # rows written before this migration (none in a new ledger)
+    db.execute("DELETE FROM rollup")
+    db.execute(
+        f"""INSERT INTO rollup SELECT strftime('%Y-%m-%d', ts / 1000000, 'unixepoch'), provider,
+            model, feature, status, count(*), sum(cost_pico IS NULL),
+            {", ".join(f"sum({m})" for m in MEASURES)}, sum(search_credits),
+            ifnull(sum(cost_pico), 0), ifnull(sum(saved_pico), 0)
+            FROM attempts GROUP BY 1, 2, 3, 4, 5"""
+    )
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations this database lacks, in order, each in its own transaction."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    applied: list[str] = []
+    for fn in MIGRATIONS:
+        name = fn.__name__
+        if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # another process may have applied it while we waited for the write lock
+            if not db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                fn(db)
+                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+                applied.append(name)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return applied
+
+
+# ------------------------------------------------------------------ where the file lives
+def _fs_type(path: Path, mounts: str | None = None) -> str:
+    """The filesystem type of the mount holding ``path`` (from /proc/mounts; '' if unknown)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+    target = str(path.resolve())
+    best, best_type = "", ""
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, best_type = point, parts[2]
+    return best_type
+
+
+_relocation_warned: set[str] = set()
+
+
+def ledger_path(home: Path | None = None, *, mounts: str | None = None) -> Path:
+    """The ledger file: in the home folder, or on local disk if the home is on a network FS."""
+    from ._files import ensure_private_dir
+    from .config import byok_home
+
+    explicit = os.environ.get("JUPYTER_BYOK_LEDGER_DIR")
+    if explicit:
+        return ensure_private_dir(Path(explicit).expanduser()) / DB_NAME
+    home = home or byok_home()
+    fstype = _fs_type(home, mounts)
+    if fstype.lower() not in NETWORK_FS:
+        return home / DB_NAME
+    local = Path("/var/tmp") / f"jupyter_byok-{os.getuid()}"
+    if str(home) not in _relocation_warned:
+        _relocation_warned.add(str(home))
+        log.warning(
+            "%s is on a network filesystem (%s), where SQLite can corrupt a shared ledger; "
+            "keeping the usage ledger on local disk at %s (set JUPYTER_BYOK_LEDGER_DIR to choose)",
+            home,
+            fstype,
+            local,
+        )
+    return ensure_private_dir(local) / DB_NAME
+
+
+# ------------------------------------------------------------------------------- times
+_RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
+
+
+def parse_time(value: Any, *, now: datetime | None = None) -> int | None:
+    """``datetime``, ``date``, ISO string, epoch seconds, ``today``, ``yesterday``, ``month``,
+    or ``7d``/``12h``/``30m``/``2w`` -> integer microseconds since the epoch (UTC)."""
+    if value is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.astimezone()  # naive means local time
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return round(float(value) * 1e6)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        m = _RELATIVE.match(text)
+        if text == "today":
+            dt = midnight
+        elif text == "yesterday":
+            dt = midnight - timedelta(days=1)
+        elif text == "month":
+            dt = midnight.replace(day=1)
+        elif m:
+            n, unit = int(m.group(1)), m.group(2)
+            span = {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n)}
+            dt = now - span.get(unit, timedelta(weeks=n))
+        else:
+            try:
+                dt = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ConfigError(
+                    f"cannot read the time {value!r}: use an ISO date such as 2026-11-01, "
+                    "'today', 'month' or a span such as '7d'"
+                )
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+    else:
+        raise ConfigError(f"cannot use {value!r} as a time: give a datetime, a date or '7d'")
+    return round(dt.timestamp() * 1e6)
+
+
+_DAY_US = 86_400 * 1_000_000
+
+
+def _day(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, timezone.utc).strftime("%Y-%m-%d")
+
+
+# ------------------------------------------------------------------------------ ledger
+def _where(
+    since: int | None, until: int | None, filters: dict[str, Any], allowed: Iterable[str]
+) -> tuple[str, list[Any]]:
+    allowed = set(allowed)
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("ts < ?")
+        params.append(until)
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name not in allowed:
+            raise ConfigError(
+                f"cannot filter usage by {name!r}: use one of {', '.join(sorted(allowed))}"
+            )
+        if isinstance(value, list | tuple | set | frozenset):
+            values = [str(v) for v in value]
+            clauses.append(f"{name} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+        else:
+            clauses.append(f"{name} = ?")
+            params.append(str(value))
+    return (" AND ".join(clauses) or "1"), params
+
+
+_BUCKETS = {
+    None: None,
+    "day": "day",
+    "week": "date(day, 'weekday 0', '-6 days')",
+    "month": "substr(day, 1, 7) || '-01'",
+}
+
+
+class Ledger:
+    """The usage ledger. Safe to share between threads; re-opens itself after ``fork()``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError("synchronous must be FULL, NORMAL or EXTRA (OFF can lose rows)")
+        self._path = None if path is None else Path(path)
+        self._sync = synchronous.upper()
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._lock = threading.RLock()
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = ledger_path()
+        return self._path
+
+    # --------------------------------------------------------------- connection
+    def _connect(self) -> sqlite3.Connection:
+        # A connection must never cross fork(): the child opens its own and abandons
+        # (does not close) the inherited one, whose locks belong to the parent.
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        path = self.path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fresh = not path.exists()
+            conn = sqlite3.connect(
+                str(path), timeout=self._busy_ms / 1000, isolation_level=None,
+                check_same_thread=False,
+            )  # fmt: skip
+            if fresh:
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._sync}")
+            migrate(conn)
+        except sqlite3.Error as exc:
+            raise LedgerError(
+                f"cannot open the usage ledger {path} ({exc}); check the disk and permissions, "
+                "or move the file aside to start a new one"
+            ) from exc
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connect()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot read the usage ledger {self.path} ({exc})") from exc
+
+    # ------------------------------------------------------------------ writing
+    def record(self, row: LedgerRow) -> str:
+        """Append one attempt; returns its id once it is committed."""
+        return self.record_many([row])[0]
+
+    def record_many(self, rows: Iterable[LedgerRow]) -> list[str]:
+        """Append attempts in one transaction (all or none); returns their ids."""
+        rows = list(rows)
+        values = [r.values() for r in rows]
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT, values)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise LedgerError(
+                    f"could not write to the usage ledger {self.path} ({exc}); the call itself "
+                    "went through; check free disk space and file permissions"
+                ) from exc
+        return [r.id for r in rows]
+
+    # ------------------------------------------------------------------ reading
+    def _union(
+        self, since: int | None, until: int | None, filters: dict[str, Any]
+    ) -> tuple[str, list[Any]] | None:
+        """Day-level rows from the rollup for whole days, plus raw rows for partial edges.
+
+        ``None`` when a filter needs a column the rollup does not keep.
+        """
+        if any(v is not None and k not in ROLLUP_DIMS for k, v in filters.items()):
+            return None
+        d0 = None if since is None else -(-since // _DAY_US) * _DAY_US  # first whole day
+        d1 = None if until is None else (until // _DAY_US) * _DAY_US  # end of last whole day
+        if d0 is not None and d1 is not None and d1 <= d0:
+            return None
+        fw, fparams = _where(None, None, filters, ROLLUP_DIMS)
+        rclauses, rparams = [fw], list(fparams)
+        if d0 is not None:
+            rclauses.append("day >= ?")
+            rparams.append(_day(d0))
+        if d1 is not None:
+            rclauses.append("day < ?")
+            rparams.append(_day(d1))
+        cols = f"provider, model, feature, status, n, unknown_n, {', '.join(MEASURES)}"
+        money = "search_credits, cost_pico, saved_pico"
+        sql = f"SELECT day, {cols}, {money} FROM rollup WHERE {' AND '.join(rclauses)}"
+        params: list[Any] = rparams
+        edges = []
+        if since is not None and d0 is not None and since < d0:
+            edges.append((since, d0))
+        if d1 is not None and until is not None and d1 < until:
+            edges.append((d1, until))
+        for lo, hi in edges:
+            ew, eparams = _where(lo, hi, filters, ROLLUP_DIMS)
+            sql += (
+                " UNION ALL SELECT strftime('%Y-%m-%d', ts / 1000000, 'unixepoch'), provider, "
+                f"model, feature, status, 1, cost_pico IS NULL, {', '.join(MEASURES)}, "
+                f"search_credits, ifnull(cost_pico, 0), ifnull(saved_pico, 0) "
+                f"FROM attempts WHERE {ew}"
+            )
+            params += eparams
+        return sql, params
+
+    def spend(self, since: Any = None, until: Any = None, **filters: Any) -> Decimal:
+        """Exact total cost (USD) of the matching attempts; unknown costs count as 0."""
+        lo, hi = parse_time(since), parse_time(until)
+        union = self._union(lo, hi, filters)
+        with self._read() as conn:
+            if union is not None:
+                sql, params = union
+                (total,) = conn.execute(f"SELECT sum(cost_pico) FROM ({sql})", params).fetchone()
+            else:
+                where, params = _where(lo, hi, filters, DIMENSIONS)
+                (total,) = conn.execute(
+                    f"SELECT sum(cost_pico) FROM attempts WHERE {where}", params
+                ).fetchone()
+        return _from_pico(total)
+
+    def summary(
+        self,
+        by: list[str],
+        since: Any = None,
+        until: Any = None,
+        bucket: str | None = None,
+        **filters: Any,
+    ) -> list[dict[str, Any]]:
+        """Grouped sums (SQL ``GROUP BY``) for REST and charts: one dict per group.
+
+        ``bucket`` is ``None``, ``hour``, ``day``, ``week`` or ``month`` (UTC); ``cost_usd``
+        is a float for charts and ``cost_usd_exact`` the exact decimal string.
+        """
+        by = list(by)
+        bad = [b for b in by if b not in DIMENSIONS]
+        if bad or (bucket not in _BUCKETS and bucket != "hour"):
+            raise ConfigError(
+                f"cannot group usage by {bad[0] if bad else bucket!r}: group by "
+                f"{', '.join(DIMENSIONS)} and bucket by hour, day, week or month"
+            )
+        lo, hi = parse_time(since), parse_time(until)
+        union = (
+            None if bucket == "hour" or set(by) - set(ROLLUP_DIMS) else self._union(lo, hi, filters)
+        )
+        if union is not None:
+            source, params = union
+            bexpr = _BUCKETS[bucket]
+            n_expr, unknown_expr = "sum(n)", "sum(unknown_n)"
+        else:
+            where, params = _where(lo, hi, filters, DIMENSIONS)
+            source = f"SELECT * FROM attempts WHERE {where}"
+            day = "strftime('%Y-%m-%d', ts / 1000000, 'unixepoch')"
+            bexpr = {
+                None: None,
+                "hour": "strftime('%Y-%m-%dT%H:00:00Z', ts / 1000000, 'unixepoch')",
+                "day": day,
+                "week": f"date({day}, 'weekday 0', '-6 days')",
+                "month": "strftime('%Y-%m-01', ts / 1000000, 'unixepoch')",
+            }[bucket]
+            n_expr, unknown_expr = "count(*)", "sum(cost_pico IS NULL)"
+        keys = ([f"{bexpr} AS bucket"] if bexpr else []) + by
+        names = (["bucket"] if bexpr else []) + by
+        sums = ", ".join(f"sum({m})" for m in MEASURES)
+        sql = (
+            f"SELECT {', '.join([*keys, n_expr, unknown_expr])}, {sums}, sum(search_credits), "
+            f"ifnull(sum(cost_pico), 0), ifnull(sum(saved_pico), 0) FROM ({source})"
+        )
+        if names:
+            order = ", ".join(str(i + 1) for i in range(len(names)))
+            sql += f" GROUP BY {order} ORDER BY {order}"
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        out = []
+        for r in rows:  # one per group, not per ledger row
+            k = len(names)
+            item: dict[str, Any] = dict(zip(names, r[:k], strict=True))
+            item["calls"], item["unknown_cost_calls"] = r[k] or 0, r[k + 1] or 0
+            for i, m in enumerate(MEASURES):
+                item[m] = r[k + 2 + i] or 0
+            item["search_credits"] = r[-3] or 0.0
+            cost = _from_pico(r[-2])
+            item["cost_usd"], item["cost_usd_exact"] = float(cost), str(cost)
+            item["saved_usd"] = float(_from_pico(r[-1]))
+            out.append(item)
+        if not names and out and out[0]["calls"] == 0:
+            return []
+        return out
+
+    def recent(
+        self, limit: int = 50, since: Any = None, until: Any = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """The newest attempts as JSON-ready dicts (no prompts exist to leak)."""
+        where, params = _where(parse_time(since), parse_time(until), filters, DIMENSIONS)
+        with self._read() as conn:
+            cur = conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM attempts WHERE {where} "
+                "ORDER BY ts DESC, rowid DESC LIMIT ?",
+                [*params, int(limit)],
+            )
+            rows = cur.fetchall()
+        out = []
+        for r in rows:
+            item = dict(zip(COLUMNS, r, strict=True))
+            for us in ("ts", "ts_end"):
+                item[us] = datetime.fromtimestamp(item[us] / 1e6, timezone.utc).isoformat()
+            cost = item.pop("cost_pico")
+            item["cost_usd"] = None if cost is None else str(_from_pico(cost))
+            saved = item.pop("saved_pico")
+            item["saved_usd"] = None if saved is None else str(_from_pico(saved))
+            item["stream"], item["cache_hit"] = bool(item["stream"]), bool(item["cache_hit"])
+            out.append(item)
+        return out
+
+    def count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT count(*) FROM attempts").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        with self._read() as conn:
+            return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def frame(self, since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:
+        """The matching attempts as a DataFrame, oldest first (see :mod:`._ledger_frame`)."""
+        from ._ledger_frame import read_frame
+
+        lo, hi = parse_time(since), parse_time(until)
+        _where(lo, hi, filters, DIMENSIONS)  # validates filter names before any work
+        return read_frame(self, lo, hi, filters)
+
+
+_default: Ledger | None = None
+_default_lock = threading.Lock()
+
+
+def default_ledger() -> Ledger:
+    """The process-wide ledger at the current ``JUPYTER_BYOK_HOME``."""
+    global _default
+    path = ledger_path()
+    with _default_lock:
+        if _default is None or _default.path != path:
+            _default = Ledger(path)
+        return _default
+
+
+def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:
+    """The usage ledger as a pandas DataFrame: one row per provider attempt.
+
+    ``since``/``until`` take a datetime, a date, an ISO string, ``"today"``, ``"month"`` or a
+    span such as ``"7d"``; ``filters`` match columns exactly (``provider="openai"``) or by
+    list (``model=["gpt-4o", "o3"]``).
+    """
+    return default_ledger().frame(since=since, until=until, **filters)
+
+
+def export(
+    path: str | os.PathLike[str], since: Any = None, until: Any = None, **filters: Any
+) -> Path:
+    """Write the usage ledger to ``.csv`` or ``.parquet`` (chosen by the file extension)."""
+    out = Path(path)
+    frame = usage(since=since, until=until, **filters)
+    suffix = out.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(out, index=False)
+    elif suffix in (".parquet", ".pq"):
+        try:
+            frame.to_parquet(out, index=False)
+        except ImportError as exc:
+            raise ConfigError(f"Parquet export needs pyarrow: pip install pyarrow ({exc})")
+    else:
+        raise ConfigError(f"cannot export to {out.name}: use a .csv or .parquet file name")
+    return out
