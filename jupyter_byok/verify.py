@@ -36,7 +36,8 @@ def verify_key(provider: str, name: str = "default") -> str:
         store.mark_verified(provider, name)
     source = "keystore" if from_store else "environment"
     label = provider if name == "default" else f"{provider}@{name}"
+    ending = f", ending {key.last4}" if key.last4 else ""
     return (
-        f"{label} key ({source}, {key}) works: {answer['detail']} "
+        f"{label} key ({source}{ending}) works: {answer['detail']} "
         f"in {float(str(answer['latency_s'])) * 1000:.0f} ms"
     )

@@ -349,7 +349,11 @@ def _is_quota(provider: str, status: int, body: Any, message: str, etype: str | 
     low = message.lower()
     if etype in ("insufficient_quota", "billing_error"):
         return True
-    if "credit balance is too low" in low or "spending limit" in low or "used all available credits" in low:
+    if (
+        "credit balance is too low" in low
+        or "spending limit" in low
+        or "used all available credits" in low
+    ):
         return True
     if provider == "gemini" and status == 429 and isinstance(body, dict):
         details = (body.get("error") or {}).get("details") or []
@@ -368,7 +372,8 @@ def _error_class(
     if status in (401, 403):
         return AuthenticationError
     if status == 400 and (
-        etype == "API_KEY_INVALID" or ("api key" in message.lower() and "invalid" in message.lower())
+        etype == "API_KEY_INVALID"
+        or ("api key" in message.lower() and "invalid" in message.lower())
         or "incorrect api key" in message.lower()
     ):
         return AuthenticationError  # Gemini and xAI refuse keys with a 400
@@ -441,7 +446,9 @@ def error_from_exception(provider: str, exc: BaseException, url: str = "") -> Pr
         what = "connecting to" if connect else "waiting for"
         cls: type[ProviderError] = ProviderConnectionError if connect else ProviderTimeoutError
         if connect:
-            line = f"timed out {what} {provider} at {url}; {_hint(ProviderConnectionError, provider)}"
+            line = (
+                f"timed out {what} {provider} at {url}; {_hint(ProviderConnectionError, provider)}"
+            )
         else:
             line = f"timed out {what} {provider} ({name}); {_hint(ProviderTimeoutError, provider)}"
         return cls(line, provider=provider, error_type=name)

@@ -182,5 +182,7 @@ def models_request(provider: str, base_url: str) -> WireRequest:
 
 def parse_models(data: Any) -> tuple[list[str], WireRequest | None]:
     items = data.get("models") if isinstance(data, dict) else None
-    ids = [str(m.get("name", "")).removeprefix("models/") for m in items or () if isinstance(m, dict)]
+    ids = [
+        str(m.get("name", "")).removeprefix("models/") for m in items or () if isinstance(m, dict)
+    ]
     return ids, None

@@ -571,7 +571,12 @@ class _Exchange:
             ]
             self.send_json(
                 200,
-                {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]},
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"],
+                    "last_id": data[-1]["id"],
+                },
             )
             return
         if self.h.command != "POST" or p != "/v1/messages":
@@ -586,8 +591,8 @@ class _Exchange:
             return
         if any(m.get("role") == "system" for m in msgs):
             self.bad_request(
-                "messages: Unexpected role \"system\". The Messages API accepts a top-level "
-                "`system` parameter, not \"system\" as an input message role."
+                'messages: Unexpected role "system". The Messages API accepts a top-level '
+                '`system` parameter, not "system" as an input message role.'
             )
             return
         if self.model.startswith("missing"):
@@ -618,7 +623,12 @@ class _Exchange:
             sse(
                 {
                     "type": "message_start",
-                    "message": {**message, "content": [], "stop_reason": None, "usage": start_usage},
+                    "message": {
+                        **message,
+                        "content": [],
+                        "stop_reason": None,
+                        "usage": start_usage,
+                    },
                 },
                 "message_start",
             )
@@ -753,7 +763,10 @@ class _Exchange:
         deltas = ans.deltas()
         frames = []
         for i, d in enumerate(deltas):
-            cand: dict[str, Any] = {"content": {"parts": [{"text": d}], "role": "model"}, "index": 0}
+            cand: dict[str, Any] = {
+                "content": {"parts": [{"text": d}], "role": "model"},
+                "index": 0,
+            }
             if i == len(deltas) - 1:
                 cand["finishReason"] = finish
             frames.append(
