@@ -1,0 +1,212 @@
+"""Content-addressed response cache: re-running a cell does not pay twice.
+
+Invariants: the key is the SHA-256 of a canonical JSON of (provider, model, messages,
+output-relevant parameters), so equal requests and only equal requests share an entry;
+the cache stores answers (model output and usage), never keys, and only as plaintext the
+user already received; entries expire after ``ttl_s`` and the least recently used are
+evicted past ``max_bytes``. SQLite (WAL) in ``$JUPYTER_BYOK_HOME/cache.sqlite3``, 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .errors import LedgerError
+
+__all__ = ["IGNORED_PARAMS", "ResponseCache", "cache_key"]
+
+#: request parameters that do not change what the model answers
+IGNORED_PARAMS = frozenset(
+    {
+        "stream", "stream_options", "timeout", "user", "metadata", "cache", "request_id",
+        "max_retries", "extra_headers", "store", "service_tier", "feature", "origin",
+    }
+)  # fmt: skip
+DEFAULT_TTL_S = 7 * 86_400.0
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+PICO = 10**12
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value  # 1 and 1.0 ask the same thing
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal):
+        return _canonical(float(value))
+    if hasattr(value, "to_dict"):
+        return _canonical(value.to_dict())
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, Sequence):
+        return [_canonical(v) for v in value]
+    raise TypeError(f"cannot use a {type(value).__name__} in a cache key")
+
+
+def cache_key(
+    provider: str, model: str, messages: Sequence[Any], params: Mapping[str, Any] | None
+) -> str:
+    """SHA-256 hex of the canonical JSON of everything that decides the answer."""
+    relevant = {k: v for k, v in (params or {}).items() if k not in IGNORED_PARAMS}
+    body = {
+        "v": 1,
+        "provider": provider,
+        "model": model,
+        "messages": _canonical(list(messages)),
+        "params": _canonical(relevant),
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        ttl_s: float | None = DEFAULT_TTL_S,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self._path = None if path is None else Path(path)
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._lock = threading.RLock()
+        self.misses = 0
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            from .config import byok_home
+
+            self._path = byok_home() / "cache.sqlite3"
+        return self._path
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        fresh = not self.path.exists()
+        conn = sqlite3.connect(
+            str(self.path), timeout=10, isolation_level=None, check_same_thread=False
+        )
+        if fresh:
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # a lost cache entry costs one re-run
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS entries (
+                key TEXT PRIMARY KEY, payload TEXT NOT NULL, cost_pico INTEGER,
+                created REAL NOT NULL, last_used REAL NOT NULL, size INTEGER NOT NULL,
+                hits INTEGER NOT NULL DEFAULT 0)"""
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_used)")
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._connect()
+            except sqlite3.Error as exc:
+                raise LedgerError(
+                    f"the response cache {self.path} failed ({exc}); "
+                    "run `jupyter byok cache clear` or delete the file"
+                ) from exc
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored answer for ``key``, or ``None`` (missing or expired)."""
+        now = time.time()
+        with self._db() as conn:
+            row = conn.execute(
+                "SELECT payload, created FROM entries WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None or (self.ttl_s is not None and now - row[1] > self.ttl_s):
+                self.misses += 1
+                if row is not None:
+                    conn.execute("DELETE FROM entries WHERE key = ?", (key,))
+                return None
+            conn.execute(
+                "UPDATE entries SET last_used = ?, hits = hits + 1 WHERE key = ?", (now, key)
+            )
+        payload: dict[str, Any] = json.loads(row[0])
+        return payload
+
+    def put(self, key: str, payload: dict[str, Any], cost_usd: Decimal | None = None) -> None:
+        """Store an answer and what it cost (the saving a later hit records)."""
+        text = json.dumps(payload, separators=(",", ":"), default=str)
+        cost = None if cost_usd is None else int((Decimal(cost_usd) * PICO).to_integral_value())
+        now = time.time()
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, 0)",
+                    (key, text, cost, now, now, len(text.encode("utf-8"))),
+                )
+                self._evict(conn, now)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _evict(self, conn: sqlite3.Connection, now: float) -> None:
+        if self.ttl_s is not None:
+            conn.execute("DELETE FROM entries WHERE created < ?", (now - self.ttl_s,))
+        (total,) = conn.execute("SELECT ifnull(sum(size), 0) FROM entries").fetchone()
+        if total <= self.max_bytes:
+            return
+        # drop least recently used entries until the rest fits
+        conn.execute(
+            """DELETE FROM entries WHERE key IN (
+                SELECT key FROM (SELECT key, sum(size) OVER (ORDER BY last_used DESC, key)
+                                 AS running FROM entries) WHERE running > ?)""",
+            (self.max_bytes,),
+        )
+
+    def saved_cost(self, key: str) -> Decimal | None:
+        with self._db() as conn:
+            row = conn.execute("SELECT cost_pico FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Decimal(row[0]) / Decimal(PICO)
+
+    def stats(self) -> dict[str, Any]:
+        with self._db() as conn:
+            n, size, hits, saved = conn.execute(
+                "SELECT count(*), ifnull(sum(size), 0), ifnull(sum(hits), 0), "
+                "ifnull(sum(hits * ifnull(cost_pico, 0)), 0) FROM entries"
+            ).fetchone()
+        return {
+            "path": str(self.path),
+            "entries": n,
+            "bytes": size,
+            "hits": hits,
+            "misses_this_process": self.misses,
+            "saved_usd": str(Decimal(saved) / Decimal(PICO)),
+            "ttl_s": self.ttl_s,
+            "max_bytes": self.max_bytes,
+        }
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        with self._db() as conn:
+            cur = conn.execute("DELETE FROM entries")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+        return int(cur.rowcount)

@@ -1,0 +1,71 @@
+"""Response cache: equal requests hit, different ones miss; expiry, size bound, stats."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from jupyter_byok.cache import ResponseCache, cache_key
+from jupyter_byok.types import Message
+
+MSGS = [{"role": "user", "content": "Say hi"}]
+
+
+def test_keys_hit_only_for_equal_requests() -> None:
+    k = cache_key("openai", "gpt-4o-mini", MSGS, {"temperature": 0.0, "max_tokens": 50})
+    assert len(k) == 64
+    # order of params, int/float spelling, Message objects and transport-only params: same key
+    same = [
+        cache_key("openai", "gpt-4o-mini", MSGS, {"max_tokens": 50, "temperature": 0}),
+        cache_key("openai", "gpt-4o-mini", [Message("user", "Say hi")], {"max_tokens": 50.0, "temperature": 0, "stream": True, "timeout": 3}),
+    ]  # fmt: skip
+    assert all(s == k for s in same)
+    different = [
+        cache_key("anthropic", "gpt-4o-mini", MSGS, {"temperature": 0.0, "max_tokens": 50}),
+        cache_key("openai", "gpt-4o", MSGS, {"temperature": 0.0, "max_tokens": 50}),
+        cache_key("openai", "gpt-4o-mini", [{"role": "user", "content": "Say hi!"}], {"temperature": 0.0, "max_tokens": 50}),
+        cache_key("openai", "gpt-4o-mini", [{"role": "system", "content": "Say hi"}], {"temperature": 0.0, "max_tokens": 50}),
+        cache_key("openai", "gpt-4o-mini", MSGS, {"temperature": 0.2, "max_tokens": 50}),
+        cache_key("openai", "gpt-4o-mini", MSGS, {"temperature": 0.0, "max_tokens": 51}),
+        cache_key("openai", "gpt-4o-mini", MSGS, {"temperature": 0.0, "max_tokens": 50, "seed": 1}),
+    ]  # fmt: skip
+    assert len({k, *different}) == 1 + len(different)
+
+
+def test_put_get_saved_cost_and_stats(byok_home: Path) -> None:
+    cache = ResponseCache()
+    k = cache_key("openai", "gpt-4o-mini", MSGS, {})
+    assert cache.get(k) is None
+    payload = {
+        "text": "hi",
+        "usage": {"input_tokens": 9, "output_tokens": 1},
+        "cost_usd": "0.0000019",
+    }
+    cache.put(k, payload, Decimal("0.0000019"))
+    assert cache.path == byok_home / "cache.sqlite3"
+    assert (cache.path.stat().st_mode & 0o077) == 0
+    again = ResponseCache()  # another process or call sees the same entry
+    assert again.get(k) == payload and again.get(k) == payload
+    assert again.saved_cost(k) == Decimal("0.0000019")
+    st = again.stats()
+    assert st["entries"] == 1 and st["hits"] == 2 and st["saved_usd"] == "0.0000038"
+    assert cache.misses == 1
+    assert again.clear() == 1 and again.get(k) is None
+
+
+def test_expiry_and_size_bound(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.db", ttl_s=0.05)
+    cache.put("a", {"text": "x"})
+    assert cache.get("a") == {"text": "x"}
+    time.sleep(0.1)
+    assert cache.get("a") is None
+    small = ResponseCache(tmp_path / "s.db", ttl_s=None, max_bytes=300)
+    for i in range(10):
+        small.put(f"k{i}", {"text": "y" * 90})
+        small.get("k0")  # k0 stays recently used
+        time.sleep(0.002)
+    st = small.stats()
+    assert st["bytes"] <= 300 and st["entries"] >= 2
+    assert small.get("k0") is not None and small.get("k9") is not None
+    assert small.get("k1") is None
