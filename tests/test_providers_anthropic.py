@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from jupyter_byok.errors import (
     AuthenticationError,
@@ -32,7 +33,7 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as c:
         yield c
@@ -47,6 +48,7 @@ async def collect(client: httpx.AsyncClient, **params: object) -> list[StreamEve
     ]
 
 
+@pytest.mark.asyncio
 async def test_complete_and_stream_agree(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -69,6 +71,7 @@ async def test_complete_and_stream_agree(
     assert fake_providers.errors == []
 
 
+@pytest.mark.asyncio
 async def test_cache_and_thinking_usage_is_normalised(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -91,6 +94,7 @@ async def test_cache_and_thinking_usage_is_normalised(
     assert "".join(e.delta for e in events) == result.text
 
 
+@pytest.mark.asyncio
 async def test_params_mapping_and_refusals(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -116,6 +120,7 @@ async def test_params_mapping_and_refusals(
     assert attempts == [] and len(fake_providers.requests) == 1  # nothing was sent
 
 
+@pytest.mark.asyncio
 async def test_overloaded_529_is_retried(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -135,6 +140,7 @@ async def test_overloaded_529_is_retried(
     assert info.value.request_id and info.value.request_id.startswith("req_")
 
 
+@pytest.mark.asyncio
 async def test_errors(fake_providers: FakeProviders, client: httpx.AsyncClient) -> None:
     fake_providers.set_keys("anthropic", "sk-ant-api03-other")
     with pytest.raises(AuthenticationError, match="401 authentication_error: invalid x-api-key"):
@@ -150,6 +156,7 @@ async def test_errors(fake_providers: FakeProviders, client: httpx.AsyncClient) 
     assert len(fake_providers.requests) == 3  # none of these is retried
 
 
+@pytest.mark.asyncio
 async def test_error_event_midstream(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -167,6 +174,7 @@ async def test_error_event_midstream(
     assert attempts[0].usage == Usage(input_tokens=9, output_tokens=1)  # from message_start
 
 
+@pytest.mark.asyncio
 async def test_dropped_stream_keeps_partial_usage(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -182,6 +190,7 @@ async def test_dropped_stream_keeps_partial_usage(
     assert attempts[0].usage.input_tokens == 9
 
 
+@pytest.mark.asyncio
 async def test_models(fake_providers: FakeProviders, client: httpx.AsyncClient) -> None:
     models = await dispatch.list_models(ANTHROPIC, KEY, client=client)
     assert models == ["claude-haiku-4-5", "claude-opus-4-7", "claude-sonnet-4-6"]

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from jupyter_byok.errors import (
     AuthenticationError,
@@ -33,7 +34,7 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as c:
         yield c
@@ -48,6 +49,7 @@ async def collect(client: httpx.AsyncClient, **params: object) -> list[StreamEve
     ]
 
 
+@pytest.mark.asyncio
 async def test_complete_and_stream_agree(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -68,6 +70,7 @@ async def test_complete_and_stream_agree(
     assert fake_providers.errors == []
 
 
+@pytest.mark.asyncio
 async def test_thoughts_and_cache_usage(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -78,6 +81,7 @@ async def test_thoughts_and_cache_usage(
     assert result.usage == expected == events[-1].usage  # last chunk's cumulative usage
 
 
+@pytest.mark.asyncio
 async def test_generation_config_mapping(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -106,6 +110,7 @@ async def test_generation_config_mapping(
     assert result.finish_reason == "MAX_TOKENS" and result.text == "Echo: Count"
 
 
+@pytest.mark.asyncio
 async def test_errors(fake_providers: FakeProviders, client: httpx.AsyncClient) -> None:
     fake_providers.set_keys("gemini", "AIza-other")
     with pytest.raises(AuthenticationError, match="400 API_KEY_INVALID: API key not valid"):
@@ -127,6 +132,7 @@ async def test_errors(fake_providers: FakeProviders, client: httpx.AsyncClient) 
     assert len(fake_providers.requests) == 6
 
 
+@pytest.mark.asyncio
 async def test_missing_key_is_refused_by_the_provider(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -142,6 +148,7 @@ async def test_missing_key_is_refused_by_the_provider(
         ("stream_error", "UNAVAILABLE"),
     ],
 )
+@pytest.mark.asyncio
 async def test_broken_streams(
     fake_providers: FakeProviders, client: httpx.AsyncClient, kind: str, match: str
 ) -> None:
@@ -159,6 +166,7 @@ async def test_broken_streams(
     assert attempts[0].usage == Usage(input_tokens=8, output_tokens=2)  # known so far
 
 
+@pytest.mark.asyncio
 async def test_models(fake_providers: FakeProviders, client: httpx.AsyncClient) -> None:
     models = await dispatch.list_models(GEMINI, KEY, client=client)
     assert models == ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro"]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from jupyter_byok.errors import (
     AuthenticationError,
@@ -35,7 +36,7 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as c:
         yield c
@@ -62,6 +63,7 @@ async def collect(
     ]
 
 
+@pytest.mark.asyncio
 async def test_complete_and_stream_agree(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -90,6 +92,7 @@ async def test_complete_and_stream_agree(
     assert fake_providers.errors == []
 
 
+@pytest.mark.asyncio
 async def test_cached_and_reasoning_usage(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -107,6 +110,7 @@ async def test_cached_and_reasoning_usage(
     assert events[-1].usage == usage
 
 
+@pytest.mark.asyncio
 async def test_params_are_mapped_and_unknown_ones_pass_through(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -128,6 +132,7 @@ async def test_params_are_mapped_and_unknown_ones_pass_through(
     assert result.usage.output_tokens == 3
 
 
+@pytest.mark.asyncio
 async def test_compatible_endpoint_without_key(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -143,6 +148,7 @@ async def test_compatible_endpoint_without_key(
     assert await dispatch.list_models(spec, None, client=client) == ["llama3.2", "qwen2.5"]
 
 
+@pytest.mark.asyncio
 async def test_refused_key_maps_to_authentication_error(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -163,6 +169,7 @@ async def test_refused_key_maps_to_authentication_error(
     assert len(fake_providers.requests) == 1  # never retried
 
 
+@pytest.mark.asyncio
 async def test_unknown_model_and_quota(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -175,6 +182,7 @@ async def test_unknown_model_and_quota(
 
 
 @pytest.mark.parametrize("kind", ["drop_stream", "malformed_chunk", "stream_error"])
+@pytest.mark.asyncio
 async def test_broken_stream_raises_after_reporting(
     fake_providers: FakeProviders, client: httpx.AsyncClient, kind: str
 ) -> None:
@@ -194,6 +202,7 @@ async def test_broken_stream_raises_after_reporting(
     assert info.value.request_id == attempts[0].request_id  # type: ignore[attr-defined]
 
 
+@pytest.mark.asyncio
 async def test_stream_retries_before_first_byte(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -210,6 +219,7 @@ async def test_stream_retries_before_first_byte(
     assert attempts[0].http_status == 500 and attempts[1].http_status is None
 
 
+@pytest.mark.asyncio
 async def test_closing_a_stream_early_reports_cancelled(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -224,6 +234,7 @@ async def test_closing_a_stream_early_reports_cancelled(
     assert [a.status for a in attempts] == ["cancelled"]
 
 
+@pytest.mark.asyncio
 async def test_cancelling_a_call_reports_cancelled(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -241,6 +252,7 @@ async def test_cancelling_a_call_reports_cancelled(
     assert [a.status for a in attempts] == ["cancelled"]
 
 
+@pytest.mark.asyncio
 async def test_models_and_key_check(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -261,6 +273,7 @@ async def test_models_and_key_check(
     assert fake_providers.requests[-1].path == "/openai/v1/models"
 
 
+@pytest.mark.asyncio
 async def test_unreachable_provider_is_a_connection_error(client: httpx.AsyncClient) -> None:
     with socket_closed_port() as port:
         spec = ProviderSpec("openai", "openai", f"http://127.0.0.1:{port}/v1")

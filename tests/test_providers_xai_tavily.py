@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from jupyter_byok.errors import (
     AuthenticationError,
@@ -29,13 +30,14 @@ FAST = RetryPolicy(initial_delay=0.001, max_delay=0.005)
 MESSAGES = [Message("user", "Tell me a joke")]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as c:
         yield c
 
 
 @pytest.mark.parametrize("fold", [False, True])
+@pytest.mark.asyncio
 async def test_xai_usage_cost_and_reasoning(
     fake_providers: FakeProviders, client: httpx.AsyncClient, fold: bool
 ) -> None:
@@ -58,6 +60,7 @@ async def test_xai_usage_cost_and_reasoning(
     assert sent[0].body.get("max_tokens") is None
 
 
+@pytest.mark.asyncio
 async def test_xai_bad_key_is_a_400_with_its_own_shape(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:
@@ -75,6 +78,7 @@ async def test_xai_bad_key_is_a_400_with_its_own_shape(
 
 
 @pytest.mark.parametrize(("depth", "credits"), [("basic", 1.0), ("advanced", 2.0)])
+@pytest.mark.asyncio
 async def test_tavily_search(
     fake_providers: FakeProviders, client: httpx.AsyncClient, depth: str, credits: float
 ) -> None:
@@ -105,6 +109,7 @@ async def test_tavily_search(
     }
 
 
+@pytest.mark.asyncio
 async def test_tavily_errors_and_key_check(
     fake_providers: FakeProviders, client: httpx.AsyncClient
 ) -> None:

@@ -379,9 +379,7 @@ def _error_class(
         return AuthenticationError  # Gemini and xAI refuse keys with a 400
     if status == 429:
         return RateLimitError
-    if status == 408:
-        return ProviderTimeoutError
-    if status >= 500 or status == 409:
+    if status >= 500 or status in (408, 409):
         return ProviderServerError
     return BadRequestError
 
@@ -465,7 +463,10 @@ def headers_of(response: Any) -> Mapping[str, str]:
 
 
 def attempt_status(error: ProviderError) -> str:
-    return "timeout" if isinstance(error, ProviderTimeoutError) else "error"
+    """``timeout`` only when no answer came back (the provider may have billed the call)."""
+    if isinstance(error, ProviderTimeoutError) and error.status_code is None:
+        return "timeout"
+    return "error"
 
 
 def count(value: Any) -> int:
