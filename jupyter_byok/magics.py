@@ -93,6 +93,25 @@ def strip_fences(text: str) -> str:
     return match.group(1) if match else text.strip()
 
 
+def parse_json_answer(text: str) -> Any:
+    """The JSON in an answer: the whole text, a fenced block, or the outermost object/array.
+
+    Models often wrap JSON in a sentence or a code fence; anything else raises ValueError.
+    """
+    raw = strip_fences(text)
+    try:
+        return json.loads(raw)
+    except ValueError as first:
+        starts = [i for i in (raw.find("{"), raw.find("[")) if i >= 0]
+        if not starts:
+            raise first from None
+        start = min(starts)
+        end = raw.rfind("}" if raw[start] == "{" else "]")
+        if end <= start:
+            raise first from None
+        return json.loads(raw[start : end + 1])
+
+
 @magics_class
 class ByokMagics(Magics):
     def __init__(self, shell: Any) -> None:
@@ -227,9 +246,8 @@ class ByokMagics(Magics):
             display(Markdown(f"```\n{code}\n```"), metadata=meta)
             self.shell.set_next_input(code, replace=False)
         elif fmt == "json":
-            raw = strip_fences(text)
             try:
-                data = json.loads(raw)
+                data = parse_json_answer(text)
             except ValueError as exc:
                 display({"text/plain": text}, raw=True, metadata=meta)
                 _error(f"the answer is not valid JSON ({exc.args[0]}); the raw text is above")

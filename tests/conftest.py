@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["jupyter_byok.testing.pytest_plugin", "pytest_jupyter.jupyter_server"]
+
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",

@@ -21,12 +21,13 @@ from tornado.iostream import StreamClosedError
 
 from .. import errors
 from ..redact import mask_value
-from .service import BadInput, ByokService, NotFound
+from .service import BadInput, ByokService, NotFound, TooLarge
 
 MAX_BODY = 1_000_000
 
 #: Domain errors -> HTTP status. Order matters: subclasses first.
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (TooLarge, 413),
     (BadInput, 400),
     (NotFound, 404),
     (errors.InvalidSecretError, 400),
@@ -89,7 +90,7 @@ class ByokHandler(APIHandler):
     def body(self) -> dict[str, Any]:
         raw = self.request.body or b""
         if len(raw) > MAX_BODY:
-            raise BadInput(f"request body too large ({len(raw):,} bytes; limit {MAX_BODY:,})")
+            raise TooLarge(f"request body too large ({len(raw):,} bytes; limit {MAX_BODY:,})")
         if not raw.strip():
             return {}
         try:

@@ -19,7 +19,7 @@ from ..keystore import Keystore
 from ..providers import BUILTIN, SECRET_NAMESPACE, get_spec
 from ..types import Completion, Request
 
-__all__ = ["BadInput", "ByokService", "NotFound"]
+__all__ = ["BadInput", "ByokService", "NotFound", "TooLarge"]
 
 
 class BadInput(ByokError):
@@ -28,6 +28,10 @@ class BadInput(ByokError):
 
 class NotFound(ByokError):
     """No such key id (404)."""
+
+
+class TooLarge(BadInput):
+    """A request body over the size limit (413)."""
 
 
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | None:
