@@ -1,28 +1,186 @@
+/**
+ * The one client of the jupyter_byok REST API (`{base_url}/byok/*`).
+ *
+ * Every request goes through `ServerConnection.makeRequest`, which adds the Jupyter token and
+ * the XSRF header. The interfaces mirror the JSON written by `jupyter_byok/server/service.py`.
+ * Keys travel only in the body of `addKey`; nothing here ever stores or returns one.
+ */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** The shape of GET /byok/status (mirrors jupyter_byok.server). */
+import { ByokApiError, errorFromResponse, networkError, parseBody } from './errors';
+
+export { ByokApiError, SERVER_MISSING } from './errors';
+
+/** Decimal amounts arrive as strings (exact), but tolerate numbers. */
+export type Money = string | number | null;
+
+export interface IKeystoreStatus {
+  tier: string;
+  tier_description: string;
+  entries: number | null;
+  path?: string;
+  home?: string;
+  exists?: boolean;
+  providers?: string[];
+  error?: string;
+}
+
+/** A budget as GET /byok/budgets and GET /byok/status report it (limit plus current spend). */
+export interface IBudgetStatus {
+  id?: string;
+  name?: string;
+  scope?: string;
+  target?: string | null;
+  provider?: string | null;
+  model?: string | null;
+  period?: string;
+  limit_usd: Money;
+  spent_usd?: Money;
+  warn_at?: string | number | null;
+  fraction?: number | null;
+  state?: string;
+  message?: string;
+  [extra: string]: unknown;
+}
+
+/** GET /byok/status */
 export interface IStatus {
   version: string;
-  keystore: { tier: string; tier_description: string; entries: number | null };
+  keystore: IKeystoreStatus;
+  default_model: string;
+  spend_today_usd: Money;
+  ledger_error?: string;
+  budgets: IBudgetStatus[];
+  budgets_error?: string;
 }
 
-export class ByokApiError extends Error {
-  constructor(
-    message: string,
-    readonly status: number
-  ) {
-    super(message);
-  }
+/** One stored key: metadata only (KeyInfo.to_dict in keystore.py). */
+export interface IKeyInfo {
+  id: string;
+  provider: string;
+  name: string;
+  kind: string;
+  last4: string;
+  fingerprint: string;
+  created: string;
+  updated: string;
+  last_verified: string | null;
+  tier: string | null;
+  base_url: string | null;
+  label: string;
+  warning: string | null;
 }
 
-/** Message shown when the server half of the extension is not loaded. */
-export const SERVER_MISSING =
-  'The jupyter_byok server extension is not running: install jupyter_byok in the ' +
-  "server's Python environment and restart JupyterLab.";
+export interface IProviderKeys {
+  provider: string;
+  configured: boolean;
+  stored: IKeyInfo[];
+  env_var: string | null;
+  key_url: string | null;
+}
+
+/** GET /byok/keys */
+export interface IKeysList {
+  keys: IKeyInfo[];
+  providers: IProviderKeys[];
+  tier: string;
+  tier_description: string;
+}
+
+/** POST /byok/keys body. The key is sent once and never echoed back. */
+export interface IAddKey {
+  provider: string;
+  key: string;
+  name?: string;
+  tier?: string | null;
+  base_url?: string | null;
+}
+
+/** POST /byok/keys/{id}/verify */
+export interface IVerifyResult {
+  id: string;
+  label: string;
+  ok: boolean;
+  latency_s?: number;
+  message?: string;
+  detail?: string;
+  status?: number;
+  models?: number | string[];
+  [extra: string]: unknown;
+}
+
+/** One aggregated group of GET /byok/usage (the `by` fields plus totals). */
+export interface IUsageGroup {
+  provider?: string | null;
+  model?: string | null;
+  feature?: string | null;
+  notebook?: string | null;
+  bucket?: string | null;
+  cost_usd?: Money;
+  calls?: number;
+  [extra: string]: unknown;
+}
+
+/** One ledger row of GET /byok/usage `recent`. */
+export interface IUsageRow {
+  id?: string;
+  ts?: string;
+  started_at?: string;
+  provider?: string;
+  model?: string;
+  feature?: string;
+  notebook?: string | null;
+  status?: string;
+  input_tokens?: number | null;
+  output_tokens?: number | null;
+  cost_usd?: Money;
+  cost_source?: string | null;
+  latency_s?: number | null;
+  [extra: string]: unknown;
+}
+
+/** GET /byok/usage */
+export interface IUsage {
+  since: string;
+  until: string | null;
+  by: string[];
+  bucket: string | null;
+  groups: IUsageGroup[];
+  total_usd: Money;
+  recent: IUsageRow[];
+}
+
+export interface IUsageQuery {
+  since?: string;
+  until?: string | null;
+  by?: string[];
+  bucket?: 'day' | null;
+  limit?: number;
+}
+
+/** GET /byok/models */
+export interface IModels {
+  providers: string[];
+  models: unknown[];
+  aliases: Record<string, string>;
+}
+
+/** GET/PUT /byok/config */
+export interface IConfig {
+  default_model: string | null;
+  aliases: Record<string, string>;
+  endpoints: Record<string, unknown>;
+  require_server: boolean;
+  effective_default_model: string;
+  [extra: string]: unknown;
+}
 
 /**
- * Call the jupyter_byok REST API. Token and XSRF handling come from ServerConnection.
+ * Call the jupyter_byok REST API and return its JSON.
+ *
+ * @throws {ByokApiError} with a user-facing message: the server's own `message`, or
+ *   SERVER_MISSING when the route does not exist, or a network message.
  */
 export async function requestAPI<T>(
   endPoint = '',
@@ -34,23 +192,66 @@ export async function requestAPI<T>(
   try {
     response = await ServerConnection.makeRequest(url, init, settings);
   } catch (error) {
-    throw new ServerConnection.NetworkError(error as TypeError);
+    throw networkError(error);
   }
-  const text = await response.text();
-  let data: any = text;
-  if (text.length > 0) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      // not JSON: keep the text
-    }
-  }
+  const data = parseBody(await response.text());
   if (!response.ok) {
-    if (response.status === 404 && !(data && data.error)) {
-      throw new ByokApiError(SERVER_MISSING, 404);
-    }
-    const message = (data && (data.message || data.error)) || response.statusText;
-    throw new ByokApiError(String(message), response.status);
+    throw errorFromResponse(response.status, response.statusText, data);
   }
   return data as T;
+}
+
+function json(method: string, body: unknown): RequestInit {
+  return {
+    method,
+    body: JSON.stringify(body),
+    headers: { 'Content-Type': 'application/json' }
+  };
+}
+
+/** Build the query string of GET /byok/usage. */
+export function usageQuery(query: IUsageQuery): string {
+  const params = new URLSearchParams();
+  params.set('since', query.since || 'today');
+  if (query.until) {
+    params.set('until', query.until);
+  }
+  if (query.by && query.by.length) {
+    params.set('by', query.by.join(','));
+  }
+  if (query.bucket) {
+    params.set('bucket', query.bucket);
+  }
+  if (query.limit !== undefined) {
+    params.set('limit', String(query.limit));
+  }
+  return params.toString();
+}
+
+/** The typed endpoints, one function per route. */
+export const api = {
+  status: (): Promise<IStatus> => requestAPI<IStatus>('status'),
+  listKeys: (): Promise<IKeysList> => requestAPI<IKeysList>('keys'),
+  addKey: (body: IAddKey): Promise<IKeyInfo> =>
+    requestAPI<IKeyInfo>('keys', json('POST', body)),
+  deleteKey: (id: string): Promise<void> =>
+    requestAPI<void>(`keys/${encodeURIComponent(id)}`, { method: 'DELETE' }),
+  verifyKey: (id: string): Promise<IVerifyResult> =>
+    requestAPI<IVerifyResult>(`keys/${encodeURIComponent(id)}/verify`, { method: 'POST' }),
+  usage: (query: IUsageQuery): Promise<IUsage> =>
+    requestAPI<IUsage>(`usage?${usageQuery(query)}`),
+  models: (): Promise<IModels> => requestAPI<IModels>('models'),
+  budgets: (): Promise<{ budgets: IBudgetStatus[] }> =>
+    requestAPI<{ budgets: IBudgetStatus[] }>('budgets'),
+  setBudgets: (budgets: IBudgetStatus[]): Promise<{ budgets: IBudgetStatus[] }> =>
+    requestAPI<{ budgets: IBudgetStatus[] }>('budgets', json('PUT', { budgets })),
+  config: (): Promise<IConfig> => requestAPI<IConfig>('config'),
+  setConfig: (change: Partial<IConfig>): Promise<IConfig> =>
+    requestAPI<IConfig>('config', json('PUT', change))
+};
+
+export type Api = typeof api;
+
+export function isByokError(error: unknown): error is ByokApiError {
+  return error instanceof ByokApiError;
 }
