@@ -133,8 +133,12 @@ def _concat(base: pd.DataFrame, tail: pd.DataFrame) -> pd.DataFrame:
     merged = {}
     for col in base.columns:
         if isinstance(base[col].dtype, pd.CategoricalDtype):
-            cat = union_categoricals([base[col], tail[col]], ignore_order=True)
-            merged[col] = pd.Series(cat, name=col)
+            try:
+                cat = union_categoricals([base[col], tail[col]], ignore_order=True)
+                merged[col] = pd.Series(cat, name=col)
+            except TypeError:  # categories of different dtypes (e.g. one side all missing)
+                both = pd.concat([base[col].astype(object), tail[col].astype(object)])
+                merged[col] = both.reset_index(drop=True).astype("category")
         else:
             merged[col] = pd.concat([base[col], tail[col]], ignore_index=True)
     return pd.DataFrame(merged)

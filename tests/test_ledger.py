@@ -236,10 +236,16 @@ def test_snapshot_read_equals_sql(tmp_path: Path) -> None:
     first = led.frame()
     snap = snapshot_path(led)
     assert snap.exists() and (snap.stat().st_mode & 0o077) == 0
-    led.record_many([row(provider="gemini", input_tokens=-1) for _ in range(7)])
+    led.record_many([row(provider="gemini", input_tokens=-1, notebook="n.ipynb") for _ in range(6)])
+    led.record(row(provider="gemini", input_tokens=-1, error_type="RateLimitError", key_name="k"))
     second = led.frame()
     assert len(second) == len(first) + 7
     assert list(second["provider"].iloc[-7:]) == ["gemini"] * 7
+    assert (
+        second["notebook"].iloc[-2] == "n.ipynb"
+        and second["error_type"].iloc[-1] == "RateLimitError"
+    )
+    assert second["error_type"].isna().sum() == len(second) - 1
     assert second["input_tokens"].iloc[: len(first)].tolist() == first["input_tokens"].tolist()
     # a snapshot from another ledger is never used
     other = Ledger(tmp_path / "other.db")
