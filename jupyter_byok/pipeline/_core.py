@@ -98,6 +98,7 @@ class _Plan:
     order: list[str]
     deps: dict[str, list[str]]
     refs: dict[str, ModelRef] = field(default_factory=dict)
+    store: NodeCache | None = None
 
 
 class _NoLimit:
@@ -357,7 +358,7 @@ class Pipeline:
             parts = [f"node {n!r} {' and '.join(texts)}" for n, texts in problems.items()]
             raise PipelineError(f"pipeline {self.name!r} cannot run: " + "; ".join(parts), problems)
         order = [n for n in _toposort(deps) if n in wanted_nodes]
-        return _Plan(order, deps, refs)
+        return _Plan(order, deps, refs, self._cache())
 
     def _missing_key(self, provider: str, key_name: str) -> str | None:
         """Why no key is available for ``provider`` (None if one is), from metadata only."""
@@ -499,7 +500,7 @@ class Pipeline:
 
         origin = self._origin(name)
         client = self._get_client()
-        store = self._cache() if use_cache else None
+        store = plan.store if use_cache else None
         if isinstance(node, LLMNode):
             from ..engine import build_messages
             from ..types import Request

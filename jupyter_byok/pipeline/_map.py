@@ -59,6 +59,7 @@ class AdaptiveLimiter:
         self.active = 0
         self.rate_limited = 0
         self.peak = 0
+        self.lowest = limit
         self._resume_at = 0.0
         self._streak = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -100,6 +101,7 @@ class AdaptiveLimiter:
     def backoff(self, retry_after: float | None) -> None:
         self.rate_limited += 1
         self.limit = max(1, self.limit // 2)
+        self.lowest = min(self.lowest, self.limit)
         self._streak = 0
         pause = retry_after if retry_after is not None and retry_after > 0 else 1.0
         self._resume_at = max(self._resume_at, time.monotonic() + min(pause, 120.0))
@@ -250,6 +252,7 @@ async def amap(
     spent = Decimal(0)
     bar = Progress(len(rows), pipeline.name, progress)
     work = iter(enumerate(rows))
+    started = time.monotonic()
 
     async def run_row(index: Any, values: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
@@ -307,6 +310,7 @@ async def amap(
         bar.close(done, spent, f"{note}: finished rows are cached, run again to resume")
         raise
     bar.close(done, spent)
+    wall = time.monotonic() - started
 
     names = list(plan.order)
     columns = [*names, "cost_usd", "input_tokens", "output_tokens", "cached_nodes", "latency_s"]
@@ -314,7 +318,19 @@ async def amap(
         columns.append("error")
     index = [idx for idx, _ in rows]
     frame = pd.DataFrame([r or {} for r in out], index=pd.Index(index, name=df.index.name))
-    return frame.reindex(columns=columns)
+    frame = frame.reindex(columns=columns)
+    frame.attrs.update(
+        {
+            "pipeline": pipeline.name,
+            "wall_s": wall,
+            "cost_usd": float(spent),
+            "concurrency": concurrency,
+            "peak_in_flight": limiter.peak,
+            "rate_limited": limiter.rate_limited,
+            "lowest_concurrency": limiter.lowest,
+        }
+    )
+    return frame
 
 
 # --------------------------------------------------------------------------- estimates
