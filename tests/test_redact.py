@@ -236,7 +236,8 @@ def late_handler() -> Iterator[io.StringIO]:
     handler.setFormatter(logging.Formatter("%(name)s|%(message)s"))
     root = logging.getLogger()
     old_level = root.level
-    root.addHandler(handler)
+    # First in line, so no filter on pytest's own handlers can mask the record for it.
+    root.handlers.insert(0, handler)
     root.setLevel(logging.DEBUG)
     yield stream
     root.removeHandler(handler)
