@@ -211,8 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keys_init)
 
     from .cli_local import register as register_local
+    from .cli_usage import register as register_usage
 
     register_local(sub)
+    register_usage(sub)
 
     p = sub.add_parser("status", help="what jupyter_byok sees on this machine")
     p.set_defaults(func=cmd_status)

@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import byok_home
 from .errors import BudgetExceededError, ByokError, LocalModelError
 from .keystore import Keystore, resolve_key
 from .models import ModelRef, parse_model
@@ -31,6 +32,7 @@ from .types import Attempt, Completion, Message, Request, SearchResult, Usage
 if TYPE_CHECKING:
     import httpx
 
+    from .cache import ResponseCache
     from .ledger import Ledger, LedgerRow
 
 __all__ = ["Engine", "build_messages", "get_engine"]
@@ -75,7 +77,7 @@ class Engine:
         timeout: float = 600.0,
     ) -> None:
         self.home = home
-        self.keystore = keystore if keystore is not None else Keystore(home)
+        self._keystore = keystore
         self.allow_local = allow_local
         self._transport = transport
         self._timeout = timeout
@@ -83,14 +85,30 @@ class Engine:
             weakref.WeakKeyDictionary()
         )
         self._ledger: Ledger | None = None
+        self._cache: ResponseCache | None = None
+        self._cache_home: Path | None = None
 
     # ---------------------------------------------------------------- resources
     @property
-    def ledger(self) -> Ledger:
-        if self._ledger is None:
-            from .ledger import Ledger
+    def keystore(self) -> Keystore:
+        """The keystore at ``home``, or at the current ``JUPYTER_BYOK_HOME``."""
+        if self._keystore is not None and (
+            self.home is not None or self._keystore.home == byok_home(create=False)
+        ):
+            return self._keystore
+        self._keystore = Keystore(self.home)
+        return self._keystore
 
-            self._ledger = Ledger()
+    @property
+    def ledger(self) -> Ledger:
+        if self.home is None:
+            from .ledger import default_ledger
+
+            return default_ledger()
+        if self._ledger is None:
+            from .ledger import Ledger, ledger_path
+
+            self._ledger = Ledger(ledger_path(self.home))
         return self._ledger
 
     def client(self) -> httpx.AsyncClient:
@@ -299,7 +317,7 @@ class Engine:
         from .providers import dispatch, get_spec
 
         spec = get_spec("tavily")
-        ref = ModelRef("tavily", f"search-{depth}")
+        ref = ModelRef("tavily", depth)
         request = Request(model=ref.id, messages=[], feature=feature, origin=origin or {})
         request_id = uuid.uuid4().hex
         base = self._base_row(request, ref, request_id, False)
@@ -440,7 +458,8 @@ class Engine:
             response_id=response_id,
             input_tokens=usage.input_tokens,
             cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens + usage.cache_write_1h_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
             output_tokens=usage.output_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             search_credits=usage.search_credits,
@@ -456,15 +475,21 @@ class Engine:
     def _write_rows(self, rows: list[LedgerRow]) -> list[str]:
         return [self.ledger.record(row) for row in rows]
 
-    def _cache_get(self, key: str) -> dict[str, Any] | None:
+    @property
+    def cache(self) -> ResponseCache:
+        """The response cache at the current home (kept open between calls)."""
         from .cache import ResponseCache
 
-        return ResponseCache().get(key)
+        home = self.home or byok_home()
+        if self._cache is None or self._cache_home != home:
+            self._cache, self._cache_home = ResponseCache(home / "cache.sqlite3"), home
+        return self._cache
+
+    def _cache_get(self, key: str) -> dict[str, Any] | None:
+        return self.cache.get(key)
 
     def _cache_put(self, key: str, completion: Completion) -> None:
-        from .cache import ResponseCache
-
-        ResponseCache().put(key, completion.to_dict(), completion.cost_usd)
+        self.cache.put(key, completion.to_dict(), completion.cost_usd)
 
     def _completion_from_cache(
         self, payload: dict[str, Any], ref: ModelRef, request_id: str

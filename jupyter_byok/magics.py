@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import HTML, JSON, Markdown, display
 
 from .client import get_client
@@ -118,6 +118,12 @@ class ByokMagics(Magics):
         super().__init__(shell)
         self.chats: dict[str, list[Message]] = {}
 
+    @property
+    def ip(self) -> Any:
+        """The shell (never None once the magics are registered)."""
+        assert self.shell is not None
+        return self.shell
+
     # ------------------------------------------------------------ cell magic
     @magic_arguments()
     @argument("model", nargs="?", default=None, help="provider:model, an alias, or the default")
@@ -139,7 +145,8 @@ class ByokMagics(Magics):
         if cell is None:
             return self._line(line)
         try:
-            args = parse_argstring(self.byok, line)
+            # shlex (POSIX rules) so that quoted values lose their quotes: -s "Be terse"
+            args = self.byok.parser.parse_args(shlex.split(line))
         except (SystemExit, Exception) as exc:  # argparse exits on bad arguments
             _error(f"bad arguments ({exc}); see %%byok? for the options")
             return None
@@ -152,7 +159,7 @@ class ByokMagics(Magics):
         return None
 
     def _namespace_lookup(self, name: str) -> Any:
-        return self.shell.user_ns.get(name, MISSING)
+        return self.ip.user_ns.get(name, MISSING)
 
     def _origin(self) -> dict[str, str]:
         from .client import default_origin
@@ -204,7 +211,7 @@ class ByokMagics(Magics):
                 Message("assistant", completion.text),
             ]
         if args.output:
-            self.shell.user_ns[args.output] = completion
+            self.ip.user_ns[args.output] = completion
         self._render(completion, args.format)
 
     def _run(self, request: Request, fmt: str) -> Completion:
@@ -244,7 +251,7 @@ class ByokMagics(Magics):
         elif fmt == "code":
             code = strip_fences(text)
             display(Markdown(f"```\n{code}\n```"), metadata=meta)
-            self.shell.set_next_input(code, replace=False)
+            self.ip.set_next_input(code, replace=False)
         elif fmt == "json":
             try:
                 data = parse_json_answer(text)

@@ -69,7 +69,7 @@ class ByokHandler(APIHandler):
 
     @property
     def service(self) -> ByokService:
-        return self.settings["jupyter_byok"]  # type: ignore[no-any-return]
+        return self.settings["jupyter_byok"]
 
     def set_default_headers(self) -> None:
         super().set_default_headers()

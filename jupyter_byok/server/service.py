@@ -44,7 +44,10 @@ def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | N
 class ByokService:
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine if engine is not None else Engine(allow_local=False)
-        self.keystore: Keystore = self.engine.keystore
+
+    @property
+    def keystore(self) -> Keystore:
+        return self.engine.keystore
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict[str, Any]:
