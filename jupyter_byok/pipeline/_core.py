@@ -137,16 +137,33 @@ class Pipeline:
         model: str,
         template: str,
         system: str | None = None,
+        *,
+        replace: bool = False,
         **params: Any,
     ) -> Pipeline:
-        """Add an LLM node: ``model`` is ``provider:model[@keyname]`` or an alias."""
-        return self.add(LLMNode(check_name(name), model, template, system, dict(params)))
+        """Add an LLM node: ``model`` is ``provider:model[@keyname]`` or an alias.
 
-    def search(self, name: str, template: str, depth: str = "basic", **params: Any) -> Pipeline:
+        ``params`` (``max_tokens``, ``temperature``, ...) go to the provider; ``replace``
+        swaps an existing node of that name in place.
+        """
+        node = LLMNode(check_name(name), model, template, system, dict(params))
+        return self.add(node, replace=replace)
+
+    def search(
+        self,
+        name: str,
+        template: str,
+        depth: str = "basic",
+        *,
+        replace: bool = False,
+        **params: Any,
+    ) -> Pipeline:
         """Add a web-search node (Tavily) whose query is ``template``."""
-        return self.add(SearchNode(check_name(name), template, depth, dict(params)))
+        return self.add(
+            SearchNode(check_name(name), template, depth, dict(params)), replace=replace
+        )
 
-    def python(self, name: str, fn: Callable[..., Any] | str) -> Pipeline:
+    def python(self, name: str, fn: Callable[..., Any] | str, *, replace: bool = False) -> Pipeline:
         """Add a python node: ``fn``'s parameters name the nodes (or inputs) it takes.
 
         ``fn`` may be an importable ``"module:function"`` reference; functions defined in a
@@ -155,8 +172,10 @@ class Pipeline:
         from ._schema import function_ref, import_function
 
         if isinstance(fn, str):
-            return self.add(PythonNode(check_name(name), import_function(fn), fn))
-        return self.add(PythonNode(check_name(name), fn, function_ref(fn)))
+            node = PythonNode(check_name(name), import_function(fn), fn)
+        else:
+            node = PythonNode(check_name(name), fn, function_ref(fn))
+        return self.add(node, replace=replace)
 
     def add(self, node: Node, *, replace: bool = False) -> Pipeline:
         check_name(node.name)
@@ -300,15 +319,15 @@ class Pipeline:
                 )
             deps[name] = [d for d in wanted if d in self._nodes]
 
-        cycle = _find_cycle(deps)
-        if cycle:
+        cycles = _find_cycles(deps)
+        for cycle in cycles:
             path = " -> ".join(cycle)
             for name in dict.fromkeys(cycle):
                 problem(name, f"is part of a cycle ({path})")
 
         wanted_nodes = set(self._nodes)
         if targets is not None:
-            wanted_nodes = _ancestors(deps, targets) if not cycle else set(self._nodes)
+            wanted_nodes = _ancestors(deps, targets) if not cycles else set(self._nodes)
 
         refs: dict[str, ModelRef] = {}
         key_checked: dict[tuple[str, str], str | None] = {}
@@ -781,32 +800,63 @@ def _toposort(deps: dict[str, list[str]]) -> list[str]:
     return order
 
 
-def _find_cycle(deps: dict[str, list[str]]) -> list[str]:
-    """One cycle as a path ``[a, b, a]``, or ``[]``."""
-    state: dict[str, int] = {}
+def _find_cycles(deps: dict[str, list[str]]) -> list[list[str]]:
+    """Every cycle's nodes as a path ``[a, b, a]`` in data-flow order, one per cycle group."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
     stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
 
-    def visit(node: str) -> list[str]:
-        state[node] = 1
+    def strongconnect(node: str) -> None:  # Tarjan; pipelines are small, recursion is fine
+        index[node] = low[node] = len(index)
         stack.append(node)
+        on_stack.add(node)
         for dep in deps.get(node, []):
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return []
+            if dep not in index:
+                strongconnect(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in on_stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in deps.get(node, []):
+                groups.append(group)
 
     for node in deps:
-        if node not in state:
-            found = visit(node)
-            if found:
-                # report the cycle in the direction data flows: producer -> consumer
-                return list(reversed(found))
-    return []
+        if node not in index:
+            strongconnect(node)
+    cycles = []
+    order = list(deps)
+    for group in groups:
+        members = set(group)
+        start = min(group, key=order.index)
+        # breadth-first along consumers inside the group: the shortest way back to start
+        came: dict[str, str] = {}
+        todo, end = [start], None
+        while todo and end is None:
+            node = todo.pop(0)
+            for nxt in (n for n in order if n in members and node in deps.get(n, [])):
+                if nxt == start:
+                    end = node
+                    break
+                if nxt not in came:
+                    came[nxt] = node
+                    todo.append(nxt)
+        path = [start]
+        node = end if end is not None else start
+        while node != start:
+            path.insert(1, node)
+            node = came[node]
+        path.append(start)
+        cycles.append(path)
+    return cycles
 
 
 def _ancestors(deps: dict[str, list[str]], targets: list[str]) -> set[str]:
