@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from jupyter_byok.errors import (
 )
 from jupyter_byok.keystore import Keystore
 from jupyter_byok.providers import BUILTIN, ProviderSpec, dispatch
-from jupyter_byok.providers.base import CallResult, FinalEvent, RetryPolicy
+from jupyter_byok.providers.base import CallResult, FinalEvent, RetryPolicy, make_async_client
 from jupyter_byok.redact import Secret
 from jupyter_byok.testing import FakeProviders, tokens
 from jupyter_byok.types import Attempt, Message, StreamEvent, Usage
@@ -36,9 +37,11 @@ MESSAGES = [
 ]
 
 
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
+@pytest_asyncio.fixture(params=["httpx", "httpx2"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Dispatch runs over plain httpx and over httpx2 (what ``make_async_client`` picks)."""
+    c = httpx.AsyncClient() if request.param == "httpx" else make_async_client()
+    async with c:
         yield c
 
 

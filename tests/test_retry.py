@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,12 @@ from jupyter_byok.errors import (
     RateLimitError,
 )
 from jupyter_byok.providers import BUILTIN, ProviderSpec, dispatch
-from jupyter_byok.providers.base import RetryPolicy, is_retryable, retry_after_seconds
+from jupyter_byok.providers.base import (
+    RetryPolicy,
+    is_retryable,
+    make_async_client,
+    retry_after_seconds,
+)
 from jupyter_byok.redact import Secret
 from jupyter_byok.testing import FakeProviders
 from jupyter_byok.types import Attempt, Message
@@ -121,9 +127,11 @@ def test_backoff_bounds(n: int) -> None:
         assert 0.75 * cap <= sdk.backoff(n, rng) <= cap
 
 
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
+@pytest_asyncio.fixture(params=["httpx", "httpx2"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Dispatch runs over plain httpx and over httpx2 (what ``make_async_client`` picks)."""
+    c = httpx.AsyncClient() if request.param == "httpx" else make_async_client()
+    async with c:
         yield c
 
 

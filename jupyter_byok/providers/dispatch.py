@@ -18,9 +18,7 @@ import importlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError, ProviderError, StreamError
 from ..redact import Secret
@@ -41,6 +39,9 @@ from .base import (
     stray_message,
     transport_errors,
 )
+
+if TYPE_CHECKING:
+    from .base import AsyncHTTPClient
 
 __all__ = ["DEFAULT_RETRY", "check_key", "complete", "list_models", "search", "stream"]
 
@@ -83,7 +84,7 @@ async def _call(
     wire_req: WireRequest,
     auth: dict[str, str],
     *,
-    client: httpx.AsyncClient,
+    client: AsyncHTTPClient,
     retry: RetryPolicy | None,
     on_attempt: OnAttempt,
     parse: Callable[[Any], tuple[T, Usage | None, str | None]],
@@ -178,7 +179,7 @@ async def complete(
     params: dict[str, Any],
     key: Secret | None,
     *,
-    client: httpx.AsyncClient,
+    client: AsyncHTTPClient,
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     timeout: Any = None,
@@ -225,7 +226,7 @@ async def stream(
     params: dict[str, Any],
     key: Secret | None,
     *,
-    client: httpx.AsyncClient,
+    client: AsyncHTTPClient,
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     timeout: Any = None,
@@ -255,7 +256,7 @@ async def stream(
         start = time.perf_counter()
         response_headers: Any = None
         try:
-            request = client.build_request(
+            request: Any = client.build_request(
                 wire_req.method, wire_req.url, content=content, headers=headers, **extra
             )
             response = await client.send(request, stream=True)
@@ -374,7 +375,7 @@ async def search(
     params: dict[str, Any],
     key: Secret | None,
     *,
-    client: httpx.AsyncClient,
+    client: AsyncHTTPClient,
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     timeout: Any = None,
@@ -414,7 +415,7 @@ def _models_wire(spec: ProviderSpec) -> Any:
 
 
 async def list_models(
-    spec: ProviderSpec, key: Secret | None, *, client: httpx.AsyncClient
+    spec: ProviderSpec, key: Secret | None, *, client: AsyncHTTPClient
 ) -> list[str]:
     """Model ids the key can use (following pages), sorted."""
     wire = _models_wire(spec)
@@ -443,7 +444,7 @@ async def check_key(
     spec: ProviderSpec,
     key: Secret,
     *,
-    client: httpx.AsyncClient,
+    client: AsyncHTTPClient,
     raise_errors: bool = False,
 ) -> dict[str, Any]:
     """Ask the provider's cheapest endpoint whether ``key`` works.
