@@ -172,3 +172,18 @@ async def test_models(fake_providers: FakeProviders, client: httpx.AsyncClient) 
     assert models == ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro"]
     sent = fake_providers.requests[-1]
     assert sent.path == "/gemini/v1beta/models" and "key" not in sent.query
+
+
+@pytest.mark.asyncio
+async def test_bare_json_error_after_the_stream_started(
+    fake_providers: FakeProviders, client: httpx.AsyncClient
+) -> None:
+    fake_providers.add_fault("gemini", "stream_error", after=1, raw=True)
+    attempts: list[Attempt] = []
+    with pytest.raises(StreamError, match="broke off with an error: The model is overloaded"):
+        async for _ in dispatch.stream(
+            GEMINI, "gemini-2.5-flash", MESSAGES, {}, KEY, client=client,
+            on_attempt=attempts.append,
+        ):  # fmt: skip
+            pass
+    assert [a.status for a in attempts] == ["error"]

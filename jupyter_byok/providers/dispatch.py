@@ -324,14 +324,17 @@ async def stream(
             if event is not None:
                 for out in parser.feed(event):
                     yield out
-            if decoder.stray:
-                said = stray_message(decoder.stray)
+            try:
+                final = parser.finish()
+            except StreamError:
+                if not decoder.stray:
+                    raise
+                said = stray_message(decoder.stray)  # e.g. Gemini's JSON error body
                 raise StreamError(
                     f"the {provider} stream broke off with an error: {said}; try again",
                     provider=provider,
                     request_id=rid or None,
-                )
-            final = parser.finish()
+                ) from None
         except errors as exc:
             error = StreamError(
                 f"the {provider} stream broke off midway ({type(exc).__name__}) "

@@ -192,7 +192,8 @@ class FakeProviders:
         ``overloaded`` (Anthropic 529, others 503), ``timeout_status`` (408), ``conflict``
         (409), ``auth``, ``permission``, ``not_found``, ``bad_request``, ``drop_connection``,
         ``slow_first_byte`` (``delay``), and for streams ``drop_stream``, ``malformed_chunk``
-        and ``stream_error`` (``after`` = frames sent first). Options: ``retry_after``,
+        and ``stream_error`` (``after`` = frames sent first; Gemini ``raw=True`` sends a bare
+        JSON body). Options: ``retry_after``,
         ``retry_after_ms``, ``should_retry`` (x-should-retry), ``headers``, ``status``,
         ``message``, ``delay``, ``after``.
         """
@@ -781,7 +782,11 @@ class _Exchange:
                 )
             )
         _, err = error_response("gemini", "unavailable", request_id=self.request_id)
-        self.stream_frames(frames, sse(err, crlf=True))
+        if self.fault is not None and self.fault.opts.get("raw"):
+            # after the stream started, Gemini may send a plain (multi-line) JSON error body
+            self.stream_frames(frames, json.dumps(err, indent=2).encode() + b"\r\n")
+        else:
+            self.stream_frames(frames, sse(err, crlf=True))
 
     # -- Tavily ---------------------------------------------------------------------
     def on_tavily(self) -> None:

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ...errors import ByokError, CancelledCallError, LocalModelError
+from ...errors import CancelledCallError, LocalModelError
 from ...types import Attempt, Message, ProviderResult, StreamEvent, Usage
 from ._cache import (
     DEFAULT_MEMORY_BUDGET,
@@ -121,10 +121,23 @@ def _check_allowed() -> None:
         )
 
 
-def _usage_so_far(entry: _Entry | None, prepared: _Prepared | None) -> Usage | None:
-    if entry is None or prepared is None or entry.llama is None:
+def _usage_so_far(entry: _Entry, prepared: _Prepared | None) -> Usage | None:
+    """Tokens spent by a call that did not finish; read while the model's lock is held."""
+    if prepared is None or entry.llama is None:
         return None
     return Usage(input_tokens=len(prepared.tokens), output_tokens=_completion_tokens(entry))
+
+
+def _report_failure(call: _Call, exc: BaseException, usage: Usage | None) -> None:
+    if isinstance(exc, CancelledCallError | GeneratorExit | KeyboardInterrupt):
+        status = "cancelled"
+    else:
+        status = "error"
+    call.report(status, usage=usage, error=None if isinstance(exc, GeneratorExit) else exc)
+
+
+def _generation_failed(exc: Exception) -> LocalModelError:
+    return LocalModelError(f"local generation failed ({exc}): check the call parameters")
 
 
 def complete_local(
@@ -139,31 +152,34 @@ def complete_local(
 
     ``params``: temperature, max_tokens, top_p, top_k, min_p, repeat_penalty, stop, seed,
     ignore_eos, chat_format (sampling, per call) and n_ctx, n_threads, n_gpu_layers,
-    verbose (loading: a different value loads another copy of the model).
+    verbose (loading: a different value loads another copy of the model). Usage is the
+    one llama-cpp reports.
     """
     call = _Call(on_attempt)
     cancel = cancel or threading.Event()
-    entry: _Entry | None = None
-    prepared: _Prepared | None = None
+    partial: Usage | None = None
     try:
         _check_allowed()
         path = resolve_local_model(model)
         chat = _message_dicts(messages)
         entry = _acquire(path, params)
+        prepared: _Prepared | None = None
         try:
             prepared = _prepare(entry, chat, params, cancel)
             llama = entry.llama
             llama.byok_sampled = []
             llama.byok_first_token_at = None
-            started = time.perf_counter()
             try:
                 response = llama.create_completion(prompt=prepared.tokens, **prepared.kwargs)
-            except ValueError as exc:
-                raise LocalModelError(f"local generation failed ({exc})") from exc
+            except (ValueError, RuntimeError) as exc:
+                raise _generation_failed(exc) from exc
             if llama.byok_first_token_at is not None:
-                call.ttft_s = llama.byok_first_token_at - started + (started - call.started)
+                call.ttft_s = llama.byok_first_token_at - call.started
             if cancel.is_set():
                 raise CancelledCallError("the local generation was cancelled")
+        except BaseException:
+            partial = _usage_so_far(entry, prepared)
+            raise
         finally:
             entry.lock.release()
         usage = Usage(
@@ -180,14 +196,8 @@ def complete_local(
             response_id=response["id"],
             ttft_s=call.ttft_s,
         )
-    except CancelledCallError as exc:
-        call.report("cancelled", usage=_usage_so_far(entry, prepared), error=exc)
-        raise
-    except ByokError as exc:
-        call.report("error", usage=_usage_so_far(entry, prepared), error=exc)
-        raise
-    except BaseException as exc:  # KeyboardInterrupt or a bug: still one attempt
-        call.report("cancelled" if isinstance(exc, KeyboardInterrupt) else "error", error=exc)
+    except BaseException as exc:  # every outcome is one attempt, bugs included
+        _report_failure(call, exc, partial)
         raise
 
 
@@ -201,19 +211,21 @@ def stream_local(
 ) -> Iterator[StreamEvent]:
     """Text deltas, then one ``StreamEvent(done=True, usage=..., finish_reason=...)``.
 
-    Holds the model's lock while the caller iterates; closing the iterator early (or setting
-    ``cancel``) stops generation and reports the attempt as cancelled.
+    Usage counts the formatted prompt's tokens and the tokens the model generated (the
+    same numbers llama-cpp reports without streaming). Holds the model's lock while the
+    caller iterates; closing the iterator early (or setting ``cancel``) stops generation
+    and reports the attempt as cancelled.
     """
     call = _Call(on_attempt)
     cancel = cancel or threading.Event()
-    entry: _Entry | None = None
-    prepared: _Prepared | None = None
+    partial: Usage | None = None
     response_id = f"cmpl-{uuid.uuid4()}"
     try:
         _check_allowed()
         path = resolve_local_model(model)
         chat = _message_dicts(messages)
         entry = _acquire(path, params)
+        prepared: _Prepared | None = None
         try:
             prepared = _prepare(entry, chat, params, cancel)
             llama = entry.llama
@@ -233,13 +245,16 @@ def stream_local(
                         if call.ttft_s is None:
                             call.ttft_s = time.perf_counter() - call.started
                         yield StreamEvent(delta=choice["text"], response_id=response_id)
-            except ValueError as exc:
-                raise LocalModelError(f"local generation failed ({exc})") from exc
+            except (ValueError, RuntimeError) as exc:
+                raise _generation_failed(exc) from exc
             finally:
                 chunks.close()
             if cancel.is_set():
                 raise CancelledCallError("the local generation was cancelled")
             usage = _usage_so_far(entry, prepared)
+        except BaseException:
+            partial = _usage_so_far(entry, prepared)
+            raise
         finally:
             entry.lock.release()
         call.report("ok", usage=usage, response_id=response_id)
@@ -250,17 +265,8 @@ def stream_local(
             model=model,
             done=True,
         )
-    except GeneratorExit:
-        call.report("cancelled", usage=_usage_so_far(entry, prepared))
-        raise
-    except CancelledCallError as exc:
-        call.report("cancelled", usage=_usage_so_far(entry, prepared), error=exc)
-        raise
-    except ByokError as exc:
-        call.report("error", usage=_usage_so_far(entry, prepared), error=exc)
-        raise
-    except BaseException as exc:
-        call.report("cancelled" if isinstance(exc, KeyboardInterrupt) else "error", error=exc)
+    except BaseException as exc:  # GeneratorExit: the caller stopped early
+        _report_failure(call, exc, partial)
         raise
 
 
