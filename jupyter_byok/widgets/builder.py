@@ -294,6 +294,9 @@ class PipelineBuilder(w.VBox):
         self.name.unobserve(self._renamed, names="value")
         self.name.value = self.pipeline.name
         self.name.observe(self._renamed, names="value")
+        chosen = self.new_model.value
+        self.new_model.options = model_options(("local:smollm2", str(chosen or "")))
+        self.new_model.value = chosen
         self.panels = {n: NodePanel(self, n) for n in self.pipeline.nodes}
         self.nodes_box.children = tuple(self.panels.values())
         old = {k: v.value for k, v in self.inputs.items()}
