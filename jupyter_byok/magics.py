@@ -204,7 +204,7 @@ class ByokMagics(Magics):
         if args.estimate:
             self._show_estimate(request)
             return
-        completion = self._run(request, args.format)
+        completion, handle = self._run(request, args.format)
         if args.chat:
             self.chats[args.chat] = [
                 *messages,
@@ -212,12 +212,13 @@ class ByokMagics(Magics):
             ]
         if args.output:
             self.ip.user_ns[args.output] = completion
-        self._render(completion, args.format)
+        self._render(completion, args.format, handle)
 
-    def _run(self, request: Request, fmt: str) -> Completion:
+    def _run(self, request: Request, fmt: str) -> tuple[Completion, Any]:
+        """Call the model; when streaming, show the text growing in one display."""
         client = get_client()
         if not request.stream:
-            return client.complete(request)
+            return client.complete(request), None
         handle = display(Markdown("…"), display_id=True)
         text, last, completion = "", 0.0, None
         for item in client.stream(request):
@@ -230,9 +231,7 @@ class ByokMagics(Magics):
                 handle.update(self._streaming_view(text, fmt))
                 last = now
         assert completion is not None
-        if handle is not None:
-            handle.update(Markdown(""))
-        return completion
+        return completion, handle
 
     @staticmethod
     def _streaming_view(text: str, fmt: str) -> Any:
@@ -240,26 +239,34 @@ class ByokMagics(Magics):
             return Markdown(text)
         return {"text/plain": text}
 
-    def _render(self, completion: Completion, fmt: str) -> None:
+    def _render(self, completion: Completion, fmt: str, handle: Any = None) -> None:
+        """The final answer replaces the streamed text in place; the footer goes below."""
         text, meta = completion.text, provenance(completion)
+
+        def show(obj: Any, raw: bool = False) -> None:
+            if handle is not None:
+                handle.update(obj, raw=raw, metadata=meta)
+            else:
+                display(obj, raw=raw, metadata=meta)
+
         if fmt == "markdown":
-            display(Markdown(text), metadata=meta)
+            show(Markdown(text))
         elif fmt == "text":
-            display({"text/plain": text}, raw=True, metadata=meta)
+            show({"text/plain": text}, raw=True)
         elif fmt == "html":
-            display(HTML(text), metadata=meta)
+            show(HTML(text))
         elif fmt == "code":
             code = strip_fences(text)
-            display(Markdown(f"```\n{code}\n```"), metadata=meta)
+            show(Markdown(f"```\n{code}\n```"))
             self.ip.set_next_input(code, replace=False)
         elif fmt == "json":
             try:
                 data = parse_json_answer(text)
             except ValueError as exc:
-                display({"text/plain": text}, raw=True, metadata=meta)
+                show({"text/plain": text}, raw=True)
                 _error(f"the answer is not valid JSON ({exc.args[0]}); the raw text is above")
             else:
-                display(JSON(data), metadata=meta)
+                show(JSON(data))
         footer = footer_text(completion)
         display(
             {
