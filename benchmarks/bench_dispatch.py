@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -28,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -47,7 +47,7 @@ BODY: dict[str, Any] = {
 NO_RETRY = RetryPolicy(max_retries=0)
 
 
-@contextmanager
+@contextlib.contextmanager
 def fake_process(latency: float) -> Iterator[dict[str, str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_byok.testing", "--latency", str(latency)],
@@ -76,26 +76,36 @@ def median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
 
-def time_sync(fn: Callable[[], Any], n: int) -> float:
-    for _ in range(min(50, n)):
-        fn()
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return median_us(samples)
+def run_sync(fns: dict[str, Callable[[], Any]], n: int, out: dict[str, float]) -> None:
+    """Median µs per call, interleaving the clients in rounds of 100 calls so that a
+    machine getting busier or quieter during the run skews none of them."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        for _ in range(20):
+            fn()
+    for start in range(0, n, 100):
+        for name, fn in fns.items():
+            for _ in range(min(100, n - start)):
+                t = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t)
+    out.update({name: median_us(s) for name, s in samples.items()})
 
 
-async def time_async(fn: Callable[[], Awaitable[Any]], n: int) -> float:
-    for _ in range(min(50, n)):
-        await fn()
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await fn()
-        samples.append(time.perf_counter() - t)
-    return median_us(samples)
+async def run_async(
+    fns: dict[str, Callable[[], Awaitable[Any]]], n: int, out: dict[str, float]
+) -> None:
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        for _ in range(20):
+            await fn()
+    for start in range(0, n, 100):
+        for name, fn in fns.items():
+            for _ in range(min(100, n - start)):
+                t = time.perf_counter()
+                await fn()
+                samples[name].append(time.perf_counter() - t)
+    out.update({name: median_us(s) for name, s in samples.items()})
 
 
 async def wall(fn: Callable[[], Awaitable[Any]], calls: int, inflight: int) -> tuple[float, float]:
@@ -134,8 +144,10 @@ async def sequential_async(env: dict[str, str], n: int, out: dict[str, float]) -
     ant = env["JUPYTER_BYOK_ANTHROPIC_BASE_URL"]
     spec, aspec = spec_at("openai", oai), spec_at("anthropic", ant)
     secret = Secret(KEY)
-    for label, make in async_clients().items():
-        async with make() as client:
+    fns: dict[str, Callable[[], Awaitable[Any]]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for label, make in async_clients().items():
+            client = await stack.enter_async_context(make())
 
             async def raw(client: Any = client) -> Any:
                 r = await client.post(
@@ -145,49 +157,47 @@ async def sequential_async(env: dict[str, str], n: int, out: dict[str, float]) -
                 )
                 return r.json()
 
-            out[f"raw {label}.AsyncClient POST"] = await time_async(raw, n)
-
             async def ours(client: Any = client) -> Any:
                 return await dispatch.complete(
                     spec, "gpt-4o-mini", MESSAGES, {}, secret, client=client, retry=NO_RETRY
                 )
-
-            out[f"dispatch.complete (openai) over {label}"] = await time_async(ours, n)
 
             async def ours_ant(client: Any = client) -> Any:
                 return await dispatch.complete(
                     aspec, "claude-sonnet-4-6", MESSAGES, {}, secret, client=client
                 )
 
-            out[f"dispatch.complete (anthropic) over {label}"] = await time_async(ours_ant, n)
-    try:
-        import openai
+            fns[f"raw {label}.AsyncClient POST"] = raw
+            fns[f"dispatch.complete (openai) over {label}"] = ours
+            fns[f"dispatch.complete (anthropic) over {label}"] = ours_ant
+        try:
+            import openai
 
-        async with openai.AsyncOpenAI(api_key=KEY, base_url=oai) as sdk:
-            out["openai SDK async"] = await time_async(
-                lambda: sdk.chat.completions.create(**BODY), n
-            )
-    except ImportError:
-        pass
-    try:
-        import anthropic
+            sdk = await stack.enter_async_context(openai.AsyncOpenAI(api_key=KEY, base_url=oai))
+            fns["openai SDK async"] = lambda: sdk.chat.completions.create(**BODY)
+        except ImportError:
+            pass
+        try:
+            import anthropic
 
-        async with anthropic.AsyncAnthropic(api_key=KEY, base_url=ant) as asdk:
-            out["anthropic SDK async"] = await time_async(
-                lambda: asdk.messages.create(
-                    model="claude-sonnet-4-6",
-                    max_tokens=1024,
-                    messages=[{"role": "user", "content": "Say this is a test"}],
-                ),
-                n,
+            asdk = await stack.enter_async_context(
+                anthropic.AsyncAnthropic(api_key=KEY, base_url=ant)
             )
-    except ImportError:
-        pass
+            fns["anthropic SDK async"] = lambda: asdk.messages.create(
+                model="claude-sonnet-4-6",
+                max_tokens=1024,
+                messages=[{"role": "user", "content": "Say this is a test"}],
+            )
+        except ImportError:
+            pass
+        await run_async(fns, n, out)
 
 
 def sequential_sync(env: dict[str, str], n: int, out: dict[str, float]) -> None:
     oai = env["JUPYTER_BYOK_OPENAI_BASE_URL"]
-    with httpx.Client() as client:
+    fns: dict[str, Callable[[], Any]] = {}
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(httpx.Client())
 
         def raw() -> Any:
             r = client.post(
@@ -197,43 +207,42 @@ def sequential_sync(env: dict[str, str], n: int, out: dict[str, float]) -> None:
             )
             return r.json()
 
-        out["raw httpx.Client POST"] = time_sync(raw, n)
-    try:
-        import openai
+        fns["raw httpx.Client POST"] = raw
+        try:
+            import openai
 
-        sdk = openai.OpenAI(api_key=KEY, base_url=oai)
-        out["openai SDK sync"] = time_sync(lambda: sdk.chat.completions.create(**BODY), n)
-    except ImportError:
-        pass
-    try:
-        import litellm  # a bench-only dependency, optional
+            sdk = stack.enter_context(openai.OpenAI(api_key=KEY, base_url=oai))
+            fns["openai SDK sync"] = lambda: sdk.chat.completions.create(**BODY)
+        except ImportError:
+            pass
+        try:
+            import litellm  # a bench-only dependency, optional
 
-        out["litellm sync"] = time_sync(
-            lambda: litellm.completion(
+            fns["litellm sync"] = lambda: litellm.completion(
                 model="openai/gpt-4o-mini", api_key=KEY, api_base=oai, messages=BODY["messages"]
-            ),
-            n,
-        )
-    except ImportError:
-        pass
-    # The public API end to end (engine: key resolution, ledger row, pricing), when it runs.
-    try:
-        with tempfile.TemporaryDirectory() as home:
-            saved = dict(os.environ)
-            os.environ.update(env)
-            os.environ.update({"JUPYTER_BYOK_HOME": home, "OPENAI_API_KEY": KEY})
-            try:
-                import jupyter_byok
+            )
+        except ImportError:
+            print("(litellm is not installed: not measured)")
+        # The public API end to end (engine: key resolution, ledger row, pricing).
+        home = stack.enter_context(tempfile.TemporaryDirectory())
+        saved = dict(os.environ)
 
-                jupyter_byok.complete("openai:gpt-4o-mini", "Say this is a test")
-                out["jupyter_byok.complete (engine)"] = time_sync(
-                    lambda: jupyter_byok.complete("openai:gpt-4o-mini", "Say this is a test"), n
-                )
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
-    except Exception as exc:  # the engine is another issue's work: report, don't fail
-        print(f"(jupyter_byok.complete not measured: {type(exc).__name__}: {exc})")
+        def restore() -> None:
+            os.environ.clear()
+            os.environ.update(saved)
+
+        stack.callback(restore)
+        os.environ.update({**env, "JUPYTER_BYOK_HOME": home, "OPENAI_API_KEY": KEY})
+        try:
+            import jupyter_byok
+
+            jupyter_byok.complete("openai:gpt-4o-mini", "Say this is a test")
+            fns["jupyter_byok.complete (engine)"] = lambda: jupyter_byok.complete(
+                "openai:gpt-4o-mini", "Say this is a test"
+            )
+        except Exception as exc:  # the engine is another issue's work: report, don't fail
+            print(f"(jupyter_byok.complete not measured: {type(exc).__name__}: {exc})")
+        run_sync(fns, n, out)
 
 
 async def concurrent(
