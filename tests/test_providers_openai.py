@@ -15,6 +15,7 @@ from jupyter_byok.errors import (
     AuthenticationError,
     BadRequestError,
     ProviderConnectionError,
+    ProviderError,
     QuotaExceededError,
     StreamError,
 )
@@ -316,3 +317,29 @@ def test_verify_key_from_environment_and_keystore(
     with pytest.raises(AuthenticationError, match="401"):
         verify_key("openai", "work")
     assert fake_providers.requests[-1].headers["authorization"].endswith("0002")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "cls", "match"),
+    [
+        (b'{"error": {"message": "upstream exploded"}}', StreamError, "upstream exploded"),
+        (b"<html>gateway</html>", ProviderError, "could not be read"),
+    ],
+)
+async def test_a_200_that_is_not_an_answer_is_reported_once(
+    body: bytes, cls: type[ProviderError], match: str
+) -> None:
+    """Gateways sometimes answer 200 with an error or HTML: one attempt, one clear error."""
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"x-request-id": "req_gw"})
+
+    attempts: list[Attempt] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as c:
+        with pytest.raises(cls, match=match) as info:
+            await dispatch.complete(
+                OPENAI, "gpt-4o-mini", MESSAGES, {}, KEY, client=c, on_attempt=attempts.append
+            )
+    assert info.value.request_id == "req_gw" and info.value.status_code == 200
+    assert [(a.status, a.http_status) for a in attempts] == [("error", 200)]

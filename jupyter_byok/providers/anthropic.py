@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import StreamError
 from ..types import Message, ProviderResult, StreamEvent, Usage
-from .base import SSEEvent, WireRequest, count, refuse_params, stray_message
+from .base import SSEEvent, WireRequest, count, refuse_params
 
 __all__ = [
     "API_VERSION",
@@ -102,7 +102,12 @@ def _text(content: Any) -> str:
 
 def parse_chat(provider: str, model: str, data: Any) -> ProviderResult:
     if data.get("type") == "error":
-        raise StreamError(f"anthropic reported an error: {stray_message([str(data)])}")
+        err = data.get("error") or {}
+        raise StreamError(
+            f"{provider} reported {err.get('type', 'an error')}: {err.get('message', '')}",
+            provider=provider,
+            error_type=err.get("type"),
+        )
     return ProviderResult(
         text=_text(data.get("content")),
         usage=parse_usage(data.get("usage")),

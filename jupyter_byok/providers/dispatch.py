@@ -121,10 +121,16 @@ async def _call(
             if response.status_code < 400:
                 try:
                     parsed, usage, response_id = parse(response.json())
+                except ProviderError as exc:  # an error body sent with a 200
+                    exc.status_code = exc.status_code or response.status_code
+                    exc.request_id = exc.request_id or rid or None
+                    _report(on_attempt, _failed(number, latency, exc, False, rid))
+                    raise
                 except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+                    where = f" (request id {rid})" if rid else ""
                     error = ProviderError(
-                        f"{provider} sent an answer that could not be read ({type(exc).__name__}) "
-                        f"(request id {rid}); try again or report it",
+                        f"{provider} sent an answer that could not be read "
+                        f"({type(exc).__name__}){where}; try again or report it",
                         provider=provider,
                         status_code=response.status_code,
                         request_id=rid or None,
@@ -336,9 +342,10 @@ async def stream(
                     request_id=rid or None,
                 ) from None
         except errors as exc:
+            where = f" (request id {rid})" if rid else ""
             error = StreamError(
-                f"the {provider} stream broke off midway ({type(exc).__name__}) "
-                f"(request id {rid}); the partial answer may still be billed: try again",
+                f"the {provider} stream broke off midway ({type(exc).__name__}){where}; "
+                "the partial answer may still be billed: try again",
                 provider=provider,
                 status_code=response.status_code,
                 request_id=rid or None,

@@ -83,15 +83,15 @@ def parse_usage(provider: str, raw: Any) -> Usage:
     return usage
 
 
-def _check_error(data: Any) -> None:
+def _check_error(data: Any, provider: str) -> None:
     if isinstance(data, dict) and data.get("error"):
         err = data["error"]
         message = err.get("message") if isinstance(err, dict) else str(err)
-        raise StreamError(f"the provider reported an error: {message}; try again")
+        raise StreamError(f"{provider} reported an error: {message}; try again", provider=provider)
 
 
 def parse_chat(provider: str, model: str, data: Any) -> ProviderResult:
-    _check_error(data)
+    _check_error(data, provider)
     choices = data.get("choices") or [{}]
     first = choices[0] or {}
     message = first.get("message") or {}
@@ -122,7 +122,7 @@ class ChatStream:
             self.done = True
             return []
         data = event.json()
-        _check_error(data)
+        _check_error(data, self.provider)
         self.response_id = data.get("id") or self.response_id
         self.model = data.get("model") or self.model
         if data.get("usage"):
