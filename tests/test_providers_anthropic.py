@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -199,3 +200,20 @@ async def test_models(fake_providers: FakeProviders, client: httpx.AsyncClient) 
     sent = fake_providers.requests[-1]
     assert sent.path == "/anthropic/v1/models" and sent.query == {"limit": ["1000"]}
     assert sent.headers["anthropic-version"] == "2023-06-01"
+
+
+@pytest.mark.asyncio
+async def test_closing_early_keeps_the_usage_known_so_far(
+    fake_providers: FakeProviders, client: httpx.AsyncClient
+) -> None:
+    attempts: list[Attempt] = []
+    gen = dispatch.stream(
+        ANTHROPIC, "claude-sonnet-4-6", MESSAGES, {}, KEY, client=client,
+        on_attempt=attempts.append,
+    )  # fmt: skip
+    async with contextlib.aclosing(gen):
+        async for event in gen:
+            assert event.delta == "Echo:"
+            break
+    assert [a.status for a in attempts] == ["cancelled"]
+    assert attempts[0].usage == Usage(input_tokens=9, output_tokens=1)  # from message_start
