@@ -21,7 +21,6 @@ import inspect
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,25 +42,17 @@ from ._nodes import (
     check_name,
     render_value,
 )
+from ._validate import PipelineError, _Plan, make_plan
 
 if TYPE_CHECKING:
     import pandas
 
     from ..client import Client
-    from ..models import ModelRef
     from ._map import Estimate
 
 __all__ = ["Pipeline", "PipelineError", "PipelineRunError"]
 
 _UNSET: Any = object()
-
-
-class PipelineError(ByokError):
-    """The pipeline cannot run as defined; ``problems`` maps node names to what is wrong."""
-
-    def __init__(self, message: str, problems: dict[str, list[str]] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or {}
 
 
 class PipelineRunError(ByokError):
@@ -89,16 +80,6 @@ class PipelineRunError(ByokError):
         self.row = row
         self.error = error
         self.partial = partial
-
-
-@dataclass
-class _Plan:
-    """A validated pipeline: run order, dependencies and resolved models (made once per run)."""
-
-    order: list[str]
-    deps: dict[str, list[str]]
-    refs: dict[str, ModelRef] = field(default_factory=dict)
-    store: NodeCache | None = None
 
 
 class _NoLimit:
@@ -297,113 +278,7 @@ class Pipeline:
         check_keys: bool = True,
         targets: list[str] | None = None,
     ) -> _Plan:
-        if not self._nodes:
-            raise PipelineError(
-                f"pipeline {self.name!r} has no nodes: add one with .llm(name, model, template)"
-            )
-        problems: dict[str, list[str]] = {}
-
-        def problem(node: str, text: str) -> None:
-            problems.setdefault(node, []).append(text)
-
-        deps: dict[str, list[str]] = {}
-        for name, node in self._nodes.items():
-            wanted = self._deps(node)
-            unknown = [d for d in wanted if d not in self._nodes]
-            if unknown:
-                shown = ", ".join("{" + u + "}" for u in unknown)
-                problem(
-                    name,
-                    f"refers to unknown {shown} (nodes: {', '.join(self._nodes)}; inputs are "
-                    "written {input.NAME}; write {{x}} for literal braces)",
-                )
-            deps[name] = [d for d in wanted if d in self._nodes]
-
-        cycles = _find_cycles(deps)
-        for cycle in cycles:
-            path = " -> ".join(cycle)
-            for name in dict.fromkeys(cycle):
-                problem(name, f"is part of a cycle ({path})")
-
-        wanted_nodes = set(self._nodes)
-        if targets is not None:
-            wanted_nodes = _ancestors(deps, targets) if not cycles else set(self._nodes)
-
-        refs: dict[str, ModelRef] = {}
-        key_checked: dict[tuple[str, str], str | None] = {}
-        for name, node in self._nodes.items():
-            if name not in wanted_nodes or name in self._pins:
-                continue
-            if isinstance(node, LLMNode):
-                try:
-                    ref = _resolve_model(node.model)
-                except ByokError as exc:
-                    problem(name, exc.message)
-                    continue
-                refs[name] = ref
-                if check_keys and not ref.is_local:
-                    slot = (ref.provider, ref.key_name)
-                    if slot not in key_checked:
-                        key_checked[slot] = self._missing_key(ref.provider, ref.key_name)
-                    if key_checked[slot]:
-                        problem(name, str(key_checked[slot]))
-            elif isinstance(node, SearchNode) and check_keys:
-                slot = ("tavily", "default")
-                if slot not in key_checked:
-                    key_checked[slot] = self._missing_key("tavily", "default")
-                if key_checked[slot]:
-                    problem(name, str(key_checked[slot]))
-
-        if inputs is not None:
-            given = set(inputs)
-            for name, node in self._nodes.items():
-                if name not in wanted_nodes or name in self._pins:
-                    continue
-                missing = sorted(node.input_names - given)
-                if isinstance(node, PythonNode):
-                    missing += [
-                        p.name
-                        for p in node.parameters()
-                        if p.name not in self._nodes
-                        and p.name != INPUT
-                        and p.default is p.empty
-                        and p.name not in given
-                    ]
-                if missing:
-                    args = ", ".join(f"{m}=..." for m in missing)
-                    problem(name, f"needs input {', '.join(missing)} (pass .run({args}))")
-
-        if problems:
-            parts = [f"node {n!r} {' and '.join(texts)}" for n, texts in problems.items()]
-            raise PipelineError(f"pipeline {self.name!r} cannot run: " + "; ".join(parts), problems)
-        order = [n for n in _toposort(deps) if n in wanted_nodes]
-        return _Plan(order, deps, refs, self._cache())
-
-    def _missing_key(self, provider: str, key_name: str) -> str | None:
-        """Why no key is available for ``provider`` (None if one is), from metadata only."""
-        from ..keystore import Keystore
-        from ..providers import get_spec
-
-        try:
-            spec = get_spec(provider)
-        except ByokError as exc:
-            return exc.message
-        if not spec.needs_key:
-            return None
-        try:
-            if Keystore().has(provider, key_name):
-                return None
-        except ByokError as exc:
-            return exc.message
-        if key_name == "default" and any(os.environ.get(v, "").strip() for v in spec.env_vars):
-            return None
-        if self._get_client().transport == "server" and key_name == "default":
-            return None  # the server may have it in its own environment: it will say
-        label = provider if key_name == "default" else f"{provider}@{key_name}"
-        how = f"run `%byok keys set {label}`"
-        if key_name == "default" and spec.env_vars:
-            how += " or set " + " or ".join(spec.env_vars)
-        return f"has no key for {label}: {how}"
+        return make_plan(self, inputs, check_keys=check_keys, targets=targets)
 
     # ------------------------------------------------------------------ running
     def _get_client(self) -> Client:
@@ -724,19 +599,6 @@ def _describe(node: Node) -> str:
     return "python"
 
 
-def _resolve_model(model: str) -> ModelRef:
-    from ..models import parse_model
-
-    if not model or not model.strip():
-        raise ByokError("has no model: pick one such as local:smollm2 or openai:gpt-4o-mini")
-    ref = parse_model(model)
-    if ref.is_local:
-        from ..providers.local import resolve_local_model
-
-        resolve_local_model(ref.model)
-    return ref
-
-
 def _payload(result: NodeResult) -> dict[str, Any]:
     return {
         "model": result.model,
@@ -782,89 +644,3 @@ async def _cancel_all(tasks: Any) -> None:
         task.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _toposort(deps: dict[str, list[str]]) -> list[str]:
-    """Kahn's algorithm, stable in definition order."""
-    remaining = {n: set(d) for n, d in deps.items()}
-    order: list[str] = []
-    while remaining:
-        ready = [n for n, d in remaining.items() if not d]
-        if not ready:
-            break
-        for n in ready:
-            order.append(n)
-            del remaining[n]
-        for d in remaining.values():
-            d.difference_update(ready)
-    return order
-
-
-def _find_cycles(deps: dict[str, list[str]]) -> list[list[str]]:
-    """Every cycle's nodes as a path ``[a, b, a]`` in data-flow order, one per cycle group."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    groups: list[list[str]] = []
-
-    def strongconnect(node: str) -> None:  # Tarjan; pipelines are small, recursion is fine
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for dep in deps.get(node, []):
-            if dep not in index:
-                strongconnect(dep)
-                low[node] = min(low[node], low[dep])
-            elif dep in on_stack:
-                low[node] = min(low[node], index[dep])
-        if low[node] == index[node]:
-            group = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                group.append(member)
-                if member == node:
-                    break
-            if len(group) > 1 or node in deps.get(node, []):
-                groups.append(group)
-
-    for node in deps:
-        if node not in index:
-            strongconnect(node)
-    cycles = []
-    order = list(deps)
-    for group in groups:
-        members = set(group)
-        start = min(group, key=order.index)
-        # breadth-first along consumers inside the group: the shortest way back to start
-        came: dict[str, str] = {}
-        todo, end = [start], None
-        while todo and end is None:
-            node = todo.pop(0)
-            for nxt in (n for n in order if n in members and node in deps.get(n, [])):
-                if nxt == start:
-                    end = node
-                    break
-                if nxt not in came:
-                    came[nxt] = node
-                    todo.append(nxt)
-        path = [start]
-        node = end if end is not None else start
-        while node != start:
-            path.insert(1, node)
-            node = came[node]
-        path.append(start)
-        cycles.append(path)
-    return cycles
-
-
-def _ancestors(deps: dict[str, list[str]], targets: list[str]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(targets)
-    while todo:
-        node = todo.pop()
-        if node not in seen:
-            seen.add(node)
-            todo.extend(deps.get(node, []))
-    return seen

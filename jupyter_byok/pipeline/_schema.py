@@ -104,7 +104,7 @@ def _pin_from_json(data: Mapping[str, Any]) -> Any:
 
 
 def to_dict(pipeline: Pipeline) -> dict[str, Any]:
-    from ._core import _resolve_model
+    from ._validate import _resolve_model
 
     nodes: list[dict[str, Any]] = []
     keys: dict[tuple[str, str], None] = {}
