@@ -188,9 +188,12 @@ export async function requestAPI<T>(
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<T> {
   const url = URLExt.join(settings.baseUrl, 'byok', endPoint);
+  // ServerConnection's default ('no-store') appends a timestamp to GET URLs, which the usage
+  // route would read as an unknown filter; the server already answers `no-store` itself.
+  const request: RequestInit = { cache: 'no-cache', ...init };
   let response: Response;
   try {
-    response = await ServerConnection.makeRequest(url, init, settings);
+    response = await ServerConnection.makeRequest(url, request, settings);
   } catch (error) {
     throw networkError(error);
   }

@@ -80,18 +80,17 @@ export async function drawBars(el: HTMLElement, title: string, bars: IBar[]): Pr
     }
   ];
   const layout = {
-    height: 34 + 24 * ordered.length,
-    margin: { l: Math.min(150, 12 + 6.2 * longest), r: 8, t: 4, b: 22 },
+    height: 12 + 26 * ordered.length,
+    margin: { l: Math.min(150, 12 + 6.2 * longest), r: 8, t: 4, b: 8 },
     paper_bgcolor: 'rgba(0,0,0,0)',
     plot_bgcolor: 'rgba(0,0,0,0)',
     font: { color: font, family, size: 11 },
     bargap: 0.25,
     xaxis: {
-      tickprefix: '$',
-      tickformat: '~g',
+      // The amounts are written on the bars; a narrow sidebar has no room for tick labels.
+      showticklabels: false,
       gridcolor: grid,
-      zerolinecolor: grid,
-      tickfont: { color: muted, size: 10 },
+      zerolinecolor: muted,
       rangemode: 'tozero',
       fixedrange: true
     },

@@ -17,6 +17,8 @@ describe('requestAPI', () => {
     const data = await requestAPI<{ version: string }>('status');
     expect(data.version).toBe('0.1.0');
     expect(calls[0].url).toBe('http://127.0.0.1:8888/lab-base/byok/status');
+    // Not 'no-store': that would make ServerConnection append a cache-busting timestamp.
+    expect(calls[0].init.cache).toBe('no-cache');
   });
 
   it('maps a 404 without a JSON error to the server-missing message', async () => {
