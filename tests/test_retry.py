@@ -182,9 +182,9 @@ async def test_default_policy_is_two_retries(
 @pytest.mark.parametrize(
     ("opts", "low", "high"),
     [
-        ({"retry_after": "0.3"}, 0.3, 0.6),
-        ({"retry_after_ms": "150"}, 0.15, 0.45),
-        ({"retry_after_ms": "200", "retry_after": "30"}, 0.2, 0.5),
+        ({"retry_after": "0.3"}, 0.3, 1.0),
+        ({"retry_after_ms": "150"}, 0.15, 1.0),
+        ({"retry_after_ms": "200", "retry_after": "30"}, 0.2, 1.0),
     ],
 )
 @pytest.mark.asyncio
@@ -197,7 +197,8 @@ async def test_retry_after_is_honoured(
 ) -> None:
     fake_providers.add_fault("anthropic", "rate_limit", **opts)
     start = time.perf_counter()
-    await call(BUILTIN["anthropic"], client, RetryPolicy(initial_delay=5.0))
+    # without the header the backoff would wait 3.75-5 s: far outside the window
+    await call(BUILTIN["anthropic"], client, RetryPolicy(initial_delay=5.0, jitter="sdk"))
     elapsed = time.perf_counter() - start
     assert low <= elapsed < high
     first, second = fake_providers.requests
@@ -284,9 +285,9 @@ async def test_fault_matrix(
         assert info.value.provider == provider and str(info.value).startswith(provider)
     # a slow first byte beyond the read timeout: a timeout attempt, then a retried success
     fake_providers.reset()
-    fake_providers.add_fault(provider, "slow_first_byte", delay=0.4)
+    fake_providers.add_fault(provider, "slow_first_byte", delay=1.0)
     attempts = []
-    await call(spec, client, attempts=attempts, timeout=0.15)
+    await call(spec, client, attempts=attempts, timeout=0.3)
     assert [a.status for a in attempts] == ["timeout", "ok"]
     assert attempts[0].error_type == "ProviderTimeoutError"
     assert fake_providers.errors == []
