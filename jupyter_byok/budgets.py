@@ -149,6 +149,11 @@ def _path() -> Path:
     return byok_home() / "budgets.json"
 
 
+def has_budgets() -> bool:
+    """Cheap test (one stat) used on every call: no file, no budget to check."""
+    return _path().exists()
+
+
 def get_budgets() -> list[Budget]:
     path = _path()
     try:

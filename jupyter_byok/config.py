@@ -27,9 +27,14 @@ def byok_home(create: bool = True) -> Path:
         from jupyter_core.paths import jupyter_data_dir
 
         home = Path(jupyter_data_dir()) / "byok"
-    if create:
+    if create and home not in _ENSURED:
         ensure_private_dir(home)
+        _ENSURED.add(home)
     return home
+
+
+#: Homes already created and checked by this process (byok_home is on every call's path).
+_ENSURED: set[Path] = set()
 
 
 @dataclass

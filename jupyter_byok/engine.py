@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "build_messages", "get_engine"]
 
+#: HTTP connection pools per event loop (see :meth:`Engine.client`).
+CLIENT_POOLS = 8
+
 
 def build_messages(
     prompt: str | list[Message] | list[dict[str, str]], system: str | None = None
@@ -81,9 +84,10 @@ class Engine:
         self.allow_local = allow_local
         self._transport = transport
         self._timeout = timeout
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[httpx.AsyncClient]
+        ] = weakref.WeakKeyDictionary()
+        self._turn = 0
         self._ledger: Ledger | None = None
         self._cache: ResponseCache | None = None
         self._cache_home: Path | None = None
@@ -112,26 +116,34 @@ class Engine:
         return self._ledger
 
     def client(self) -> httpx.AsyncClient:
-        """The HTTP client of the running loop (httpx clients are bound to one loop)."""
+        """An HTTP client of the running loop (httpx clients are bound to one loop).
+
+        Calls are spread over a few clients: httpcore rescans every pooled connection on
+        each request (encode/httpx#3215), so one pool of hundreds of connections spends
+        more time scanning than sending. Small pools keep that cost flat under load.
+        """
         import httpx
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=httpx.Timeout(self._timeout, connect=5.0),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-                follow_redirects=False,
-                trust_env=True,
-            )
-            self._clients[loop] = client
-        return client
+        pool = self._clients.get(loop)
+        if pool is None or pool[0].is_closed:
+            pool = [
+                httpx.AsyncClient(
+                    transport=self._transport,
+                    timeout=httpx.Timeout(self._timeout, connect=5.0),
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                    follow_redirects=False,
+                    trust_env=True,
+                )
+                for _ in range(CLIENT_POOLS)
+            ]
+            self._clients[loop] = pool
+        self._turn = (self._turn + 1) % len(pool)
+        return pool[self._turn]
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
-        if client is not None:
+        for client in self._clients.pop(loop, []):
             await client.aclose()
 
     # ------------------------------------------------------------------- calls
@@ -373,6 +385,8 @@ class Engine:
         """Block the call (one ledger row, then an error) or return budget warnings."""
         from . import budgets, pricing
 
+        if not budgets.has_budgets():
+            return []
         max_out = int(request.params.get("max_tokens") or 1024)
         if ref.provider == "tavily":
             estimate = pricing.estimate_cost(ref.provider, ref.model, 0, 0)
@@ -420,11 +434,11 @@ class Engine:
                     ttft_s=attempt.ttft_s,
                 )
             )
-        return await asyncio.to_thread(self._write_rows, rows)
+        return await self._write_rows(rows)
 
     async def _record(self, base: dict[str, Any], **fields: Any) -> str:
         row = self._make_row(base, **fields)
-        ids = await asyncio.to_thread(self._write_rows, [row])
+        ids = await self._write_rows([row])
         return ids[0]
 
     def _make_row(
@@ -472,8 +486,11 @@ class Engine:
             saved_usd=saved_usd,
         )
 
-    def _write_rows(self, rows: list[LedgerRow]) -> list[str]:
-        return [self.ledger.record(row) for row in rows]
+    async def _write_rows(self, rows: list[LedgerRow]) -> list[str]:
+        """Rows from concurrent calls share one transaction (one fsync) per batch."""
+        from ._group_commit import writer_for
+
+        return await asyncio.wrap_future(writer_for(self.ledger).submit(rows))
 
     @property
     def cache(self) -> ResponseCache:

@@ -245,6 +245,7 @@ class Keystore:
         )
         self._keyring = keyring_backend
         self._kek_cache: dict[tuple[str, ...], bytes] = {}
+        self._parsed: tuple[bytes, _Store] | None = None
         self._mutex = threading.Lock()
         self._cleanup()
 
@@ -279,20 +280,20 @@ class Keystore:
         return info
 
     def list(self) -> list[KeyInfo]:
-        store = self._load()
+        store = self._load_readonly()
         if store is None:
             return []
         return [self._info(e) for e in store.entries]
 
     def get(self, provider: str, name: str = "default") -> Secret:
-        store = self._load()
+        store = self._load_readonly()
         entry = self._find(store, provider, name) if store else None
         if store is None or entry is None:
             raise KeyError(f"{provider}@{name}")
         return Secret(self._open_entry(store, entry))
 
     def has(self, provider: str, name: str = "default") -> bool:
-        store = self._load()
+        store = self._load_readonly()
         return bool(store and self._find(store, provider, name))
 
     def set(
@@ -571,7 +572,12 @@ class Keystore:
         except (ValueError, KeyError, TypeError, _Corrupt):
             return {"tier": "unknown (damaged file)"}
 
-    def _load(self) -> _Store | None:
+    def _load_readonly(self) -> _Store | None:
+        """:meth:`_load` for readers that do not modify the store: verified parses are
+        reused while the file's bytes are unchanged (every provider call reads a key)."""
+        return self._load(reuse=True)
+
+    def _load(self, reuse: bool = False) -> _Store | None:
         """Read and verify the store (each time: other processes may have changed it)."""
         ensure_private_dir(self.home)
         try:
@@ -582,8 +588,14 @@ class Keystore:
             raise KeystoreError(f"cannot read keystore {self.path}: {exc.strerror}") from None
         check_private_file(self.path)
         check_private_dir(self.kek_dir)
+        digest = hashlib.sha256(raw).digest()
+        if reuse and self._parsed is not None and self._parsed[0] == digest:
+            return self._parsed[1]
         try:
-            return self._parse(raw)
+            store = self._parse(raw)
+            if reuse:
+                self._parsed = (digest, store)
+            return store
         except _Corrupt as exc:
             raise KeystoreCorruptError(
                 f"keystore {self.path} is damaged or was tampered with ({exc}); it was left "

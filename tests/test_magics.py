@@ -254,5 +254,5 @@ def test_search_line_magic(shell: InteractiveShell, fake_providers: FakeProvider
     Keystore().set("tavily", "tvly-dev-" + "T" * 32)
     with capture_output() as cap:
         shell.run_line_magic("byok", 'search "jupyter notebooks"')
-    assert "credits" in cap.stdout
+    assert "credits" in cap.stdout, cap.stderr
     assert fake_providers.requests_for("tavily")[-1].body["query"] == "jupyter notebooks"
