@@ -22,12 +22,17 @@ from .types import Completion, Message, SearchResult, Usage
 if TYPE_CHECKING:
     import pandas
 
+    from .pipeline import Pipeline
+    from .widgets import PipelineBuilder
+
 __all__ = [
     "ByokError",
     "Completion",
     "Keystore",
     "Message",
     "MissingKeyError",
+    "Pipeline",
+    "PipelineBuilder",
     "SearchResult",
     "Secret",
     "Usage",
@@ -125,6 +130,19 @@ def load_ipython_extension(ipython: Any) -> None:
     from .magics import load_ipython_extension as load
 
     load(ipython)
+
+
+def __getattr__(name: str) -> Any:
+    # Pipelines and widgets load on first use: `import jupyter_byok` stays cheap.
+    if name == "Pipeline":
+        from .pipeline import Pipeline
+
+        return Pipeline
+    if name == "PipelineBuilder":
+        from .widgets import PipelineBuilder
+
+        return PipelineBuilder
+    raise AttributeError(f"module 'jupyter_byok' has no attribute {name!r}")
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
