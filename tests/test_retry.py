@@ -191,7 +191,7 @@ async def test_default_policy_is_two_retries(
 async def test_retry_after_is_honoured(
     fake_providers: FakeProviders,
     client: httpx.AsyncClient,
-    opts: dict[str, str],
+    opts: dict[str, Any],
     low: float,
     high: float,
 ) -> None:
@@ -231,7 +231,7 @@ async def test_x_should_retry(
     fake_providers: FakeProviders,
     client: httpx.AsyncClient,
     kind: str,
-    opts: dict[str, object],
+    opts: dict[str, Any],
     calls: int,
 ) -> None:
     fake_providers.add_fault("openai", kind, **opts)

@@ -17,7 +17,7 @@ import asyncio
 import importlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError, ProviderError, StreamError
@@ -236,7 +236,7 @@ async def stream(
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     timeout: Any = None,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Text deltas, then one :class:`~.base.FinalEvent` (``done=True``) with the usage.
 
     Close it (``async with contextlib.aclosing(stream(...))``) when stopping early: the
