@@ -19,7 +19,11 @@ import pytest
 
 from .conftest import CANARY, Capture, Lab
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [
+    pytest.mark.timeout(240),
+    # pytest-jupyter's autouse cleanup has no server to clean up in these tests.
+    pytest.mark.filterwarnings("ignore:coroutine 'ServerApp._cleanup' was never awaited"),
+]
 
 NOTEBOOK = "byok-ui.ipynb"
 PANEL = "#jupyter-byok-panel"
