@@ -85,6 +85,7 @@ def run_demo(output: str | Path = "demo-output", notebook: Path | None = None) -
     nbformat.write(nb, executed)
     elapsed = time.monotonic() - started
     print(f"demo: done in {elapsed:.1f} s")
+    _summarize(out / "usage.csv")
     print(f"  executed notebook: {executed}")
     for name in ("usage.csv", "cost_by_model.html"):
         path = out / name
@@ -92,3 +93,20 @@ def run_demo(output: str | Path = "demo-output", notebook: Path | None = None) -
             print(f"  {name:<18} {path}")
     print(f"  state (ledger, keystore): {home}")
     return 0
+
+
+def _summarize(csv_path: Path) -> None:
+    """A few lines about what the demo did, read back from its ledger export."""
+    import csv
+
+    if not csv_path.exists():
+        return
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    tokens_in = sum(int(float(r.get("input_tokens") or 0)) for r in rows)
+    tokens_out = sum(int(float(r.get("output_tokens") or 0)) for r in rows)
+    features = sorted({r.get("feature", "") for r in rows})
+    print(
+        f"  ledger: {len(rows)} calls ({', '.join(features)}), {tokens_in} tokens in, "
+        f"{tokens_out} out, cost $0 on the local model"
+    )

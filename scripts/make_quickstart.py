@@ -33,11 +33,23 @@ cells = [
     new_code_cell("%%byok local:smollm2 --max-tokens 48 -o haiku\nWrite a haiku about {topic}."),
     new_code_cell("assert haiku.text.strip()\nhaiku.usage"),
     new_markdown_cell(
+        "## A pipeline\nEach node may use a different provider; results, tokens and cost are kept "
+        "per node, and an unchanged re-run is served from the node cache."
+    ),
+    new_code_cell(
+        'p = byok.Pipeline("quickstart")\n'
+        'p.llm("fact", "local:smollm2", "Give one short fact about {input.topic}.", max_tokens=32)\n'
+        'p.llm("title", "local:smollm2", "Write a five-word title for this fact: {fact}", max_tokens=16)\n'
+        'result = p.run(topic="the Moon")\n'
+        'assert result["fact"].text.strip() and result["title"].text.strip()\n'
+        "result"
+    ),
+    new_markdown_cell(
         "## The usage ledger\nEvery attempt is a row: a pandas DataFrame you can slice, export and chart."
     ),
     new_code_cell(
         "frame = byok.usage()\n"
-        "assert len(frame) >= 2, frame\n"
+        "assert len(frame) >= 4, frame\n"
         'frame[["ts", "provider", "model", "feature", "status", "input_tokens", "output_tokens", "cost_usd", "latency_s"]]'
     ),
     new_code_cell(
