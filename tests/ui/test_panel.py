@@ -362,3 +362,44 @@ def test_keyboard_and_labels(lab: Lab, browser_page: tuple[Any, Capture]) -> Non
     status.focus()
     page.keyboard.press("Enter")
     panel.locator("[data-tabpanel='usage']").wait_for(state="visible", timeout=WAIT)
+
+
+def test_refused_key_and_errors_are_shown(lab: Lab, browser_page: tuple[Any, Capture]) -> None:
+    page, _ = browser_page
+    _open_lab(lab, page)
+    _run_command(page, "BYOK: Add an API Key")
+    panel = page.locator(PANEL)
+    page.wait_for_selector(f"{PANEL} .jp-byok-provider[data-provider='openai']", timeout=WAIT)
+    # An empty key is refused by the form itself; a blank one with JupyterLab's error dialog.
+    secret = panel.get_by_label("API key", exact=True)
+    assert secret.get_attribute("required") is not None
+    secret.fill("   ")
+    panel.get_by_role("button", name="Save key").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for(state="visible", timeout=WAIT)
+    assert "No key entered" in dialog.inner_text()
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached", timeout=WAIT)
+    # A key the provider refuses: verify says so, with the provider's answer.
+    panel.get_by_label("Provider", exact=True).select_option("openai")
+    panel.get_by_label("Key name", exact=True).fill("wrong")
+    panel.get_by_label("API key", exact=True).fill("sk-not-the-right-one-0000")
+    panel.get_by_role("button", name="Save key").click()
+    key = panel.locator(".jp-byok-key", has_text="wrong")
+    key.wait_for(state="visible", timeout=WAIT)
+    assert key.locator(".jp-byok-masked").inner_text() == "••••0000"
+    key.get_by_role("button", name=re.compile("^Verify")).click()
+    result = key.locator(".jp-byok-verify")
+    result.wait_for(state="visible", timeout=WAIT)
+    assert result.get_attribute("data-ok") == "false"
+    assert result.inner_text().startswith("✗ Refused")
+    assert len(result.inner_text()) > len("✗ Refused in 0.00 s")
+    assert "Last verified: never" in key.inner_text()
+    # Cancelling the delete dialog keeps the key.
+    key.get_by_role("button", name=re.compile("^Delete")).click()
+    dialog.wait_for(state="visible", timeout=WAIT)
+    dialog.get_by_role("button", name="Cancel").click()
+    dialog.wait_for(state="detached", timeout=WAIT)
+    assert [k["name"] for k in lab.api("GET", "/byok/keys").json()["keys"]] == ["wrong"]
+    key_id = lab.api("GET", "/byok/keys").json()["keys"][0]["id"]
+    assert lab.api("DELETE", f"/byok/keys/{key_id}").status_code == 204
