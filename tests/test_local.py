@@ -427,3 +427,17 @@ def test_answer_is_cut_at_a_small_context() -> None:
     result = local.complete_local("smollm2", QUESTION, {**T1, "n_ctx": 64, **LONG})
     assert result.finish_reason == "length"
     assert result.usage.input_tokens + result.usage.output_tokens == 64
+
+
+def test_exit_does_not_hang_on_a_stream_left_open() -> None:
+    code = (
+        "from jupyter_byok.providers import local\n"
+        "from jupyter_byok.types import Message\n"
+        "stream = local.stream_local('smollm2', [Message('user', 'hi')], "
+        "{'n_threads': 1, 'max_tokens': 50})\n"
+        "print(next(stream).delta != '')\n"  # the model's lock is held from here on
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "True"

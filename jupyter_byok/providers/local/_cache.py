@@ -79,6 +79,19 @@ def unload_all() -> None:
             _close(entry)
 
 
+def _unload_at_exit() -> None:
+    """Like :func:`unload_all`, but never waits long: a stream left open must not hang exit."""
+    with _registry_lock:
+        entries = list(_cache.values())
+        _cache.clear()
+    for entry in entries:
+        if entry.lock.acquire(timeout=1.0):
+            try:
+                _close(entry)
+            finally:
+                entry.lock.release()
+
+
 def _close(entry: _Entry) -> None:
     llama, entry.llama = entry.llama, None
     entry.formatters.clear()
@@ -177,7 +190,7 @@ def _load(entry: _Entry, *, verbose: bool) -> None:
     llama.byok_first_token_at = None
     if not _load_counts:
         # Free models before interpreter teardown; llama-cpp's own __del__ fails that late.
-        atexit.register(unload_all)
+        atexit.register(_unload_at_exit)
     entry.llama = llama
     entry.load_s = time.perf_counter() - started
     _load_counts[entry.key] += 1
