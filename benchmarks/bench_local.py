@@ -9,21 +9,25 @@ first token of streamed calls.
     .venv/bin/python benchmarks/bench_local.py            # 7 runs of 128 tokens
     .venv/bin/python benchmarks/bench_local.py --quick    # smoke run
 
-It calls ``complete_local`` / ``stream_local`` for now; once the engine's public
-``jupyter_byok.complete("local:smollm2", ...)`` is the path users take, measure that instead.
+"Ours" is the path users take: ``jupyter_byok.complete("local:smollm2", ...)`` and
+``jupyter_byok.stream(...)``, through the engine (ledger row, pricing, budgets included), with
+its state in a temporary ``JUPYTER_BYOK_HOME``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
+import jupyter_byok
 from jupyter_byok.providers import local
-from jupyter_byok.types import Message
+from jupyter_byok.types import Completion, Message
 
 MESSAGES = [Message("user", "Write a long story about a lighthouse keeper and a storm.")]
 TARGET = 0.95
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", action="store_true", help="exit 1 when below the target")
     args = parser.parse_args(argv)
+    os.environ["JUPYTER_BYOK_HOME"] = tempfile.mkdtemp(prefix="byok-bench-")
     runs, max_tokens = (2, 32) if args.quick else (max(args.runs, 5), args.max_tokens)
 
     raw, logit_bias = _raw_model(args.n_ctx, args.threads)
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(out["usage"]["completion_tokens"]), None
 
     def ours_complete() -> tuple[int, float | None]:
-        return local.complete_local("smollm2", MESSAGES, params).usage.output_tokens, None
+        answer = jupyter_byok.complete("local:smollm2", MESSAGES, feature="benchmark", **params)
+        return answer.usage.output_tokens, None
 
     def raw_stream() -> tuple[int, float | None]:
         started, ttft = time.perf_counter(), None
@@ -89,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def ours_stream() -> tuple[int, float | None]:
         started, ttft, tokens = time.perf_counter(), None, 0
-        for event in local.stream_local("smollm2", MESSAGES, params):
-            if ttft is None and event.delta:
+        for item in jupyter_byok.stream("local:smollm2", MESSAGES, feature="benchmark", **params):
+            if isinstance(item, Completion):
+                tokens = item.usage.output_tokens
+            elif ttft is None and item:
                 ttft = time.perf_counter() - started
-            if event.done and event.usage is not None:
-                tokens = event.usage.output_tokens
         return tokens, ttft
 
     variants: dict[str, Callable[[], tuple[int, float | None]]] = {

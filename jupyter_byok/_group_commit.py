@@ -51,16 +51,20 @@ class GroupWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[list[LedgerRow], Future[list[str]]]]) -> None:
+        # A caller that was cancelled while waiting still gets its rows written (every
+        # attempt is accounted); only the hand-back is skipped for it.
         rows = [row for item, _ in batch for row in item]
         try:
             ids = self.ledger.record_many(rows)
         except BaseException as exc:  # handed to every waiting caller
             for _, future in batch:
-                future.set_exception(exc)
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
             return
         start = 0
         for item, future in batch:
-            future.set_result(ids[start : start + len(item)])
+            if future.set_running_or_notify_cancel():
+                future.set_result(ids[start : start + len(item)])
             start += len(item)
 
 

@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 
     from .cache import ResponseCache
     from .ledger import Ledger, LedgerRow
+    from .providers.base import AsyncHTTPClient
 
 __all__ = ["Engine", "build_messages", "get_engine"]
 
-#: HTTP connection pools per event loop (see :meth:`Engine.client`).
+#: HTTP connection pools per event loop with plain httpx (see :meth:`Engine.client`).
 CLIENT_POOLS = 8
 
 
@@ -84,9 +85,9 @@ class Engine:
         self.allow_local = allow_local
         self._transport = transport
         self._timeout = timeout
-        self._clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, list[httpx.AsyncClient]
-        ] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._turn = 0
         self._ledger: Ledger | None = None
         self._cache: ResponseCache | None = None
@@ -115,27 +116,25 @@ class Engine:
             self._ledger = Ledger(ledger_path(self.home))
         return self._ledger
 
-    def client(self) -> httpx.AsyncClient:
-        """An HTTP client of the running loop (httpx clients are bound to one loop).
+    def client(self) -> AsyncHTTPClient:
+        """An HTTP client of the running loop (clients are bound to one loop).
 
-        Calls are spread over a few clients: httpcore rescans every pooled connection on
-        each request (encode/httpx#3215), so one pool of hundreds of connections spends
-        more time scanning than sending. Small pools keep that cost flat under load.
+        httpx2 is used when installed (see :func:`providers.base.make_async_client`). With
+        plain httpx, calls are spread over a few clients: httpcore 1.x rescans every pooled
+        connection on each request (encode/httpx#3215), so one pool of hundreds of
+        connections spends more time scanning than sending.
         """
-        import httpx
+        from .providers.base import make_async_client
 
         loop = asyncio.get_running_loop()
         pool = self._clients.get(loop)
         if pool is None or pool[0].is_closed:
-            pool = [
-                httpx.AsyncClient(
-                    transport=self._transport,
-                    timeout=httpx.Timeout(self._timeout, connect=5.0),
-                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-                    follow_redirects=False,
-                    trust_env=True,
-                )
-                for _ in range(CLIENT_POOLS)
+            first = make_async_client(timeout=self._timeout, transport=self._transport)
+            shards = 1 if type(first).__module__.startswith("httpx2") else CLIENT_POOLS
+            pool = [first]
+            pool += [
+                make_async_client(timeout=self._timeout, transport=self._transport)
+                for _ in range(shards - 1)
             ]
             self._clients[loop] = pool
         self._turn = (self._turn + 1) % len(pool)

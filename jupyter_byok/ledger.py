@@ -702,10 +702,18 @@ _default: Ledger | None = None
 _default_lock = threading.Lock()
 
 
+_paths: dict[Path, Path] = {}
+
+
 def default_ledger() -> Ledger:
     """The process-wide ledger at the current ``JUPYTER_BYOK_HOME``."""
     global _default
-    path = ledger_path()
+    from .config import byok_home
+
+    home = byok_home()
+    path = _paths.get(home)
+    if path is None:  # reading /proc/mounts on every call would cost more than the write
+        path = _paths[home] = ledger_path(home)
     with _default_lock:
         if _default is None or _default.path != path:
             _default = Ledger(path)

@@ -11,5 +11,7 @@ echo "== mypy"
 mypy
 echo "== front end: build"
 (cd labextension && jlpm install --immutable >/dev/null 2>&1 || jlpm install && jlpm build:prod)
-echo "== pytest"
+echo "== front end: unit tests"
+(cd labextension && jlpm test)
+echo "== pytest (unit, server, kernel, notebook and browser tests)"
 python -m pytest "$@"

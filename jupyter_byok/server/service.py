@@ -214,6 +214,8 @@ class ByokService:
 
     # ------------------------------------------------------------------- usage
     async def usage(self, args: dict[str, str]) -> dict[str, Any]:
+        # JupyterLab's request helper may append a bare cache-buster (``?1795786161459``).
+        args = {k: v for k, v in args.items() if not (k.isdigit() and not v)}
         since = args.pop("since", None) or "30d"
         until = args.pop("until", None)
         by = [b for b in (args.pop("by", None) or "provider").split(",") if b]
