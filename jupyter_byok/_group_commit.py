@@ -1,13 +1,19 @@
 """Group commit for ledger rows: one writer thread per ledger and process.
 
-Calls that finish at the same time hand their rows to the writer, which appends
-everything waiting in one ``BEGIN IMMEDIATE`` transaction: one fsync for many rows instead
-of one each, and no event-loop or worker thread blocked on the disk. A caller's future
-resolves only after its rows are committed, so acknowledged rows are durable.
+Calls hand their rows to the writer and go on (write-behind); the writer appends everything
+waiting in one ``BEGIN IMMEDIATE`` transaction: one fsync for many rows instead of one
+each, and no call, event loop or worker thread waits on the disk.
+
+Invariants: rows are committed in submission order; every read of the ledger in this
+process first waits for the rows submitted before it (:func:`flush_all`, called by the
+ledger's readers), so a process always reads its own writes; pending rows are flushed at
+interpreter exit. A future resolves once its rows are committed, for callers that must
+know (tests, or code that needs durability before going on).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .ledger import Ledger, LedgerRow
 
-__all__ = ["GroupWriter", "writer_for"]
+__all__ = ["GroupWriter", "flush_all", "writer_for"]
 
 #: Rows per transaction at most (bounds the latency of the first caller in a batch).
 MAX_BATCH = 512
@@ -37,6 +43,12 @@ class GroupWriter:
         self._queue.put((rows, future))
         return future
 
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until everything submitted before this call is committed."""
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            return
+        self.submit([]).result(timeout)
+
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
@@ -55,7 +67,7 @@ class GroupWriter:
         # attempt is accounted); only the hand-back is skipped for it.
         rows = [row for item, _ in batch for row in item]
         try:
-            ids = self.ledger.record_many(rows)
+            ids = self.ledger.record_many(rows) if rows else []
         except BaseException as exc:  # handed to every waiting caller
             for _, future in batch:
                 if future.set_running_or_notify_cancel():
@@ -70,6 +82,17 @@ class GroupWriter:
 
 _writers: dict[tuple[int, int], GroupWriter] = {}
 _lock = threading.Lock()
+
+
+def flush_all(timeout: float = 60.0) -> None:
+    """Wait for every writer of this process (a reader calls this before reading)."""
+    with _lock:
+        writers = [w for (_, pid), w in _writers.items() if pid == os.getpid()]
+    for writer in writers:
+        writer.flush(timeout)
+
+
+atexit.register(flush_all)
 
 
 def writer_for(ledger: Ledger) -> GroupWriter:

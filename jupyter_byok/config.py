@@ -20,20 +20,28 @@ __all__ = ["Endpoint", "Settings", "byok_home", "load_settings", "save_settings"
 
 
 def byok_home(create: bool = True) -> Path:
-    env = os.environ.get("JUPYTER_BYOK_HOME")
-    if env:
-        home = Path(env).expanduser()
-    else:
-        from jupyter_core.paths import jupyter_data_dir
+    """The state folder: ``JUPYTER_BYOK_HOME``, else ``byok`` in the Jupyter data dir.
 
-        home = Path(jupyter_data_dir()) / "byok"
+    On every call's path, so the resolved folder is remembered per value of the variable,
+    and created (0700) and checked once per process.
+    """
+    env = os.environ.get("JUPYTER_BYOK_HOME")
+    home = _RESOLVED.get(env)
+    if home is None:
+        if env:
+            home = Path(env).expanduser()
+        else:
+            from jupyter_core.paths import jupyter_data_dir
+
+            home = Path(jupyter_data_dir()) / "byok"
+        _RESOLVED[env] = home
     if create and home not in _ENSURED:
         ensure_private_dir(home)
         _ENSURED.add(home)
     return home
 
 
-#: Homes already created and checked by this process (byok_home is on every call's path).
+_RESOLVED: dict[str | None, Path] = {}
 _ENSURED: set[Path] = set()
 
 

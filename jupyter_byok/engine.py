@@ -459,6 +459,7 @@ class Engine:
         from .ledger import LedgerRow
 
         usage = usage or Usage()
+        ts_end = time.time()
         cost_usd, cost_source, price_version = cost if cost is not None else (None, "unknown", "")
         if cost is None and status in ("error", "cancelled", "budget_blocked"):
             cost_usd, cost_source = Decimal(0), "computed"
@@ -466,6 +467,8 @@ class Engine:
             **base,
             status=status,
             attempt=attempt,
+            ts_start=ts_end - (latency_s or 0.0),
+            ts_end=ts_end,
             http_status=http_status,
             error_type=error_type,
             response_id=response_id,
@@ -486,10 +489,13 @@ class Engine:
         )
 
     async def _write_rows(self, rows: list[LedgerRow]) -> list[str]:
-        """Rows from concurrent calls share one transaction (one fsync) per batch."""
+        """Hand the rows to the ledger's background writer (see :mod:`._group_commit`):
+        concurrent calls share one transaction per batch, and no call waits for a fsync.
+        Readers in this process flush first, so the rows are visible to ``usage()``."""
         from ._group_commit import writer_for
 
-        return await asyncio.wrap_future(writer_for(self.ledger).submit(rows))
+        writer_for(self.ledger).submit(rows)
+        return [row.id for row in rows]
 
     @property
     def cache(self) -> ResponseCache:

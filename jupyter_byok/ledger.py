@@ -497,6 +497,10 @@ class Ledger:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
+        # Read your writes: rows this process handed to the background writer come first.
+        from ._group_commit import flush_all
+
+        flush_all()
         with self._lock:
             conn = self._connect()
             try:

@@ -31,3 +31,14 @@ def byok_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
         if var.startswith("JUPYTER_BYOK_") and var.endswith("_BASE_URL"):
             monkeypatch.delenv(var, raising=False)
     yield home
+
+
+@pytest.fixture(autouse=True)
+def local_models_allowed() -> Iterator[None]:
+    """In-process Jupyter servers (pytest-jupyter) load our server extension, which forbids
+    local models in its process; that process is the test runner, so restore the flag."""
+    from jupyter_byok.providers import local
+
+    before = local._REFUSE_IN_PROCESS
+    yield
+    local._REFUSE_IN_PROCESS = before
