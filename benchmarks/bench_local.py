@@ -27,7 +27,7 @@ from typing import Any
 
 import jupyter_byok
 from jupyter_byok.providers import local
-from jupyter_byok.types import Completion, Message
+from jupyter_byok.types import Message
 
 MESSAGES = [Message("user", "Write a long story about a lighthouse keeper and a storm.")]
 TARGET = 0.95
@@ -94,13 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         return max_tokens, ttft  # raw streams carry no usage; ignore_eos makes it max_tokens
 
     def ours_stream() -> tuple[int, float | None]:
-        started, ttft, tokens = time.perf_counter(), None, 0
-        for item in jupyter_byok.stream("local:smollm2", MESSAGES, feature="benchmark", **params):
-            if isinstance(item, Completion):
-                tokens = item.usage.output_tokens
-            elif ttft is None and item:
+        started, ttft = time.perf_counter(), None
+        stream = jupyter_byok.stream("local:smollm2", MESSAGES, feature="benchmark", **params)
+        for text in stream:
+            if ttft is None and text:
                 ttft = time.perf_counter() - started
-        return tokens, ttft
+        return stream.completion.usage.output_tokens, ttft
 
     variants: dict[str, Callable[[], tuple[int, float | None]]] = {
         "raw complete": raw_complete,

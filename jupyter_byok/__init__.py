@@ -10,13 +10,13 @@ imports pandas, plotly or llama_cpp, and never touches the network.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ByokError, MissingKeyError
 from .keystore import Keystore, resolve_key
 from .redact import Secret
+from .streaming import Stream
 from .types import Completion, Message, SearchResult, Usage
 
 if TYPE_CHECKING:
@@ -35,8 +35,11 @@ __all__ = [
     "PipelineBuilder",
     "SearchResult",
     "Secret",
+    "Stream",
     "Usage",
     "__version__",
+    "acomplete",
+    "asearch",
     "complete",
     "load_ipython_extension",
     "resolve_key",
@@ -101,14 +104,42 @@ def stream(
     feature: str = "api",
     key: str | Secret | None = None,
     **params: Any,
-) -> Iterator[str | Completion]:
-    """Like :func:`complete`, yielding text as it arrives and the Completion last."""
+) -> Stream:
+    """Like :func:`complete`, as a :class:`Stream`: iterate (sync or async) for the text
+    as it arrives; ``.completion`` holds the finished call afterwards."""
     from .client import get_client
 
     request = _request(
         model, prompt, system=system, stream=True, cache=cache, feature=feature, params=params
     )
-    return get_client().stream(request, key=key)
+    client = get_client()
+    return Stream(lambda: client.stream(request, key=key), lambda: client.astream(request, key=key))
+
+
+async def acomplete(
+    model: str | None,
+    prompt: str | list[Message] | list[dict[str, str]],
+    *,
+    system: str | None = None,
+    cache: bool = False,
+    feature: str = "api",
+    key: str | Secret | None = None,
+    **params: Any,
+) -> Completion:
+    """The async twin of :func:`complete`."""
+    from .client import get_client
+
+    request = _request(
+        model, prompt, system=system, stream=False, cache=cache, feature=feature, params=params
+    )
+    return await get_client().acomplete(request, key=key)
+
+
+async def asearch(query: str, *, depth: str = "basic", **params: Any) -> SearchResult:
+    """The async twin of :func:`search`."""
+    from .client import get_client
+
+    return await get_client().asearch(query, depth=depth, **params)
 
 
 def search(query: str, *, depth: str = "basic", **params: Any) -> SearchResult:

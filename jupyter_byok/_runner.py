@@ -9,6 +9,7 @@ cancels the provider request.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import queue
 import threading
@@ -38,6 +39,25 @@ def background_loop() -> asyncio.AbstractEventLoop:
             started.wait()
             _loop, _pid = loop, os.getpid()
         return _loop
+
+
+def _close_clients_at_exit() -> None:
+    """Close the engine's HTTP clients on the background loop (no unclosed-session noise)."""
+    loop = _loop
+    if loop is None or _pid != os.getpid() or not loop.is_running():
+        return
+    from . import engine
+
+    if engine._engine is None:
+        return
+    future = asyncio.run_coroutine_threadsafe(engine._engine.aclose(), loop)
+    try:
+        future.result(timeout=2)
+    except Exception:  # exiting anyway: never hang or fail the interpreter's exit
+        pass
+
+
+atexit.register(_close_clients_at_exit)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -31,13 +32,25 @@ def engine(fake_providers: FakeProviders) -> Engine:
     return Engine()
 
 
+def run(engine: Engine, coro: Any) -> Any:
+    """asyncio.run, closing the engine's HTTP clients of that loop before it ends."""
+
+    async def go() -> Any:
+        try:
+            return await coro
+        finally:
+            await engine.aclose()
+
+    return asyncio.run(go())
+
+
 def rows(request_id: str) -> list[dict[str, object]]:
     frame = jupyter_byok.usage()
     return frame[frame["request_id"] == request_id].to_dict("records")  # type: ignore[no-any-return]
 
 
 def test_success_one_row_with_cost(engine: Engine) -> None:
-    done = asyncio.run(engine.acomplete(request()))
+    done = run(engine, engine.acomplete(request()))
     assert done.text == "Echo: hello engine"
     [row] = rows(done.request_id)
     assert row["status"] == "ok" and row["attempt"] == 1
@@ -50,7 +63,7 @@ def test_success_one_row_with_cost(engine: Engine) -> None:
 
 def test_retries_are_rows_of_one_request(engine: Engine, fake_providers: FakeProviders) -> None:
     fake_providers.add_fault("openai", "rate_limit", times=2, retry_after_ms=10)
-    done = asyncio.run(engine.acomplete(request()))
+    done = run(engine, engine.acomplete(request()))
     found = sorted(rows(done.request_id), key=lambda r: int(r["attempt"]))  # type: ignore[call-overload]
     assert [r["status"] for r in found] == ["error", "error", "ok"]
     assert [r["http_status"] for r in found][:2] == [429, 429]
@@ -62,7 +75,7 @@ def test_exhausted_retries_raise_and_are_all_recorded(
 ) -> None:
     fake_providers.add_fault("openai", "rate_limit", times=5, retry_after_ms=5)
     with pytest.raises(RateLimitError):
-        asyncio.run(engine.acomplete(request()))
+        run(engine, engine.acomplete(request()))
     frame = jupyter_byok.usage()
     assert list(frame["status"]) == ["error"] * 3
     assert frame["request_id"].nunique() == 1
@@ -75,7 +88,7 @@ def test_broken_stream_is_an_error_row(engine: Engine, fake_providers: FakeProvi
         return [item async for item in engine.astream(request("one two three four five"))]
 
     with pytest.raises(StreamError):
-        asyncio.run(consume())
+        run(engine, consume())
     frame = jupyter_byok.usage()
     assert len(frame) == 1 and frame["status"].iloc[0] == "error"
 
@@ -84,7 +97,7 @@ def test_stream_yields_text_then_completion(engine: Engine) -> None:
     async def consume() -> list[object]:
         return [item async for item in engine.astream(request("a b c"))]
 
-    items = asyncio.run(consume())
+    items = run(engine, consume())
     assert "".join(i for i in items if isinstance(i, str)) == "Echo: a b c"
     final = items[-1]
     assert isinstance(final, Completion) and final.ttft_s is not None
@@ -96,10 +109,11 @@ def test_budget_block_sends_nothing_and_is_recorded(
 ) -> None:
     budgets.set_budget("day", "0.00001", provider="openai")
     small = {"max_tokens": 2}  # the estimate (an upper bound) fits under the limit
-    asyncio.run(engine.acomplete(request("first call fits", params=small)))
+    run(engine, engine.acomplete(request("first call fits", params=small)))
     with pytest.raises(BudgetExceededError) as info:
-        asyncio.run(
-            engine.acomplete(request("second call could cost more", params={"max_tokens": 4000}))
+        run(
+            engine,
+            engine.acomplete(request("second call could cost more", params={"max_tokens": 4000})),
         )
     assert "budgets" in str(info.value)
     assert len(fake_providers.requests_for("openai")) == 1
@@ -109,8 +123,8 @@ def test_budget_block_sends_nothing_and_is_recorded(
 def test_cache_hit_sends_nothing_and_records_the_saving(
     engine: Engine, fake_providers: FakeProviders
 ) -> None:
-    first = asyncio.run(engine.acomplete(request(cache=True)))
-    second = asyncio.run(engine.acomplete(request(cache=True)))
+    first = run(engine, engine.acomplete(request(cache=True)))
+    second = run(engine, engine.acomplete(request(cache=True)))
     assert len(fake_providers.requests_for("openai")) == 1
     assert second.cached and second.text == first.text and second.cost_usd == 0
     [row] = rows(second.request_id)
@@ -122,7 +136,7 @@ def test_cache_hit_sends_nothing_and_records_the_saving(
 
 def test_missing_key_is_one_line_and_one_row(fake_providers: FakeProviders) -> None:
     with pytest.raises(MissingKeyError) as info:
-        asyncio.run(Engine().acomplete(request(model="xai:grok-4.3")))
+        (lambda e: run(e, e.acomplete(request(model="xai:grok-4.3"))))(Engine())
     assert "XAI_API_KEY" in str(info.value) and "\n" not in str(info.value)
     frame = jupyter_byok.usage()
     assert list(frame["status"]) == ["error"] and list(frame["provider"]) == ["xai"]
@@ -139,7 +153,7 @@ def test_cancellation_is_recorded(engine: Engine, fake_providers: FakeProviders)
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(cancel_soon())
+    run(engine, cancel_soon())
     assert list(jupyter_byok.usage()["status"]) == ["cancelled"]
 
 
@@ -172,3 +186,25 @@ def test_group_commit_writes_rows_of_a_cancelled_waiter() -> None:
     after = writer.submit([LedgerRow(provider="openai", model="m", status="ok")])
     assert len(after.result(timeout=30)) == 1, "the writer must survive a cancelled waiter"
     assert ledger.count() == 51
+
+
+def test_public_stream_object_sync_and_async(fake_providers: FakeProviders) -> None:
+    Keystore().set("openai", KEY)
+    s = jupyter_byok.stream("openai:gpt-4o-mini", "one two")
+    with pytest.raises(jupyter_byok.ByokError, match="not finished"):
+        _ = s.completion
+    assert "".join(s) == "Echo: one two"
+    assert s.completion.text == "Echo: one two" and s.completion.usage.output_tokens == 3
+    with pytest.raises(jupyter_byok.ByokError, match="once"):
+        list(s)
+
+    async def consume() -> tuple[str, object]:
+        a = jupyter_byok.stream("openai:gpt-4o-mini", "three four")
+        text = "".join([t async for t in a])
+        done = await jupyter_byok.acomplete("openai:gpt-4o-mini", "five")
+        return text + "|" + a.completion.text, done.text
+
+    from jupyter_byok.engine import get_engine
+
+    joined, done = run(get_engine(), consume())
+    assert joined == "Echo: three four|Echo: three four" and done == "Echo: five"
