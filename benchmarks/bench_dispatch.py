@@ -136,6 +136,16 @@ def async_clients() -> dict[str, Callable[[], Any]]:
         )
     except ImportError:
         pass
+    try:
+        from httpx_aiohttp import AiohttpTransport
+
+        makers["httpx+aiohttp"] = lambda: httpx.AsyncClient(
+            transport=AiohttpTransport(
+                limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+            )
+        )
+    except ImportError:
+        pass
     return makers
 
 
@@ -270,6 +280,24 @@ async def concurrent(
                 )
 
             out[f"dispatch.complete over {label}"] = await wall(ours, calls, inflight)
+    # The public async API end to end (engine: key, budgets, pricing, ledger row per call).
+    saved = dict(os.environ)
+    with tempfile.TemporaryDirectory() as home:
+        os.environ.update({**env, "JUPYTER_BYOK_HOME": home, "OPENAI_API_KEY": KEY})
+        try:
+            import jupyter_byok
+            from jupyter_byok.engine import get_engine
+
+            await jupyter_byok.acomplete("openai:gpt-4o-mini", "Say this is a test")
+            out["jupyter_byok.acomplete (engine)"] = await wall(
+                lambda: jupyter_byok.acomplete("openai:gpt-4o-mini", "Say this is a test"),
+                calls,
+                inflight,
+            )
+            await get_engine().aclose()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
     try:
         import openai
 
@@ -314,7 +342,7 @@ def main() -> int:
     print(f"{'client':48} {'µs':>8} {'÷ raw httpx.Client':>20}")
     for name, us in seq.items():
         print(f"{name:48} {us:8.0f} {us / base:20.2f}")
-    for label in ("httpx", "httpx2"):
+    for label in ("httpx", "httpx2", "httpx+aiohttp"):
         raw = seq.get(f"raw {label}.AsyncClient POST")
         ours = seq.get(f"dispatch.complete (openai) over {label}")
         if raw and ours:

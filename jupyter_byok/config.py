@@ -96,8 +96,20 @@ def _settings_path(home: Path | None = None) -> Path:
     return (home or byok_home()) / "config.json"
 
 
-def load_settings(home: Path | None = None) -> Settings:
+def load_settings(home: Path | None = None, *, fresh: bool = False) -> Settings:
+    """The settings (a shared, read-only object: use :func:`update_settings` to change them).
+
+    On every call's path: the parsed file is reused while its stat signature is unchanged.
+    """
     path = _settings_path(home)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return Settings()
+    sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = _SETTINGS.get(path)
+    if not fresh and cached is not None and cached[0] == sig:
+        return cached[1]
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -110,19 +122,26 @@ def load_settings(home: Path | None = None) -> Settings:
         raise ConfigError(
             f"settings file {path} is not valid JSON ({exc}); fix it or move it away to start fresh"
         ) from exc
-    return Settings.from_json(data)
+    settings = Settings.from_json(data)
+    if not fresh:
+        _SETTINGS[path] = (sig, settings)
+    return settings
+
+
+_SETTINGS: dict[Path, tuple[tuple[int, int, int], Settings]] = {}
 
 
 def save_settings(settings: Settings, home: Path | None = None) -> None:
     path = _settings_path(home)
     atomic_write(path, json.dumps(settings.to_json(), indent=2, sort_keys=True).encode() + b"\n")
+    _SETTINGS.pop(path, None)
 
 
 def update_settings(change: Any, home: Path | None = None) -> Settings:
     """Read-modify-write the settings under a lock: ``change(settings)`` mutates in place."""
     home = home or byok_home()
     with file_lock(home / "config.lock"):
-        settings = load_settings(home)
+        settings = load_settings(home, fresh=True)
         change(settings)
         save_settings(settings, home)
     return settings

@@ -307,9 +307,9 @@ class Engine:
             attempts.append(Attempt(len(attempts) + 1, "ok", completion.latency_s, usage=usage))
         elif attempts[-1].usage is None:
             attempts[-1].usage = usage
-        ids = await self._record_attempts(base, ref, attempts)
+        ids, cost = await self._record_attempts(base, ref, attempts)
         completion.ledger_id = ids[-1] if ids else None
-        completion.cost_usd, completion.cost_source = self._price(ref, usage)
+        completion.cost_usd, completion.cost_source = cost or self._price(ref, usage)
         completion.warnings = warnings
         if cache_key is not None:
             await asyncio.to_thread(self._cache_put, cache_key, completion)
@@ -348,8 +348,8 @@ class Engine:
             await self._record_attempts(base, ref, attempts)
             raise
         result.request_id = request_id
-        await self._record_attempts(base, ref, attempts)
-        result.cost_usd, result.cost_source = self._price(ref, result.usage)
+        _, cost = await self._record_attempts(base, ref, attempts)
+        result.cost_usd, result.cost_source = cost or self._price(ref, result.usage)
         return result
 
     # ----------------------------------------------------------------- helpers
@@ -409,10 +409,12 @@ class Engine:
 
     async def _record_attempts(
         self, base: dict[str, Any], ref: ModelRef, attempts: list[Attempt]
-    ) -> list[str]:
+    ) -> tuple[list[str], tuple[Decimal | None, str] | None]:
+        """One ledger row per attempt; returns the row ids and the last attempt's cost."""
         from .pricing import compute_cost
 
         rows = []
+        cost: tuple[Decimal | None, str, str] | None = None
         for attempt in attempts:
             if attempt.usage is not None:
                 priced = compute_cost(ref.provider, ref.model, attempt.usage)
@@ -433,7 +435,8 @@ class Engine:
                     ttft_s=attempt.ttft_s,
                 )
             )
-        return await self._write_rows(rows)
+        ids = await self._write_rows(rows)
+        return ids, (cost[0], cost[1]) if cost is not None else None
 
     async def _record(self, base: dict[str, Any], **fields: Any) -> str:
         row = self._make_row(base, **fields)
