@@ -1,9 +1,13 @@
 """Run coroutines from synchronous code, including inside a running event loop.
 
-Jupyter kernels already run an event loop on the main thread, so ``asyncio.run`` is
-not available there. Synchronous entry points submit their coroutine to one background
-loop thread per process instead; Ctrl-C (a cell interrupt) cancels the coroutine, which
-cancels the provider request.
+* In a thread with no running loop (scripts, nbclient workers, plain Python), the coroutine
+  runs right there, on a loop kept per thread: no thread hop, and HTTP connections are
+  reused from call to call.
+* Where a loop already runs (a Jupyter kernel runs one on its main thread, so
+  ``asyncio.run`` is not available), the coroutine goes to one background loop thread
+  per process instead.
+
+Either way Ctrl-C (a cell interrupt) cancels the coroutine, which cancels the request.
 """
 
 from __future__ import annotations
@@ -21,6 +25,42 @@ T = TypeVar("T")
 _loop: asyncio.AbstractEventLoop | None = None
 _pid: int | None = None
 _lock = threading.Lock()
+_local = threading.local()
+#: per-thread loops, so that their HTTP clients can be closed at exit
+_thread_loops: list[asyncio.AbstractEventLoop] = []
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def thread_loop() -> asyncio.AbstractEventLoop:
+    """This thread's own loop (not running between calls)."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed() or getattr(_local, "pid", None) != os.getpid():
+        loop = asyncio.new_event_loop()
+        _local.loop, _local.pid = loop, os.getpid()
+        with _lock:
+            _thread_loops.append(loop)
+    return loop
+
+
+def _run_here(coro: Coroutine[Any, Any, T]) -> T:
+    loop = thread_loop()
+    task = loop.create_task(coro)
+    try:
+        return loop.run_until_complete(task)
+    except KeyboardInterrupt:
+        task.cancel()
+        try:
+            loop.run_until_complete(task)
+        except BaseException:  # the cancellation itself; the interrupt is what matters
+            pass
+        raise
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -42,17 +82,19 @@ def background_loop() -> asyncio.AbstractEventLoop:
 
 
 def _close_clients_at_exit() -> None:
-    """Close the engine's HTTP clients on the background loop (no unclosed-session noise)."""
-    loop = _loop
-    if loop is None or _pid != os.getpid() or not loop.is_running():
-        return
+    """Close the engine's HTTP clients on every loop we made (no unclosed-session noise)."""
     from . import engine
 
     if engine._engine is None:
         return
-    future = asyncio.run_coroutine_threadsafe(engine._engine.aclose(), loop)
     try:
-        future.result(timeout=2)
+        loop = _loop
+        if loop is not None and _pid == os.getpid() and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(engine._engine.aclose(), loop)
+            future.result(timeout=2)
+        for idle in list(_thread_loops):
+            if not idle.is_closed() and not idle.is_running():
+                idle.run_until_complete(asyncio.wait_for(engine._engine.aclose(), 2))
     except Exception:  # exiting anyway: never hang or fail the interpreter's exit
         pass
 
@@ -61,7 +103,9 @@ atexit.register(_close_clients_at_exit)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the background loop and wait; KeyboardInterrupt cancels it."""
+    """Run ``coro`` to completion from synchronous code; KeyboardInterrupt cancels it."""
+    if not _in_running_loop():
+        return _run_here(coro)
     future = asyncio.run_coroutine_threadsafe(coro, background_loop())
     try:
         return future.result()
@@ -74,7 +118,32 @@ _DONE = object()
 
 
 def iter_sync(agen: AsyncIterator[T]) -> Iterator[T]:
-    """Drive an async iterator on the background loop, yielding items as they arrive."""
+    """Drive an async iterator from synchronous code, yielding items as they arrive."""
+    if not _in_running_loop():
+        return _iter_here(agen)
+    return _iter_background(agen)
+
+
+def _iter_here(agen: AsyncIterator[T]) -> Iterator[T]:
+    loop = thread_loop()
+    iterator = agen.__aiter__()
+    try:
+        while True:
+            try:
+                item: T = _run_here(iterator.__anext__())  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None and not loop.is_running():
+            try:
+                loop.run_until_complete(close())
+            except BaseException:  # closing an abandoned stream must not mask the cause
+                pass
+
+
+def _iter_background(agen: AsyncIterator[T]) -> Iterator[T]:
     items: queue.Queue[Any] = queue.Queue()
 
     async def pump() -> None:

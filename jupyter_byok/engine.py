@@ -17,10 +17,10 @@ import asyncio
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import byok_home
 from .errors import BudgetExceededError, ByokError, LocalModelError
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .providers.base import AsyncHTTPClient
 
 __all__ = ["Engine", "build_messages", "get_engine"]
+
+T = TypeVar("T")
 
 #: HTTP connection pools per event loop with plain httpx (see :meth:`Engine.client`).
 CLIENT_POOLS = 8
@@ -78,11 +80,16 @@ class Engine:
         keystore: Keystore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         allow_local: bool = True,
+        offload: bool = False,
         timeout: float = 600.0,
     ) -> None:
         self.home = home
         self._keystore = keystore
         self.allow_local = allow_local
+        #: run keystore, cache and budget work in worker threads (the server's Tornado loop
+        #: must never wait on disk); in a kernel or script a thread hop costs more than the
+        #: sub-millisecond file reads it would hide
+        self.offload = offload
         self._transport = transport
         self._timeout = timeout
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
@@ -187,7 +194,7 @@ class Engine:
             cache_key = make_key(
                 ref.provider, ref.model, [m.to_dict() for m in request.messages], request.params
             )
-            hit = await asyncio.to_thread(self._cache_get, cache_key)
+            hit = await self._io(self._cache_get, cache_key)
             if hit is not None:
                 completion = self._completion_from_cache(hit, ref, request_id)
                 completion.latency_s = time.monotonic() - started
@@ -237,7 +244,7 @@ class Engine:
                     final_usage, finish_reason = result.usage, result.finish_reason
                     ttft = result.ttft_s
             else:
-                secret = await asyncio.to_thread(self._key_for, ref, key)
+                secret = await self._io(self._key_for, ref, key)
                 from .providers import dispatch
 
                 if stream:
@@ -312,7 +319,7 @@ class Engine:
         completion.cost_usd, completion.cost_source = cost or self._price(ref, usage)
         completion.warnings = warnings
         if cache_key is not None:
-            await asyncio.to_thread(self._cache_put, cache_key, completion)
+            await self._io(self._cache_put, cache_key, completion)
         yield completion
 
     async def asearch(
@@ -333,7 +340,7 @@ class Engine:
         request_id = uuid.uuid4().hex
         base = self._base_row(request, ref, request_id, False)
         await self._check_budget(request, ref, base)
-        secret = await asyncio.to_thread(self._key_for, ref, key)
+        secret = await self._io(self._key_for, ref, key)
         attempts: list[Attempt] = []
         try:
             result = await dispatch.search(
@@ -353,6 +360,11 @@ class Engine:
         return result
 
     # ----------------------------------------------------------------- helpers
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.offload:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
     def _key_for(self, ref: ModelRef, key: str | Secret | None) -> Secret | None:
         if not ref.spec.needs_key and key is None:
             try:
@@ -393,7 +405,7 @@ class Engine:
             estimate = pricing.estimate_cost(
                 ref.provider, ref.model, _estimate_input_tokens(request.messages), max_out
             )
-        decision = await asyncio.to_thread(
+        decision = await self._io(
             budgets.check, ref.provider, ref.model, request.feature, estimate, self.ledger
         )
         if not decision.allowed:

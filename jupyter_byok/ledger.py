@@ -2,8 +2,12 @@
 
 Invariants: one row per attempt (ok, error, timeout, cancelled, cache_hit, budget_blocked);
 rows are only ever inserted, keyed by a client-made ``id`` (``INSERT OR IGNORE``, so a replay
-after a crash never double-counts); a write returns only after ``COMMIT`` (``synchronous=FULL``
-by default: an acknowledged row survives a crash); prompts and keys are never stored.
+after a crash never double-counts); a write returns only after ``COMMIT``; prompts and keys
+are never stored. Durability: WAL with ``synchronous=NORMAL`` by default, so a committed row
+survives any crash of a process (the WAL is synced at checkpoints, not on every commit; only a
+power failure or kernel panic can lose the last few commits, never corrupt the file).
+``synchronous="FULL"`` syncs on every commit for those who want that too; the engine's
+group-commit writer (``_group_commit``) already amortises each sync over many rows.
 
 Money is stored as integer picodollars (1e-12 USD): exact for every rate in the price table
 and for xAI's ticks (1e-10 USD), and summable in SQL. Times are integer microseconds since
@@ -442,7 +446,7 @@ class Ledger:
         self,
         path: str | os.PathLike[str] | None = None,
         *,
-        synchronous: str = "FULL",
+        synchronous: str = "NORMAL",
         busy_timeout_s: float = 10.0,
     ) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -169,6 +170,7 @@ class _Table:
         self._lock = threading.Lock()
         self._builtin: dict[str, Any] | None = None
         self._override_sig: tuple[str, float, int] | None = None
+        self._checked: tuple[Path | None, float] = (None, 0.0)
         self._models: dict[str, dict[str, Any]] = {}
         self._aliases: dict[str, str] = {}
         self._version = ""
@@ -179,8 +181,17 @@ class _Table:
             self._builtin = validate_prices(data, where=str(BUILTIN_PATH))
         return self._builtin
 
+    def invalidate(self) -> None:
+        """Look at the override file again on the next call (after this process wrote it)."""
+        self._checked = (None, 0.0)
+
     def current(self) -> tuple[dict[str, dict[str, Any]], dict[str, str], str]:
         path = _override_path()
+        now = time.monotonic()
+        # The override file is looked at no more than twice a second: every call prices.
+        if self._models and self._checked[0] == path and now - self._checked[1] < 0.5:
+            return self._models, self._aliases, self._version
+        self._checked = (path, now)
         try:
             st = path.stat()
             sig: tuple[str, float, int] | None = (str(path), st.st_mtime, st.st_size)
@@ -293,6 +304,7 @@ def update_prices(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{src} is not valid JSON ({exc}); nothing was changed")
     validate_prices(data, where=str(src))
     atomic_write(_override_path(), raw if raw.endswith(b"\n") else raw + b"\n")
+    _TABLE.invalidate()
     return {"version": data["version"], "models": len(data["models"])}
 
 

@@ -43,7 +43,7 @@ def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | N
 
 class ByokService:
     def __init__(self, engine: Engine | None = None) -> None:
-        self.engine = engine if engine is not None else Engine(allow_local=False)
+        self.engine = engine if engine is not None else Engine(allow_local=False, offload=True)
 
     @property
     def keystore(self) -> Keystore:
