@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -23,11 +24,32 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from jupyter_byok.testing import FakeProviders
+
+@contextlib.contextmanager
+def fake_process(latency: float) -> Iterator[dict[str, str]]:
+    """The fake providers in their own process, so that they do not share a GIL with the
+    load generator."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_byok.testing", "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        env = {}
+        for _ in range(5):
+            name, value = proc.stdout.readline().strip().removeprefix("export ").split("=", 1)
+            env[name] = value
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -63,19 +85,50 @@ async def probe_status(client: httpx.AsyncClient, stop: asyncio.Event, out: list
         await asyncio.sleep(0.05)
 
 
+def load_client(calls: int, **kwargs: object) -> httpx.AsyncClient:
+    """The load generator's own client must not be the bottleneck: httpx's API over
+    aiohttp's transport (plain httpx rescans its pool per request: encode/httpx#3215)."""
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(max_connections=calls + 8, max_keepalive_connections=calls + 8)
+    return httpx.AsyncClient(
+        timeout=120, transport=AiohttpTransport(limits=limits, trust_env=False), **kwargs
+    )  # type: ignore[arg-type]
+
+
+async def direct_to_fake(fake_env: dict[str, str], calls: int) -> tuple[float, float]:
+    """The same streams sent straight to the fake: what the fake itself can serve."""
+    url = fake_env["JUPYTER_BYOK_OPENAI_BASE_URL"] + "/chat/completions"
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "call number 1 streams a few words back"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    headers = {"Authorization": "Bearer sk-proj-benchmark"}
+
+    async with load_client(calls) as client:
+
+        async def one() -> float:
+            started = time.perf_counter()
+            async with client.stream("POST", url, json=body, headers=headers) as response:
+                async for _ in response.aiter_lines():
+                    pass
+            return time.perf_counter() - started
+
+        for _ in range(3):
+            await one()
+        single = statistics.median([await one() for _ in range(5)])
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(calls)))
+        return single, time.perf_counter() - started
+
+
 async def run(url: str, token: str, calls: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=calls)
+    auth = {"Authorization": f"token {token}"}
     async with (
-        httpx.AsyncClient(
-            base_url=url,
-            headers={"Authorization": f"token {token}"},
-            timeout=120,
-            limits=limits,
-            trust_env=False,
-        ) as client,
-        httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"token {token}"}, timeout=30, trust_env=False
-        ) as prober,
+        load_client(calls, base_url=url, headers=auth) as client,
+        httpx.AsyncClient(base_url=url, headers=auth, timeout=30, trust_env=False) as prober,
     ):
         for _ in range(3):  # warm up: connections, imports, first ledger writes
             await one_call(client, -1)
@@ -103,11 +156,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, FakeProviders(latency=args.latency) as fake:
+    with tempfile.TemporaryDirectory() as tmp, fake_process(args.latency) as fake_env:
         port, token = free_port(), uuid.uuid4().hex
         env = {
             **os.environ,
-            **fake.env(),
+            **fake_env,
             "JUPYTER_BYOK_HOME": str(Path(tmp) / "home"),
             "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "runtime"),
             "JUPYTER_CONFIG_DIR": str(Path(tmp) / "config"),
@@ -142,7 +195,28 @@ def main() -> int:
                 json={"provider": "openai", "key": key},
                 trust_env=False,
             ).raise_for_status()
+            spy = None
+            if os.environ.get("BYOK_BENCH_PROFILE"):
+                spy = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(proc.pid),
+                        "-o",
+                        os.environ["BYOK_BENCH_PROFILE"],
+                        "-f",
+                        "raw",
+                        "-d",
+                        "6",
+                        "--nonblocking",
+                    ]
+                )
+                time.sleep(1)
             result = asyncio.run(run(url, token, args.calls))
+            single_direct, wall_direct = asyncio.run(direct_to_fake(fake_env, args.calls))
+            if spy is not None:
+                spy.wait()
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -153,6 +227,11 @@ def main() -> int:
     print(f"  one call alone (ideal): {result['ideal_s'] * 1000:8.1f} ms")
     print(
         f"  all {args.calls} at once:      {result['wall_s'] * 1000:8.1f} ms   ratio {result['ratio']:.2f} (target <= 1.5)"
+    )
+    print(
+        f"  the fake alone: one stream {single_direct * 1000:.1f} ms, {args.calls} at once "
+        f"{wall_direct * 1000:.1f} ms (its own ratio {wall_direct / single_direct:.2f}); "
+        f"through the server ÷ straight to the fake: {result['wall_s'] / wall_direct:.2f}"
     )
     print(f"  median call latency:    {result['p50_call_s'] * 1000:8.1f} ms")
     print(

@@ -137,7 +137,9 @@ class Engine:
         pool = self._clients.get(loop)
         if pool is None or pool[0].is_closed:
             first = make_async_client(timeout=self._timeout, transport=self._transport)
-            shards = 1 if type(first).__module__.startswith("httpx2") else CLIENT_POOLS
+            transport = type(getattr(first, "_transport", None)).__name__
+            scales = type(first).__module__.startswith("httpx2") or transport == "AiohttpTransport"
+            shards = 1 if scales else CLIENT_POOLS
             pool = [first]
             pool += [
                 make_async_client(timeout=self._timeout, transport=self._transport)
