@@ -184,19 +184,34 @@ class CompleteHandler(ByokHandler):
         self.set_header("X-Accel-Buffering", "no")
         self._task = asyncio.current_task()
         last_flush = 0.0
+        timer: asyncio.TimerHandle | None = None
+        loop = asyncio.get_running_loop()
+
+        def timed_flush() -> None:
+            nonlocal timer, last_flush
+            timer, last_flush = None, time.monotonic()
+            if not self._finished:
+                self.flush().add_done_callback(lambda f: f.exception())
+
         try:
             async for item in self.service.stream(request):
                 if isinstance(item, str):
                     self.write(f"event: delta\ndata: {json.dumps({'text': item})}\n\n")
                     # Deltas that arrive together leave together: at most one flush per
-                    # FLUSH_INTERVAL_S, which keeps a busy server's loop free for others.
+                    # FLUSH_INTERVAL_S (a timer sends a held-back delta if nothing follows),
+                    # which keeps a busy server's loop free for the other requests.
                     now = time.monotonic()
                     if now - last_flush < FLUSH_INTERVAL_S:
+                        if timer is None:
+                            timer = loop.call_later(FLUSH_INTERVAL_S, timed_flush)
                         continue
                     last_flush = now
                 else:
                     payload = json.dumps(mask_value(item), default=str)
                     self.write(f"event: done\ndata: {payload}\n\n")
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
                 await self.flush()
         except StreamClosedError:
             return
@@ -207,6 +222,9 @@ class CompleteHandler(ByokHandler):
                 return
             payload = json.dumps(error_body(exc, status))
             self.write(f"event: error\ndata: {payload}\n\n")
+        finally:
+            if timer is not None:
+                timer.cancel()
         self.finish()
 
     def on_connection_close(self) -> None:
