@@ -256,3 +256,52 @@ def test_search_line_magic(shell: InteractiveShell, fake_providers: FakeProvider
         shell.run_line_magic("byok", 'search "jupyter notebooks"')
     assert "credits" in cap.stdout, cap.stderr
     assert fake_providers.requests_for("tavily")[-1].body["query"] == "jupyter notebooks"
+
+
+def test_budget_config_estimate_and_delete_line_magics(
+    shell: InteractiveShell, openai_key: str
+) -> None:
+    with capture_output() as cap:
+        shell.run_line_magic("byok", "budget set day 5 --provider openai")
+        shell.run_line_magic("byok", "budget list")
+    assert "day:provider:openai" in cap.stdout and "5" in cap.stdout
+    from jupyter_byok import budgets
+
+    assert [b.name for b in budgets.get_budgets()] == ["day:provider:openai"]
+    with capture_output() as cap:
+        shell.run_line_magic("byok", "budget remove day:provider:openai")
+        shell.run_line_magic("byok", "budget frobnicate")
+    assert budgets.get_budgets() == []
+    assert "use %byok budget" in cap.stderr
+
+    with capture_output() as cap:
+        shell.run_line_magic("byok", "config require_server true")
+    from jupyter_byok.config import load_settings
+
+    assert load_settings().require_server is True
+    with capture_output() as cap:
+        shell.run_cell_magic("byok", "openai:gpt-4o-mini --no-stream", "refused in-process")
+    assert "require_server" in cap.stderr
+    with capture_output() as cap:
+        shell.run_line_magic("byok", "config require_server false")
+        shell.run_line_magic(
+            "byok", 'estimate openai:gpt-4o-mini "a prompt to price" --max-tokens 10'
+        )
+    assert "not sent" in cap.stdout
+
+    with capture_output() as cap:
+        shell.run_line_magic("byok", "keys delete openai")
+        shell.run_line_magic("byok", "keys delete openai")
+    assert "deleted openai" in cap.stdout and "no stored key openai" in cap.stderr
+
+
+def test_cell_on_the_local_model(shell: InteractiveShell) -> None:
+    with capture_output() as cap:
+        shell.run_cell_magic(
+            "byok", "local:smollm2 --max-tokens 8 -p n_threads=1 -o answer", "Say hi."
+        )
+    answer: Completion = shell.user_ns["answer"]
+    assert answer.provider == "local" and answer.usage.output_tokens > 0
+    assert answer.cost_usd == 0
+    footer = texts(cap)[-1]
+    assert footer.startswith("local:smollm2 · ") and "$0" in footer
