@@ -83,6 +83,22 @@ def _run_command(page: Any, label: str) -> None:
             page.keyboard.press("Escape")
 
 
+def _command_shows(page: Any, label: str, target: Any) -> None:
+    """Run a palette command until ``target`` is visible. JupyterLab may restore its saved
+    layout (activating the file browser) just after the page settles, hiding the panel the
+    command had opened; a user would simply run the command again."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(3):
+        _run_command(page, label)
+        try:
+            target.wait_for(state="visible", timeout=WAIT if attempt == 2 else 5_000)
+            return
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+
+
 def _no_canary_in_page(page: Any) -> None:
     html = page.content()
     assert CANARY not in html
@@ -116,9 +132,8 @@ def test_key_usage_journey(lab: Lab, browser_page: tuple[Any, Capture], output_d
     assert "BYOK" in (tab.get_attribute("title") or "") + tab.inner_text()
 
     # Add a key through the palette command: the panel opens with the keys form.
-    _run_command(page, "BYOK: Add an API Key")
     panel = page.locator(PANEL)
-    panel.wait_for(state="visible", timeout=WAIT)
+    _command_shows(page, "BYOK: Add an API Key", panel)
     page.wait_for_selector(f"{PANEL} .jp-byok-provider[data-provider='openai']", timeout=WAIT)
     assert "Keystore protection:" in panel.locator("[data-testid=byok-tier]").inner_text()
     openai = panel.locator(".jp-byok-provider[data-provider='openai']")
@@ -288,10 +303,9 @@ def test_budgets_edit_and_state(
     page, _ = browser_page
     _spend_something(lab)
     _open_lab(lab, page)
-    _run_command(page, "BYOK: Open Budgets")
     panel = page.locator(PANEL)
     budgets = panel.locator("[data-tabpanel='budgets']")
-    budgets.wait_for(state="visible", timeout=WAIT)
+    _command_shows(page, "BYOK: Open Budgets", budgets)
     page.wait_for_selector(f"{PANEL} [data-tabpanel='budgets'] .jp-byok-budgets > *", timeout=WAIT)
     budgets.get_by_role("button", name="Add a budget").click()
     row = budgets.locator("[data-testid=byok-budget]").last
@@ -324,9 +338,8 @@ def test_budgets_edit_and_state(
 def test_keyboard_and_labels(lab: Lab, browser_page: tuple[Any, Capture]) -> None:
     page, _ = browser_page
     _open_lab(lab, page)
-    _run_command(page, "BYOK: Open Keys, Usage and Budgets")
     panel = page.locator(PANEL)
-    panel.wait_for(state="visible", timeout=WAIT)
+    _command_shows(page, "BYOK: Open Keys, Usage and Budgets", panel)
     # Every control in every tab has an accessible name.
     for name in ("keys", "usage", "budgets"):
         panel.locator(f"[data-tab='{name}']").click()
@@ -367,8 +380,8 @@ def test_keyboard_and_labels(lab: Lab, browser_page: tuple[Any, Capture]) -> Non
 def test_refused_key_and_errors_are_shown(lab: Lab, browser_page: tuple[Any, Capture]) -> None:
     page, _ = browser_page
     _open_lab(lab, page)
-    _run_command(page, "BYOK: Add an API Key")
     panel = page.locator(PANEL)
+    _command_shows(page, "BYOK: Add an API Key", panel)
     page.wait_for_selector(f"{PANEL} .jp-byok-provider[data-provider='openai']", timeout=WAIT)
     # An empty key is refused by the form itself; a blank one with JupyterLab's error dialog.
     secret = panel.get_by_label("API key", exact=True)
