@@ -8,7 +8,8 @@ and the fake providers at a fixed latency, stores a key through the REST API, th
 * meanwhile issues ``GET /byok/status`` every 50 ms and records its latency.
 
 Prints the ratio wall / ideal (target: at most 1.5) and the slowest status probe (target:
-under 100 ms). Run: ``.venv/bin/python benchmarks/bench_server_load.py [--calls 200]``.
+under 100 ms). Run: ``.venv/bin/python benchmarks/bench_server_load.py [--calls 200]``;
+with ``BYOK_BENCH_PROFILE=out.txt`` (and py-spy on PATH) it also samples the server process.
 """
 
 from __future__ import annotations

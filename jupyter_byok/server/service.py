@@ -8,6 +8,7 @@ disk; provider calls are async all the way.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +45,7 @@ def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | N
 class ByokService:
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine if engine is not None else Engine(allow_local=False, offload=True)
+        self._status_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="byok-status")
 
     @property
     def keystore(self) -> Keystore:
@@ -51,6 +53,9 @@ class ByokService:
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict[str, Any]:
+        """Polled by every open JupyterLab (status bar). Collected on a thread of its own,
+        so that it never queues behind the key lookups of calls in flight."""
+
         def collect() -> dict[str, Any]:
             settings = load_settings()
             from ..models import default_model
@@ -74,7 +79,7 @@ class ByokService:
                 data["budgets_error"] = str(exc)
             return data
 
-        return await asyncio.to_thread(collect)
+        return await asyncio.get_running_loop().run_in_executor(self._status_pool, collect)
 
     # -------------------------------------------------------------------- keys
     async def list_keys(self) -> dict[str, Any]:
