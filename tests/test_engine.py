@@ -208,3 +208,21 @@ def test_public_stream_object_sync_and_async(fake_providers: FakeProviders) -> N
 
     joined, done = run(get_engine(), consume())
     assert joined == "Echo: three four|Echo: three four" and done == "Echo: five"
+
+
+def test_proxies_from_the_environment_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTPS_PROXY set, provider calls go through the proxy (here: a dead port)."""
+    from jupyter_byok.errors import ProviderConnectionError
+    from jupyter_byok.providers.base import make_async_client
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    client = make_async_client()
+    assert any(getattr(p, "pattern", "").startswith("https") for p in client._mounts)  # type: ignore[union-attr]
+    asyncio.run(client.aclose())
+    # a call to an https provider fails at the proxy, never going direct
+    Keystore().set("openai", KEY)
+    monkeypatch.setenv("JUPYTER_BYOK_OPENAI_BASE_URL", "https://api.openai.invalid/v1")
+    engine = Engine()
+    with pytest.raises(ProviderConnectionError):
+        run(engine, engine.acomplete(request()))

@@ -472,16 +472,21 @@ def make_async_client(
     """A pooled, keep-alive async client for provider calls, honouring HTTP(S)_PROXY and
     SSL_CERT_FILE, chosen by measurement (``benchmarks/bench_dispatch.py``):
 
-    1. httpx with aiohttp's transport (``httpx-aiohttp``) when installed: httpx's API, with
-       aiohttp's connection handling, the fastest under many calls in flight;
+    1. httpx with aiohttp's transport (``httpx-aiohttp``) when installed and no proxy is
+       configured: httpx's API with aiohttp's connection handling, the fastest under many
+       calls in flight;
     2. else httpx2, whose pool does not rescan every connection per request as httpx 0.28's
        does (encode/httpx#3215);
     3. else plain httpx.
     """
     import types
 
+    import urllib.request
+
     limits_args = {"max_connections": None, "max_keepalive_connections": 256}
-    if transport is None:
+    # The aiohttp transport does not read HTTP(S)_PROXY; httpx's own transports do.
+    proxied = any(k in ("http", "https", "all") for k in urllib.request.getproxies())
+    if transport is None and not proxied:
         try:
             from httpx_aiohttp import AiohttpTransport
         except ImportError:
