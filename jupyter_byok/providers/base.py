@@ -480,7 +480,6 @@ def make_async_client(
     3. else plain httpx.
     """
     import types
-
     import urllib.request
 
     limits_args = {"max_connections": None, "max_keepalive_connections": 256}
