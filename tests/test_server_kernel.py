@@ -228,3 +228,51 @@ async def test_magic_in_a_server_kernel_never_holds_the_key(
     for path in byok_home.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+async def test_interrupting_the_cell_cancels_the_provider_request(
+    server: Server, fake_providers: FakeProviders, byok_home: Path
+) -> None:
+    import asyncio
+
+    assert (
+        server.http.post("byok/keys", json={"provider": "openai", "key": CANARY}).status_code == 201
+    )
+    session = server.http.post(
+        "api/sessions",
+        json={
+            "path": "slow.ipynb",
+            "type": "notebook",
+            "name": "slow.ipynb",
+            "kernel": {"name": "python3"},
+        },
+    )
+    kernel_id = session.json()["kernel"]["id"]
+    warm = await execute(server, kernel_id, "%load_ext jupyter_byok")
+    assert warm["error"] is None, warm
+
+    fake_providers.set_latency("openai", 30.0)
+    run = asyncio.create_task(
+        execute(server, kernel_id, "%%byok openai:gpt-4o-mini\nthis will take long")
+    )
+    deadline = time.monotonic() + 30
+    while not fake_providers.requests_for("openai") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert fake_providers.requests_for("openai"), "the request never reached the provider"
+    started = time.monotonic()
+    assert server.http.post(f"api/kernels/{kernel_id}/interrupt").status_code == 204
+    result = await asyncio.wait_for(run, 20)
+    assert time.monotonic() - started < 10, "the interrupt did not stop the call promptly"
+    assert "interrupted" in result["stderr"], result
+    assert result["error"] is None  # one red line, no traceback
+
+    # The server cancelled its side too: the attempt is recorded as cancelled.
+    deadline = time.monotonic() + 10
+    statuses: list[str] = []
+    while time.monotonic() < deadline:
+        recent = server.http.get("byok/usage", params={"since": "today"}).json()["recent"]
+        statuses = [r["status"] for r in recent]
+        if statuses:
+            break
+        await asyncio.sleep(0.2)
+    assert statuses == ["cancelled"], statuses
