@@ -24,11 +24,9 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -36,6 +34,7 @@ import httpx
 from jupyter_byok.providers import BUILTIN, ProviderSpec, dispatch
 from jupyter_byok.providers.base import RetryPolicy
 from jupyter_byok.redact import Secret
+from jupyter_byok.testing.process import fake_providers_process
 from jupyter_byok.types import Message
 
 KEY = "sk-bench-0000000000000000000000"
@@ -45,26 +44,6 @@ BODY: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Say this is a test"}],
 }
 NO_RETRY = RetryPolicy(max_retries=0)
-
-
-@contextlib.contextmanager
-def fake_process(latency: float) -> Iterator[dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_byok.testing", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        env = {}
-        for _ in range(5):
-            name, value = proc.stdout.readline().strip().removeprefix("export ").split("=", 1)
-            env[name] = value
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def spec_at(name: str, base_url: str) -> ProviderSpec:
@@ -334,7 +313,7 @@ def main() -> int:
     args = parser.parse_args()
 
     seq: dict[str, float] = {}
-    with fake_process(0.0) as env:
+    with fake_providers_process(0.0) as env:
         sequential_sync(env, args.calls, seq)
         asyncio.run(sequential_async(env, args.calls, seq))
     base = seq["raw httpx.Client POST"]
@@ -351,7 +330,7 @@ def main() -> int:
             )
 
     conc: dict[str, tuple[float, float]] = {}
-    with fake_process(args.latency) as env:
+    with fake_providers_process(args.latency) as env:
         asyncio.run(concurrent(env, args.concurrent, args.inflight, conc))
     ideal = args.concurrent * args.latency / args.inflight
     print(

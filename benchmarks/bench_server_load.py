@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import socket
 import statistics
@@ -25,32 +24,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-
-@contextlib.contextmanager
-def fake_process(latency: float) -> Iterator[dict[str, str]]:
-    """The fake providers in their own process, so that they do not share a GIL with the
-    load generator."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_byok.testing", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        env = {}
-        for _ in range(5):
-            name, value = proc.stdout.readline().strip().removeprefix("export ").split("=", 1)
-            env[name] = value
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+from jupyter_byok.testing.process import fake_providers_process
 
 
 def free_port() -> int:
@@ -157,7 +135,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, fake_process(args.latency) as fake_env:
+    with tempfile.TemporaryDirectory() as tmp, fake_providers_process(args.latency) as fake_env:
         port, token = free_port(), uuid.uuid4().hex
         env = {
             **os.environ,

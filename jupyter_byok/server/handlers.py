@@ -111,6 +111,15 @@ class ByokHandler(APIHandler):
             return
         self.reply(result, status)
 
+    async def run_with_body(self, method: Any, status: int = 200) -> None:
+        """Parse the JSON body, then reply with ``await method(body)``."""
+        try:
+            body = self.body()
+        except BadInput as exc:
+            self.fail(exc)
+            return
+        await self.run(method(body), status)
+
 
 class StatusHandler(ByokHandler):
     auth_resource = "jupyter_byok:status"
@@ -132,12 +141,7 @@ class KeysHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        try:
-            body = self.body()
-        except BadInput as exc:
-            self.fail(exc)
-            return
-        await self.run(self.service.add_key(body), 201)
+        await self.run_with_body(self.service.add_key, 201)
 
 
 class KeyHandler(ByokHandler):
@@ -240,12 +244,7 @@ class SearchHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        try:
-            body = self.body()
-        except BadInput as exc:
-            self.fail(exc)
-            return
-        await self.run(self.service.search(body))
+        await self.run_with_body(self.service.search)
 
 
 class UsageHandler(ByokHandler):
@@ -287,12 +286,7 @@ class BudgetsHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def put(self) -> None:
-        try:
-            body = self.body()
-        except BadInput as exc:
-            self.fail(exc)
-            return
-        await self.run(self.service.set_budgets(body))
+        await self.run_with_body(self.service.set_budgets)
 
 
 class ConfigHandler(ByokHandler):
@@ -306,12 +300,7 @@ class ConfigHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def put(self) -> None:
-        try:
-            body = self.body()
-        except BadInput as exc:
-            self.fail(exc)
-            return
-        await self.run(self.service.set_config(body))
+        await self.run_with_body(self.service.set_config)
 
 
 ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (

@@ -9,6 +9,7 @@ get the ``fake_providers`` fixture from ``jupyter_byok.testing.pytest_plugin``.
 from __future__ import annotations
 
 from .fake import FakeProviders, Fault, RecordedRequest
+from .process import fake_providers_process
 from .wire import tokens
 
-__all__ = ["FakeProviders", "Fault", "RecordedRequest", "tokens"]
+__all__ = ["FakeProviders", "Fault", "RecordedRequest", "fake_providers_process", "tokens"]
