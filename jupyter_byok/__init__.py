@@ -22,6 +22,7 @@ from .types import Completion, Message, SearchResult, Usage
 if TYPE_CHECKING:
     import pandas
 
+    from .engine import Estimate
     from .pipeline import Pipeline
     from .widgets import PipelineBuilder
 
@@ -41,11 +42,13 @@ __all__ = [
     "acomplete",
     "asearch",
     "complete",
+    "estimate",
     "load_ipython_extension",
     "resolve_key",
     "search",
     "stream",
     "usage",
+    "usage_report",
 ]
 
 
@@ -147,6 +150,28 @@ def search(query: str, *, depth: str = "basic", **params: Any) -> SearchResult:
     from .client import get_client
 
     return get_client().search(query, depth=depth, **params)
+
+
+def estimate(
+    model: str | None,
+    prompt: str | list[Message] | list[dict[str, str]],
+    *,
+    system: str | None = None,
+    max_tokens: int | None = None,
+) -> Estimate:
+    """What a call would cost at most, before making it (nothing is sent)."""
+    from .engine import build_messages, estimate_call
+    from .models import parse_model
+
+    return estimate_call(parse_model(model), build_messages(prompt, system), max_tokens)
+
+
+def usage_report(since: Any = "30d", until: Any = None, **filters: Any) -> list[Any]:
+    """The usage charts (Plotly figures): cost over time by provider, by model, by feature,
+    a provider → model → feature treemap, tokens, and what the cache saved."""
+    from . import charts
+
+    return charts.report(usage(since=since, until=until, **filters))
 
 
 def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:

@@ -18,6 +18,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
     from .ledger import Ledger, LedgerRow
     from .providers.base import AsyncHTTPClient
 
-__all__ = ["Engine", "build_messages", "get_engine"]
+__all__ = ["Engine", "Estimate", "build_messages", "estimate_call", "get_engine"]
+
+#: output tokens assumed for an estimate when the call sets no max_tokens
+DEFAULT_MAX_OUTPUT = 1024
 
 T = TypeVar("T")
 
@@ -65,9 +69,38 @@ def build_messages(
     return messages
 
 
-def _estimate_input_tokens(messages: list[Message]) -> int:
-    # About 4 characters a token for English text; used for estimates and budgets only.
-    return sum(len(m.content) for m in messages) // 4 + 4 * len(messages)
+@dataclass(frozen=True)
+class Estimate:
+    """An upper bound for one call, as budgets use it (never sent anywhere)."""
+
+    model: str
+    input_tokens: int
+    max_output_tokens: int
+    cost_usd: Decimal | None
+
+    def __str__(self) -> str:
+        cost = "cost unknown (no price)" if self.cost_usd is None else f"at most ${self.cost_usd}"
+        return (
+            f"{self.model}: about {self.input_tokens:,} input tokens (an upper bound), up to "
+            f"{self.max_output_tokens:,} output tokens: {cost}"
+        )
+
+
+def estimate_call(ref: ModelRef, messages: list[Message], max_tokens: int | None) -> Estimate:
+    """The upper-bound cost of a call before it is made: the prompt through
+    :func:`pricing.estimate_prompt_tokens` (tiktoken for OpenAI where its files are
+    available, else a deliberately high bound) plus ``max_tokens`` of output."""
+    from . import pricing
+
+    max_out = int(max_tokens or DEFAULT_MAX_OUTPUT)
+    if ref.provider == "tavily":
+        return Estimate(ref.id, 0, 0, pricing.estimate_cost(ref.provider, ref.model, 0, 0))
+    text = "\n".join(m.content for m in messages)
+    tokens = pricing.estimate_prompt_tokens(text, provider=ref.provider, model=ref.model)
+    tokens += 4 * max(len(messages) - 1, 0)
+    return Estimate(
+        ref.id, tokens, max_out, pricing.estimate_cost(ref.provider, ref.model, tokens, max_out)
+    )
 
 
 class Engine:
@@ -396,19 +429,13 @@ class Engine:
         self, request: Request, ref: ModelRef, base: dict[str, Any]
     ) -> list[str]:
         """Block the call (one ledger row, then an error) or return budget warnings."""
-        from . import budgets, pricing
+        from . import budgets
 
         if not budgets.has_budgets():
             return []
-        max_out = int(request.params.get("max_tokens") or 1024)
-        if ref.provider == "tavily":
-            estimate = pricing.estimate_cost(ref.provider, ref.model, 0, 0)
-        else:
-            estimate = pricing.estimate_cost(
-                ref.provider, ref.model, _estimate_input_tokens(request.messages), max_out
-            )
+        estimate = estimate_call(ref, request.messages, request.params.get("max_tokens"))
         decision = await self._io(
-            budgets.check, ref.provider, ref.model, request.feature, estimate, self.ledger
+            budgets.check, ref.provider, ref.model, request.feature, estimate.cost_usd, self.ledger
         )
         if not decision.allowed:
             await self._record(base, status="budget_blocked", error_type="BudgetExceededError")

@@ -280,19 +280,12 @@ class ByokMagics(Magics):
             _error(f"budget: {warning}")
 
     def _show_estimate(self, request: Request) -> None:
-        from .engine import _estimate_input_tokens
+        from .engine import estimate_call
         from .models import parse_model
-        from .pricing import estimate_cost
 
         ref = parse_model(request.model)
-        tokens_in = _estimate_input_tokens(request.messages)
-        max_out = int(request.params.get("max_tokens") or 1024)
-        cost = estimate_cost(ref.provider, ref.model, tokens_in, max_out)
-        shown = format_cost(cost, "local" if ref.is_local else "computed")
-        print(
-            f"{ref.id}: ≈ {tokens_in:,} input tokens, up to {max_out:,} output tokens → "
-            f"at most {shown} (not sent)"
-        )
+        estimate = estimate_call(ref, request.messages, request.params.get("max_tokens"))
+        print(f"{estimate} (not sent)")
 
     # ------------------------------------------------------------ line magic
     def _line(self, line: str) -> Any:

@@ -226,3 +226,29 @@ def test_proxies_from_the_environment_are_honoured(monkeypatch: pytest.MonkeyPat
     engine = Engine()
     with pytest.raises(ProviderConnectionError):
         run(engine, engine.acomplete(request()))
+
+
+def test_estimate_is_an_upper_bound_and_sends_nothing(fake_providers: FakeProviders) -> None:
+    Keystore().set("openai", KEY)
+    prompt = "Explain the water cycle in two short sentences, please."
+    est = jupyter_byok.estimate("openai:gpt-4o-mini", prompt, max_tokens=50)
+    assert fake_providers.requests == []
+    assert est.max_output_tokens == 50 and est.cost_usd is not None
+    done = jupyter_byok.complete("openai:gpt-4o-mini", prompt, max_tokens=50)
+    assert done.usage.input_tokens <= est.input_tokens
+    assert done.cost_usd is not None and done.cost_usd <= est.cost_usd
+    assert "at most $" in str(est)
+    assert jupyter_byok.estimate("openai:no-such-model", "x").cost_usd is None
+    assert jupyter_byok.estimate("local:smollm2", "x").cost_usd == 0
+
+
+def test_usage_report_figures(fake_providers: FakeProviders) -> None:
+    Keystore().set("openai", KEY)
+    jupyter_byok.complete("openai:gpt-4o-mini", "one")
+    jupyter_byok.complete("openai:gpt-4o-mini", "two", cache=True)
+    jupyter_byok.complete("openai:gpt-4o-mini", "two", cache=True)
+    figures = jupyter_byok.usage_report(since="today")
+    assert len(figures) == 6
+    assert all(type(f).__name__ == "Figure" for f in figures)
+    model_figure = figures[1]
+    assert any("gpt-4o-mini" in str(list(trace.x) + list(trace.y)) for trace in model_figure.data)
