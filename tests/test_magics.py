@@ -90,9 +90,11 @@ def test_parameters_reach_the_provider(
 ) -> None:
     run_cell(
         shell,
-        "openai:gpt-4o-mini -s 'Be terse' -t 0.3 --max-tokens 7 -p top_p=0.5 -p seed=4 --no-stream",
+        "openai:gpt-4o-mini -s 'Be terse' -t 0.3 --max-tokens 7 -p top_p=0.5 -p seed=4 --no-stream"
+        " --feature report",
         "one two three",
     )
+    assert list(ledger_rows()["feature"]) == ["report"]
     body = fake_providers.requests_for("openai")[-1].body
     assert body["temperature"] == 0.3
     assert body["top_p"] == 0.5 and body["seed"] == 4
