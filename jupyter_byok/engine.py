@@ -28,7 +28,16 @@ from .errors import BudgetExceededError, ByokError, LocalModelError
 from .keystore import Keystore, resolve_key
 from .models import ModelRef, parse_model
 from .redact import Secret
-from .types import Attempt, Completion, Message, Request, SearchResult, Usage
+from .types import (
+    Attempt,
+    Completion,
+    Message,
+    ProviderResult,
+    Request,
+    SearchResult,
+    StreamEvent,
+    Usage,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -257,63 +266,21 @@ class Engine:
         response_id: str | None = None
         ttft: float | None = None
         try:
-            if ref.is_local:
-                from .providers import local
-
-                if stream:
-                    async for event in local.astream_local(
-                        ref.model, request.messages, request.params, on_attempt=attempts.append
-                    ):
-                        if event.delta:
-                            if ttft is None:
-                                ttft = time.monotonic() - started
-                            text_parts.append(event.delta)
-                            yield event.delta
-                        if event.done:
-                            final_usage, finish_reason = event.usage, event.finish_reason
-                else:
-                    result = await local.acomplete_local(
-                        ref.model, request.messages, request.params, on_attempt=attempts.append
-                    )
-                    text_parts.append(result.text)
-                    final_usage, finish_reason = result.usage, result.finish_reason
-                    ttft = result.ttft_s
+            if stream:
+                async for event in self._events(ref, request, key, attempts):
+                    if event.delta:
+                        if ttft is None:
+                            ttft = time.monotonic() - started
+                        text_parts.append(event.delta)
+                        yield event.delta
+                    if event.done:
+                        final_usage, finish_reason = event.usage, event.finish_reason
+                        response_id = event.response_id
             else:
-                secret = await self._io(self._key_for, ref, key)
-                from .providers import dispatch
-
-                if stream:
-                    async for event in dispatch.stream(
-                        ref.spec,
-                        ref.model,
-                        request.messages,
-                        request.params,
-                        secret,
-                        client=self.client(),
-                        on_attempt=attempts.append,
-                    ):
-                        if event.delta:
-                            if ttft is None:
-                                ttft = time.monotonic() - started
-                            text_parts.append(event.delta)
-                            yield event.delta
-                        if event.done:
-                            final_usage = event.usage
-                            finish_reason = event.finish_reason
-                            response_id = event.response_id
-                else:
-                    result = await dispatch.complete(
-                        ref.spec,
-                        ref.model,
-                        request.messages,
-                        request.params,
-                        secret,
-                        client=self.client(),
-                        on_attempt=attempts.append,
-                    )
-                    text_parts.append(result.text)
-                    final_usage, finish_reason = result.usage, result.finish_reason
-                    response_id, ttft = result.response_id, result.ttft_s
+                result = await self._result(ref, request, key, attempts)
+                text_parts.append(result.text)
+                final_usage, finish_reason = result.usage, result.finish_reason
+                response_id, ttft = result.response_id, result.ttft_s
         except (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit):
             if not attempts or attempts[-1].status == "ok":
                 attempts.append(Attempt(len(attempts) + 1, "cancelled", time.monotonic() - started))
@@ -356,6 +323,55 @@ class Engine:
         if cache_key is not None:
             await self._io(self._cache_put, cache_key, completion)
         yield completion
+
+    async def _events(
+        self, ref: ModelRef, request: Request, key: str | Secret | None, attempts: list[Attempt]
+    ) -> AsyncIterator[StreamEvent]:
+        """The provider's stream: a local model in this process, or a cloud call."""
+        if ref.is_local:
+            from .providers import local
+
+            async for event in local.astream_local(
+                ref.model, request.messages, request.params, on_attempt=attempts.append
+            ):
+                yield event
+            return
+        from .providers import dispatch
+
+        secret = await self._io(self._key_for, ref, key)
+        async for event in dispatch.stream(
+            ref.spec,
+            ref.model,
+            request.messages,
+            request.params,
+            secret,
+            client=self.client(),
+            on_attempt=attempts.append,
+        ):
+            yield event
+
+    async def _result(
+        self, ref: ModelRef, request: Request, key: str | Secret | None, attempts: list[Attempt]
+    ) -> ProviderResult:
+        """The provider's finished answer: a local model in this process, or a cloud call."""
+        if ref.is_local:
+            from .providers import local
+
+            return await local.acomplete_local(
+                ref.model, request.messages, request.params, on_attempt=attempts.append
+            )
+        from .providers import dispatch
+
+        secret = await self._io(self._key_for, ref, key)
+        return await dispatch.complete(
+            ref.spec,
+            ref.model,
+            request.messages,
+            request.params,
+            secret,
+            client=self.client(),
+            on_attempt=attempts.append,
+        )
 
     async def asearch(
         self,
