@@ -63,7 +63,8 @@ def footer_text(completion: Completion) -> str:
     if u.cached_input_tokens:
         tokens += f" ({u.cached_input_tokens:,} cached)"
     parts = [completion.model, tokens, format_cost(completion.cost_usd, completion.cost_source)]
-    parts.append(f"{completion.latency_s:.2f} s")
+    latency = completion.latency_s
+    parts.append(f"{latency * 1000:.0f} ms" if latency < 1 else f"{latency:.2f} s")
     if completion.cached:
         parts.append("from cache")
     return " · ".join(parts)
