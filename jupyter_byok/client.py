@@ -67,6 +67,11 @@ def default_origin() -> dict[str, str]:
 
 
 def _error_from_json(data: dict[str, Any], status: int) -> ByokError:
+    if status == 404 and "error" not in data:
+        return ByokError(
+            "the Jupyter server running this kernel does not have the jupyter_byok server "
+            "extension enabled: run `jupyter server extension enable jupyter_byok` and restart it"
+        )
     name = str(data.get("error", "ByokError"))
     message = str(data.get("message") or f"the jupyter_byok server answered {status}")
     cls = getattr(errors, name, None)

@@ -276,3 +276,13 @@ async def test_interrupting_the_cell_cancels_the_provider_request(
             break
         await asyncio.sleep(0.2)
     assert statuses == ["cancelled"], statuses
+
+
+def test_a_server_without_the_extension_gets_a_clear_message() -> None:
+    from jupyter_byok.client import _error_from_json
+
+    message = str(_error_from_json({}, 404))
+    assert "server extension enable jupyter_byok" in message
+    assert (
+        str(_error_from_json({"error": "NotFound", "message": "no key id x"}, 404)) == "no key id x"
+    )
