@@ -410,6 +410,29 @@ class Engine:
         result.cost_usd, result.cost_source = cost or self._price(ref, result.usage)
         return result
 
+    async def record_cache_hit(
+        self,
+        model: str,
+        *,
+        feature: str,
+        origin: dict[str, str],
+        saved_usd: Decimal | None,
+        latency_s: float,
+    ) -> str:
+        """One ``cache_hit`` ledger row for an answer served from a cache outside the engine
+        (a pipeline's node cache), so that every served answer is accounted."""
+        ref = parse_model(model)
+        request = Request(model=model, messages=[], feature=feature, origin=origin)
+        base = self._base_row(request, ref, uuid.uuid4().hex, False)
+        return await self._record(
+            base,
+            status="cache_hit",
+            cost=(Decimal(0), "computed", ""),
+            latency_s=latency_s,
+            cache_hit=True,
+            saved_usd=saved_usd,
+        )
+
     # ----------------------------------------------------------------- helpers
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         if self.offload:

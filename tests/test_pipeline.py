@@ -357,3 +357,20 @@ def test_example_notebook_runs_offline(tmp_path: Path, monkeypatch: pytest.Monke
     assert not [o for o in outputs if o.output_type == "error"]
     text = json.dumps([o.get("data", {}).get("text/plain", o.get("text", "")) for o in outputs])
     assert "cost_usd" in text and "total paid now: $0" in text
+
+
+def test_node_cache_hits_are_recorded_in_the_ledger(keys: FakeProviders) -> None:
+    p = diamond()
+    first = p.run(topic="tides")
+    sent = len(keys.requests)
+    again = p.run(topic="tides")
+    assert len(keys.requests) == sent, "an unchanged re-run sends nothing"
+    assert set(again.cached) == {"a", "b", "c", "d"}
+    frame = jupyter_byok.usage()
+    hits = frame[frame["status"] == "cache_hit"]
+    assert sorted(hits["node"]) == ["a", "b", "c", "d"]
+    assert set(hits["pipeline"]) == {"diamond"} and set(hits["feature"]) == {"pipeline"}
+    assert (hits["cost_usd"] == 0).all()
+    saved = {row["node"]: row["saved_usd"] for _, row in hits.iterrows()}
+    for node in "abcd":
+        assert abs(saved[node] - float(first[node].cost_usd or 0)) < 1e-12, node

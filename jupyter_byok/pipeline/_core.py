@@ -415,7 +415,9 @@ class Pipeline:
             )
             hit = store.get(key) if store is not None else None
             if hit is not None:
-                return _from_cache(name, "llm", hit["text"], hit, started, prompt)
+                served = _from_cache(name, "llm", hit["text"], hit, started, prompt)
+                await _account_hit(ref.id, origin, served)
+                return served
             request = Request(
                 model=ref.id,
                 messages=messages,
@@ -454,7 +456,9 @@ class Pipeline:
         model = f"tavily:search-{node.depth}"
         if hit is not None:
             value = SearchResult(query=query, results=hit["results"], answer=hit.get("answer"))
-            return _from_cache(name, "search", value, hit, started, query, model)
+            served = _from_cache(name, "search", value, hit, started, query, model)
+            await _account_hit(f"tavily:{node.depth}", origin, served)
+            return served
         async with limiter.slot():
             found = await client.asearch(
                 query, depth=node.depth, feature="pipeline", origin=origin, **node.params
@@ -607,6 +611,19 @@ def _payload(result: NodeResult) -> dict[str, Any]:
         "cost_source": result.cost_source,
         "latency_s": result.latency_s,
     }
+
+
+async def _account_hit(model: str, origin: dict[str, str], served: NodeResult) -> None:
+    """A node served from the node cache still gets its ledger row (``cache_hit``)."""
+    from ..engine import get_engine
+
+    await get_engine().record_cache_hit(
+        model,
+        feature="pipeline",
+        origin=origin,
+        saved_usd=served.saved_usd,
+        latency_s=served.latency_s,
+    )
 
 
 def _from_cache(
