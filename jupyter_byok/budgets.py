@@ -144,9 +144,9 @@ class BudgetDecision:
 
 # ------------------------------------------------------------------------- storage
 def _path() -> Path:
-    from .config import byok_home
+    from .config import home_file
 
-    return byok_home() / "budgets.json"
+    return home_file("budgets.json")
 
 
 def has_budgets() -> bool:

@@ -157,16 +157,20 @@ class Client:
             )
         return get_engine()
 
-    def _uses_server(self, request: Request) -> bool:
-        return self.server is not None and not parse_model(request.model).is_local
+    def _route(self, request: Request) -> str:
+        """``server``, ``local`` (a local model, always in this process) or ``engine``."""
+        if parse_model(request.model).is_local:
+            return "local"
+        return "server" if self.server is not None else "engine"
 
     # ----------------------------------------------------------------- async
     async def acomplete(self, request: Request, *, key: str | Secret | None = None) -> Completion:
         if not request.origin:
             request.origin = default_origin()
-        if key is None and self._uses_server(request):
+        route = self._route(request)
+        if route == "server" and key is None:
             return await self._server_complete(request)
-        if parse_model(request.model).is_local:
+        if route == "local":
             from .engine import get_engine
 
             return await get_engine().acomplete(request, key=key)
@@ -177,11 +181,12 @@ class Client:
     ) -> AsyncIterator[str | Completion]:
         if not request.origin:
             request.origin = default_origin()
-        if key is None and self._uses_server(request):
+        route = self._route(request)
+        if route == "server" and key is None:
             async for item in self._server_stream(request):
                 yield item
             return
-        if parse_model(request.model).is_local:
+        if route == "local":
             from .engine import get_engine
 
             engine = get_engine()

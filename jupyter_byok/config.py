@@ -16,7 +16,15 @@ from typing import Any
 from ._files import atomic_write, ensure_private_dir, file_lock
 from .errors import ConfigError
 
-__all__ = ["Endpoint", "Settings", "byok_home", "load_settings", "save_settings", "update_settings"]
+__all__ = [
+    "Endpoint",
+    "Settings",
+    "byok_home",
+    "home_file",
+    "load_settings",
+    "save_settings",
+    "update_settings",
+]
 
 
 def byok_home(create: bool = True) -> Path:
@@ -92,8 +100,20 @@ class Settings:
             ) from exc
 
 
+def home_file(name: str, home: Path | None = None) -> Path:
+    """``home / name``, remembered: these paths are on every call's path."""
+    home = home or byok_home()
+    path = _FILES.get((home, name))
+    if path is None:
+        path = _FILES[(home, name)] = home / name
+    return path
+
+
+_FILES: dict[tuple[Path, str], Path] = {}
+
+
 def _settings_path(home: Path | None = None) -> Path:
-    return (home or byok_home()) / "config.json"
+    return home_file("config.json", home)
 
 
 def load_settings(home: Path | None = None, *, fresh: bool = False) -> Settings:

@@ -231,9 +231,9 @@ _warned_lock = threading.Lock()
 
 
 def _override_path() -> Path:
-    from .config import byok_home
+    from .config import home_file
 
-    return byok_home() / OVERRIDE_NAME
+    return home_file(OVERRIDE_NAME)
 
 
 def load_prices() -> dict[str, dict[str, Any]]:
