@@ -37,6 +37,25 @@ def node_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def llm_key(provider: str, model: str, messages: list[Any], params: dict[str, Any]) -> str:
+    """The cache key of an LLM node: what decides its answer (run and estimate share it)."""
+    return node_key(
+        {
+            "v": 1,
+            "kind": "llm",
+            "provider": provider,
+            "model": model,
+            "messages": [m.to_dict() for m in messages],
+            "params": params,
+        }
+    )
+
+
+def search_key(query: str, depth: str, params: dict[str, Any]) -> str:
+    """The cache key of a search node."""
+    return node_key({"v": 1, "kind": "search", "query": query, "depth": depth, "params": params})
+
+
 class NodeCache:
     """Thread-safe; one connection, opened on first use."""
 

@@ -29,7 +29,7 @@ from .._runner import run_sync
 from ..errors import ByokError
 from ..interpolate import MISSING, interpolate
 from ..types import SearchResult, Usage
-from ._cache import NodeCache, default_cache, node_key
+from ._cache import NodeCache, default_cache, llm_key, search_key
 from ._nodes import (
     INPUT,
     Inputs,
@@ -403,16 +403,7 @@ class Pipeline:
             prompt = interpolate(node.template, lookup, render_value)
             system = interpolate(node.system, lookup, render_value) if node.system else None
             messages = build_messages(prompt, system)
-            key = node_key(
-                {
-                    "v": 1,
-                    "kind": "llm",
-                    "provider": ref.provider,
-                    "model": ref.model,
-                    "messages": [m.to_dict() for m in messages],
-                    "params": node.params,
-                }
-            )
+            key = llm_key(ref.provider, ref.model, messages, node.params)
             hit = store.get(key) if store is not None else None
             if hit is not None:
                 served = _from_cache(name, "llm", hit["text"], hit, started, prompt)
@@ -449,9 +440,7 @@ class Pipeline:
             raise ByokError(
                 f"node {name!r}: the search query is empty (template {node.template!r})"
             )
-        key = node_key(
-            {"v": 1, "kind": "search", "query": query, "depth": node.depth, "params": node.params}
-        )
+        key = search_key(query, node.depth, node.params)
         hit = store.get(key) if store is not None else None
         model = f"tavily:search-{node.depth}"
         if hit is not None:

@@ -375,7 +375,7 @@ def estimate(
     """An upper bound, node by node: prompts rendered from real row values and cached
     upstream outputs where known, every output at ``max_tokens``; cached nodes cost 0."""
     from .. import pricing
-    from ._cache import node_key
+    from ._cache import llm_key, search_key
 
     if df is not None:
         mapping = _columns(pipeline, df, inputs)
@@ -419,15 +419,7 @@ def estimate(
                 model = f"search-{node.depth}"
                 expected_tokens[name] = SEARCH_TOKENS
                 query = interpolate(node.template, lookup, render_value).strip()
-                key = node_key(
-                    {
-                        "v": 1,
-                        "kind": "search",
-                        "query": query,
-                        "depth": node.depth,
-                        "params": node.params,
-                    }
-                )
+                key = search_key(query, node.depth, node.params)
                 cost = pricing.estimate_cost("tavily", model, 0, 0)
                 provider = "tavily"
             else:
@@ -437,16 +429,7 @@ def estimate(
                 prompt = interpolate(node.template, lookup, render_value)
                 system = interpolate(node.system, lookup, render_value) if node.system else None
                 messages = build_messages(prompt, system)
-                key = node_key(
-                    {
-                        "v": 1,
-                        "kind": "llm",
-                        "provider": ref.provider,
-                        "model": ref.model,
-                        "messages": [m.to_dict() for m in messages],
-                        "params": node.params,
-                    }
-                )
+                key = llm_key(ref.provider, ref.model, messages, node.params)
                 max_out = int(node.params.get("max_tokens") or DEFAULT_MAX_TOKENS)
                 expected_tokens[name] = max_out
                 text = "\n".join(m.content for m in messages)
