@@ -23,8 +23,9 @@ from typing import Any
 
 from . import errors
 from ._runner import iter_sync, run_sync
+from .config import Settings, load_settings
 from .errors import ByokError, ProviderConnectionError
-from .models import parse_model
+from .models import ModelRef, parse_model
 from .redact import Secret
 from .types import Completion, Request, SearchResult, Usage
 
@@ -140,14 +141,13 @@ class Client:
     def transport(self) -> str:
         return "server" if self.server is not None else "inprocess"
 
-    def _engine(self) -> Any:
-        from .config import load_settings
+    def _engine(self, settings: Settings | None = None) -> Any:
         from .engine import get_engine
 
         required = (
             self._transport == "server"
             or os.environ.get("JUPYTER_BYOK_REQUIRE_SERVER") == "1"
-            or load_settings().require_server
+            or (settings or load_settings()).require_server
         )
         if required:
             raise ByokError(
@@ -157,31 +157,34 @@ class Client:
             )
         return get_engine()
 
-    def _route(self, request: Request) -> str:
-        """``server``, ``local`` (a local model, always in this process) or ``engine``."""
-        if parse_model(request.model).is_local:
-            return "local"
-        return "server" if self.server is not None else "engine"
+    def _route(self, request: Request) -> tuple[str, ModelRef, Settings]:
+        """``server``, ``local`` (a local model, always in this process) or ``engine``,
+        with the parsed model id and the settings it was parsed with."""
+        settings = load_settings()
+        ref = parse_model(request.model, settings)
+        if ref.is_local:
+            return "local", ref, settings
+        return ("server" if self.server is not None else "engine"), ref, settings
 
     # ----------------------------------------------------------------- async
     async def acomplete(self, request: Request, *, key: str | Secret | None = None) -> Completion:
         if not request.origin:
             request.origin = default_origin()
-        route = self._route(request)
+        route, ref, settings = self._route(request)
         if route == "server" and key is None:
             return await self._server_complete(request)
         if route == "local":
             from .engine import get_engine
 
-            return await get_engine().acomplete(request, key=key)
-        return await self._engine().acomplete(request, key=key)
+            return await get_engine().acomplete(request, key=key, ref=ref)
+        return await self._engine(settings).acomplete(request, key=key, ref=ref)
 
     async def astream(
         self, request: Request, *, key: str | Secret | None = None
     ) -> AsyncIterator[str | Completion]:
         if not request.origin:
             request.origin = default_origin()
-        route = self._route(request)
+        route, ref, settings = self._route(request)
         if route == "server" and key is None:
             async for item in self._server_stream(request):
                 yield item
@@ -191,8 +194,8 @@ class Client:
 
             engine = get_engine()
         else:
-            engine = self._engine()
-        async for item in engine.astream(request, key=key):
+            engine = self._engine(settings)
+        async for item in engine.astream(request, key=key, ref=ref):
             yield item
 
     async def asearch(self, query: str, **kwargs: Any) -> SearchResult:

@@ -123,9 +123,9 @@ def load_settings(home: Path | None = None, *, fresh: bool = False) -> Settings:
     """
     path = _settings_path(home)
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
-        return Settings()
+        return Settings() if fresh else _NO_FILE
     sig = (st.st_ino, st.st_mtime_ns, st.st_size)
     cached = _SETTINGS.get(path)
     if not fresh and cached is not None and cached[0] == sig:
@@ -149,6 +149,8 @@ def load_settings(home: Path | None = None, *, fresh: bool = False) -> Settings:
 
 
 _SETTINGS: dict[Path, tuple[tuple[int, int, int], Settings]] = {}
+#: the (shared, read-only) settings when there is no settings file
+_NO_FILE = Settings()
 
 
 def save_settings(settings: Settings, home: Path | None = None) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .config import byok_home
 from .errors import BudgetExceededError, ByokError, LocalModelError
 from .keystore import Keystore, resolve_key
+from .ledger import new_id
 from .models import ModelRef, parse_model
 from .redact import Secret
 from .types import (
@@ -198,7 +198,9 @@ class Engine:
 
     # ------------------------------------------------------------------- calls
     def resolve(self, model: str | None) -> ModelRef:
-        ref = parse_model(model)
+        return self._allowed(parse_model(model))
+
+    def _allowed(self, ref: ModelRef) -> ModelRef:
         if ref.is_local and not self.allow_local:
             raise LocalModelError(
                 "local models run in the kernel, not in the Jupyter server: call them from a "
@@ -206,26 +208,34 @@ class Engine:
             )
         return ref
 
-    async def acomplete(self, request: Request, *, key: str | Secret | None = None) -> Completion:
+    async def acomplete(
+        self, request: Request, *, key: str | Secret | None = None, ref: ModelRef | None = None
+    ) -> Completion:
+        """``ref``: ``request.model`` already parsed by the caller (it is not parsed twice)."""
         result: Completion | None = None
-        async for item in self._run(request, key=key, stream=False):
+        async for item in self._run(request, key=key, stream=False, ref=ref):
             if isinstance(item, Completion):
                 result = item
         assert result is not None
         return result
 
     async def astream(
-        self, request: Request, *, key: str | Secret | None = None
+        self, request: Request, *, key: str | Secret | None = None, ref: ModelRef | None = None
     ) -> AsyncIterator[str | Completion]:
         """Text deltas as they arrive, then the finished :class:`Completion`."""
-        async for item in self._run(request, key=key, stream=True):
+        async for item in self._run(request, key=key, stream=True, ref=ref):
             yield item
 
     async def _run(
-        self, request: Request, *, key: str | Secret | None, stream: bool
+        self,
+        request: Request,
+        *,
+        key: str | Secret | None,
+        stream: bool,
+        ref: ModelRef | None = None,
     ) -> AsyncIterator[str | Completion]:
-        ref = self.resolve(request.model)
-        request_id = uuid.uuid4().hex
+        ref = self.resolve(request.model) if ref is None else self._allowed(ref)
+        request_id = new_id()
         started = time.monotonic()
         base = self._base_row(request, ref, request_id, stream)
 
@@ -388,7 +398,7 @@ class Engine:
         spec = get_spec("tavily")
         ref = ModelRef("tavily", depth)
         request = Request(model=ref.id, messages=[], feature=feature, origin=origin or {})
-        request_id = uuid.uuid4().hex
+        request_id = new_id()
         base = self._base_row(request, ref, request_id, False)
         await self._check_budget(request, ref, base)
         secret = await self._io(self._key_for, ref, key)
@@ -423,7 +433,7 @@ class Engine:
         (a pipeline's node cache), so that every served answer is accounted."""
         ref = parse_model(model)
         request = Request(model=model, messages=[], feature=feature, origin=origin)
-        base = self._base_row(request, ref, uuid.uuid4().hex, False)
+        base = self._base_row(request, ref, new_id(), False)
         return await self._record(
             base,
             status="cache_hit",

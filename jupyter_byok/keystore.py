@@ -246,6 +246,7 @@ class Keystore:
         self._keyring = keyring_backend
         self._kek_cache: dict[tuple[str, ...], bytes] = {}
         self._parsed: tuple[bytes, _Store] | None = None
+        self._seen: tuple[tuple[int, ...], _Store] | None = None
         self._mutex = threading.Lock()
         self._cleanup()
 
@@ -573,9 +574,31 @@ class Keystore:
             return {"tier": "unknown (damaged file)"}
 
     def _load_readonly(self) -> _Store | None:
-        """:meth:`_load` for readers that do not modify the store: verified parses are
-        reused while the file's bytes are unchanged (every provider call reads a key)."""
-        return self._load(reuse=True)
+        """:meth:`_load` for readers that do not modify the store (every provider call reads
+        a key): a verified parse is reused while the file's identity is unchanged.
+
+        The identity is device, inode, size, mtime and ctime. Writers replace the file (a
+        new inode), and an edit in place changes ctime, which no user-space call can set
+        back; so an unchanged identity means unchanged bytes. The folder and file
+        permissions are still checked on every read.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return self._load(reuse=True)
+        sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        seen = self._seen
+        if seen is not None and seen[0] == sig and not st.st_mode & 0o077:
+            check_private_dir(self.home)
+            check_private_dir(self.kek_dir)
+            return seen[1]
+        store = self._load(reuse=True)
+        # the identity read before the bytes: if they changed in between, the next stat
+        # differs from it and the file is read again
+        self._seen = None if store is None else (sig, store)
+        return store
 
     def _load(self, reuse: bool = False) -> _Store | None:
         """Read and verify the store (each time: other processes may have changed it)."""

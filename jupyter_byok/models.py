@@ -48,8 +48,28 @@ class ModelRef:
 
 
 def parse_model(model: str | None, settings: Settings | None = None) -> ModelRef:
-    """Resolve aliases and the default, then split ``provider:model[@key]``."""
+    """Resolve aliases and the default, then split ``provider:model[@key]``.
+
+    On every call's path: an explicit id is parsed once per settings object (the settings
+    hold the aliases and endpoints it depends on; a changed file is a new object).
+    """
     settings = settings if settings is not None else load_settings()
+    if model:
+        seen = _PARSED.get(model)
+        if seen is not None and seen[0] is settings:
+            return seen[1]
+        ref = _parse(model, settings)
+        if len(_PARSED) > 512:
+            _PARSED.clear()
+        _PARSED[model] = (settings, ref)
+        return ref
+    return _parse(model, settings)
+
+
+_PARSED: dict[str, tuple[Settings, ModelRef]] = {}
+
+
+def _parse(model: str | None, settings: Settings) -> ModelRef:
     text = (model or "").strip() or default_model(settings)
     seen: set[str] = set()
     while text in settings.aliases:

@@ -347,14 +347,35 @@ def _is_local(provider: str) -> bool:
 def _rates(
     entry: dict[str, Any], input_tokens: int, service_tier: str | None
 ) -> dict[str, Decimal]:
-    """Per-token rates for this request: base, or the long-context tier, then the service tier."""
-    per_m: dict[str, Any] = {k: entry[k] for k in RATE_FIELDS if k in entry}
+    """Per-token rates for this request: base, or the long-context tier, then the service tier.
+
+    On every call's path: remembered per price entry, tier and side of the threshold."""
     lc = entry.get("long_context")
+    above = False
     if lc is not None:
         threshold = int(lc["threshold"])
         above = input_tokens >= threshold if lc.get("inclusive") else input_tokens > threshold
-        if above:
-            per_m.update({k: lc[k] for k in RATE_FIELDS if k in lc})
+    memo_key = (id(entry), above, service_tier)
+    seen = _RATES.get(memo_key)
+    if seen is not None and seen[0] is entry:
+        return seen[1]
+    rates = _compute_rates(entry, above, service_tier)
+    if len(_RATES) > 1024:
+        _RATES.clear()
+    _RATES[memo_key] = (entry, rates)
+    return rates
+
+
+_RATES: dict[tuple[int, bool, str | None], tuple[dict[str, Any], dict[str, Decimal]]] = {}
+
+
+def _compute_rates(
+    entry: dict[str, Any], above: bool, service_tier: str | None
+) -> dict[str, Decimal]:
+    per_m: dict[str, Any] = {k: entry[k] for k in RATE_FIELDS if k in entry}
+    lc = entry.get("long_context")
+    if lc is not None and above:
+        per_m.update({k: lc[k] for k in RATE_FIELDS if k in lc})
     tier = (entry.get("service_tiers") or {}).get(service_tier or "")
     rates = {k: Decimal(str(v)) for k, v in per_m.items()}
     if tier:

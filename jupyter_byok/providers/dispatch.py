@@ -36,6 +36,7 @@ from .base import (
     error_from_exception,
     error_from_response,
     request_id_from,
+    send_request,
     stray_message,
     transport_errors,
 )
@@ -96,9 +97,7 @@ async def _call(
     if wire_req.json is not None:
         headers = {**headers, "content-type": "application/json"}
     content = _content(wire_req)
-    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-    if wire_req.params:
-        extra["params"] = wire_req.params
+    query = wire_req.params or None
     errors = transport_errors()
     number = 0
     while True:
@@ -106,8 +105,14 @@ async def _call(
         start = time.perf_counter()
         response_headers: Any = None
         try:
-            response = await client.request(
-                wire_req.method, wire_req.url, content=content, headers=headers, **extra
+            response = await send_request(
+                client,
+                wire_req.method,
+                wire_req.url,
+                content=content,
+                headers=headers,
+                params=query,
+                timeout=timeout,
             )
         except asyncio.CancelledError:
             _report(on_attempt, AttemptRecord(number, "cancelled", time.perf_counter() - start))
@@ -252,9 +257,7 @@ async def stream(
     content = _content(wire_req)
     policy = retry or DEFAULT_RETRY
     errors = transport_errors()
-    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-    if wire_req.params:
-        extra["params"] = wire_req.params
+    query = wire_req.params or None
     number = 0
     provider = spec.name
     while True:  # connect, with retries until the first byte
@@ -262,10 +265,16 @@ async def stream(
         start = time.perf_counter()
         response_headers: Any = None
         try:
-            request: Any = client.build_request(
-                wire_req.method, wire_req.url, content=content, headers=headers, **extra
+            response = await send_request(
+                client,
+                wire_req.method,
+                wire_req.url,
+                content=content,
+                headers=headers,
+                params=query,
+                timeout=timeout,
+                stream=True,
             )
-            response = await client.send(request, stream=True)
         except asyncio.CancelledError:
             _report(on_attempt, AttemptRecord(number, "cancelled", time.perf_counter() - start))
             raise
