@@ -1,0 +1,190 @@
+"""What the per-call fast paths must keep true: each shortcut behaves like the long way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jupyter_byok import ledger as ledger_module
+from jupyter_byok.config import Settings, load_settings, update_settings
+from jupyter_byok.errors import KeystoreCorruptError, ModelIdError, ProviderTimeoutError
+from jupyter_byok.keystore import Keystore
+from jupyter_byok.models import parse_model
+from jupyter_byok.pricing import compute_cost
+from jupyter_byok.providers import BUILTIN, ProviderSpec, dispatch
+from jupyter_byok.providers.base import _DIRECT, RetryPolicy, make_async_client
+from jupyter_byok.redact import Secret
+from jupyter_byok.testing import FakeProviders
+from jupyter_byok.types import Message, Usage
+
+KEY = "sk-proj-HOTPATH" + "h" * 45 + "T3BlbkFJ" + "p" * 20
+MESSAGES = [Message("user", "hello fast path")]
+
+
+def openai_spec(fake: FakeProviders) -> ProviderSpec:
+    spec = BUILTIN["openai"]
+    return ProviderSpec(spec.name, spec.wire, fake.base_url("openai"), spec.env_vars)
+
+
+async def call(fake: FakeProviders, client: Any, **kw: Any) -> Any:
+    try:
+        return await dispatch.complete(
+            openai_spec(fake), "gpt-4o-mini", MESSAGES, {}, Secret(KEY), client=client, **kw
+        )
+    finally:
+        await client.aclose()
+
+
+# ------------------------------------------------------------ straight to the transport
+def test_our_client_goes_to_the_transport_and_sends_the_same_request(
+    fake_providers: FakeProviders,
+) -> None:
+    async def both() -> tuple[Any, Any]:
+        ours = make_async_client()
+        assert ours in _DIRECT  # the aiohttp transport is installed: the direct path
+        plain = httpx.AsyncClient()  # a caller's own client: the client layer
+        assert plain not in _DIRECT
+        return await call(fake_providers, ours), await call(fake_providers, plain)
+
+    direct, layered = asyncio.run(both())
+    assert direct.text == layered.text and direct.usage == layered.usage
+    first, second = fake_providers.requests_for("openai")
+    for name in ("authorization", "content-type", "user-agent", "accept", "accept-encoding"):
+        assert first.headers.get(name) == second.headers.get(name), name
+    assert first.body == second.body and first.path == second.path
+
+
+def test_no_cookie_is_kept_or_sent_back(fake_providers: FakeProviders) -> None:
+    # Provider edges (Cloudflare) set cookies; a BYOK call has no use for them.
+    fake_providers.add_fault(
+        "openai", "rate_limit", retry_after=0, headers={"set-cookie": "__cf_bm=tracker; Path=/"}
+    )
+    result = asyncio.run(call(fake_providers, make_async_client()))
+    assert result.attempts == 2
+    retried = fake_providers.requests_for("openai")[1]
+    assert "cookie" not in retried.headers
+
+
+def test_timeout_applies_on_the_direct_path(fake_providers: FakeProviders) -> None:
+    fake_providers.add_fault("openai", "slow_first_byte", delay=2.0)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeoutError):
+        asyncio.run(
+            call(
+                fake_providers,
+                make_async_client(),
+                timeout=0.3,
+                retry=RetryPolicy(max_retries=0),
+            )
+        )
+    assert time.monotonic() - started < 1.8
+
+
+def test_query_parameters_survive_the_direct_path(fake_providers: FakeProviders) -> None:
+    spec = BUILTIN["gemini"]
+    gemini = ProviderSpec(spec.name, spec.wire, fake_providers.base_url("gemini"), spec.env_vars)
+
+    async def go() -> list[Any]:
+        client = make_async_client()
+        try:
+            events = dispatch.stream(
+                gemini, "gemini-2.5-flash", MESSAGES, {}, Secret("AIza" + "g" * 35), client=client
+            )
+            return [e async for e in events]
+        finally:
+            await client.aclose()
+
+    events = asyncio.run(go())
+    assert events[-1].done and "".join(e.delta or "" for e in events)
+    (recorded,) = fake_providers.requests_for("gemini")
+    assert recorded.query.get("alt") == ["sse"]
+
+
+# --------------------------------------------------------- keystore reads by file identity
+def test_a_second_reader_sees_every_change_of_the_file(byok_home: Path) -> None:
+    writer, reader = Keystore(), Keystore()
+    writer.set("openai", KEY)
+    assert reader.get("openai").reveal() == KEY
+    assert reader.get("openai").reveal() == KEY  # from the remembered parse
+    other = KEY.replace("h", "k")
+    writer.set("openai", other)
+    assert reader.get("openai").reveal() == other
+    writer.delete("openai")
+    with pytest.raises(KeyError):
+        reader.get("openai")
+
+
+def test_an_edit_in_place_of_the_same_size_is_caught(byok_home: Path) -> None:
+    writer, reader = Keystore(), Keystore()
+    writer.set("openai", KEY)
+    assert reader.get("openai").reveal() == KEY
+    path = writer.path
+    raw = bytearray(path.read_bytes())
+    where = raw.index(b'"ct"') + 8
+    raw[where] = ord("A") if raw[where] != ord("A") else ord("B")
+    st = path.stat()
+    with open(path, "r+b") as handle:  # same inode, same size
+        handle.write(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with mtime put back
+    with pytest.raises(KeystoreCorruptError):
+        reader.get("openai")
+
+
+def test_loosened_permissions_are_repaired_on_the_fast_path(byok_home: Path) -> None:
+    ks = Keystore()
+    ks.set("openai", KEY)
+    assert ks.get("openai").reveal() == KEY
+    os.chmod(ks.path, 0o644)
+    os.chmod(ks.kek_dir, 0o755)
+    assert ks.get("openai").reveal() == KEY
+    assert ks.path.stat().st_mode & 0o777 == 0o600
+    assert ks.kek_dir.stat().st_mode & 0o777 == 0o700
+
+
+# ------------------------------------------------------------------- remembered parses
+def test_model_ids_follow_alias_and_endpoint_changes(byok_home: Path) -> None:
+    update_settings(lambda s: s.aliases.update({"fast": "openai:gpt-4o-mini"}))
+    assert parse_model("fast").id == "openai:gpt-4o-mini"
+    update_settings(lambda s: s.aliases.update({"fast": "anthropic:claude-haiku-4-5"}))
+    assert parse_model("fast").id == "anthropic:claude-haiku-4-5"
+    same = load_settings()
+    assert parse_model("fast", same) is parse_model("fast", same)
+    with pytest.raises(ModelIdError):  # other settings: no such alias, and not an id
+        parse_model("fast", Settings())
+
+
+def test_settings_without_a_file_are_one_shared_object(byok_home: Path) -> None:
+    assert load_settings() is load_settings()
+    assert load_settings(fresh=True) is not load_settings()
+
+
+def test_remembered_rates_follow_the_long_context_tier() -> None:
+    model = "gemini-2.5-pro"
+    small = compute_cost("gemini", model, Usage(input_tokens=1_000, output_tokens=10))
+    large = compute_cost("gemini", model, Usage(input_tokens=300_000, output_tokens=10))
+    again = compute_cost("gemini", model, Usage(input_tokens=1_000, output_tokens=10))
+    assert small.cost_usd == again.cost_usd
+    assert large.cost_usd is not None and small.cost_usd is not None
+    # above the threshold every token costs more, not just the extra ones
+    assert large.cost_usd / 300 > small.cost_usd
+
+
+# ------------------------------------------------------------------------ ledger ids
+def test_ledger_ids_are_unique_and_sort_by_time(tmp_path: Path) -> None:
+    ids = [ledger_module.new_id() for _ in range(2000)]
+    time.sleep(0.002)
+    later = ledger_module.new_id()
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert later > max(ids)
+    ledger = ledger_module.Ledger(tmp_path / "ledger.sqlite3")
+    row = ledger_module.LedgerRow(provider="openai", model="gpt-4o-mini", status="ok")
+    assert ledger.record(row) == row.id
+    assert ledger.record(row) == row.id  # a replay is ignored, not double-counted
+    assert ledger.count() == 1
