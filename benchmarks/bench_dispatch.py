@@ -8,7 +8,10 @@ Two fake-provider processes are started on 127.0.0.1 (one answering at once, one
 1. sequential: median µs per non-streamed call (OpenAI wire, and Anthropic wire) for raw
    ``httpx.Client``/``AsyncClient`` POSTs, our ``dispatch.complete`` over httpx and over
    httpx2, ``jupyter_byok.complete`` (the whole engine: ledger row, pricing) when it runs
-   here, and the official SDKs; ratios are against the raw ``httpx.Client`` POST.
+   here, and the official SDKs; ratios are against the raw ``httpx.Client`` POST. litellm
+   (``pip install -e ".[bench]"``) runs in a child process against the same fake, because
+   importing it slows every other client in a process; its ratio is against a raw
+   ``httpx.Client`` measured beside it there.
 2. concurrent: 1,000 calls at 50 ms fake latency with 64 in flight; efficiency is the
    ideal wall time (1000 × 50 ms / 64) divided by the measured one (issue 3: ≥ 0.8).
 
@@ -36,6 +39,9 @@ from jupyter_byok.providers.base import RetryPolicy
 from jupyter_byok.redact import Secret
 from jupyter_byok.testing.process import fake_providers_process
 from jupyter_byok.types import Message
+
+# litellm (bench-only) would otherwise fetch its model cost map from the internet at import
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 KEY = "sk-bench-0000000000000000000000"
 MESSAGES = [Message("user", "Say this is a test")]
@@ -125,6 +131,11 @@ def async_clients() -> dict[str, Callable[[], Any]]:
         )
     except ImportError:
         pass
+    # The engine's own client: the aiohttp transport, and dispatch sends straight to it
+    # (providers.base.send_request); a raw POST through it still takes httpx's client layer.
+    from jupyter_byok.providers.base import make_async_client
+
+    makers["jupyter_byok client"] = make_async_client
     return makers
 
 
@@ -204,14 +215,6 @@ def sequential_sync(env: dict[str, str], n: int, out: dict[str, float]) -> None:
             fns["openai SDK sync"] = lambda: sdk.chat.completions.create(**BODY)
         except ImportError:
             pass
-        try:
-            import litellm  # a bench-only dependency, optional
-
-            fns["litellm sync"] = lambda: litellm.completion(
-                model="openai/gpt-4o-mini", api_key=KEY, api_base=oai, messages=BODY["messages"]
-            )
-        except ImportError:
-            print("(litellm is not installed: not measured)")
         # The public API end to end (engine: key resolution, ledger row, pricing).
         home = stack.enter_context(tempfile.TemporaryDirectory())
         saved = dict(os.environ)
@@ -304,24 +307,117 @@ async def concurrent(
         pass
 
 
+def litellm_child(env: dict[str, str], n: int, calls: int, inflight: int) -> dict[str, Any]:
+    """litellm measured in a child process of this run, against the same fake.
+
+    Importing litellm installs logging filters and hooks that slow every other client in
+    the process (raw httpx by about a third here), so it gets a process of its own, and its
+    ratio is taken against a raw ``httpx.Client`` measured beside it in that process.
+    """
+    import subprocess
+    import sys
+
+    args = [sys.executable, __file__, "--litellm-child", json.dumps(env)]
+    args += ["--calls", str(n), "--concurrent", str(calls), "--inflight", str(inflight)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": tail[0]}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def litellm_measure(env: dict[str, str], n: int, calls: int, inflight: int) -> dict[str, Any]:
+    try:
+        import litellm  # a bench-only dependency: pip install -e ".[bench]"
+    except ImportError:
+        return {"error": 'litellm is not installed: pip install -e ".[bench]"'}
+    oai = env["JUPYTER_BYOK_OPENAI_BASE_URL"]
+    out: dict[str, Any] = {}
+    with httpx.Client() as client:
+
+        def raw() -> Any:
+            r = client.post(
+                oai + "/chat/completions",
+                content=json.dumps(BODY).encode(),
+                headers={"authorization": "Bearer " + KEY, "content-type": "application/json"},
+            )
+            return r.json()
+
+        def sync_call() -> Any:
+            return litellm.completion(
+                model="openai/gpt-4o-mini", api_key=KEY, api_base=oai, messages=BODY["messages"]
+            )
+
+        seq: dict[str, float] = {}
+        run_sync({"raw httpx.Client POST": raw, "litellm sync": sync_call}, n, seq)
+        out["sync"] = seq
+
+    async def async_call() -> Any:
+        return await litellm.acompletion(
+            model="openai/gpt-4o-mini", api_key=KEY, api_base=oai, messages=BODY["messages"]
+        )
+
+    async def go() -> None:
+        async_seq: dict[str, float] = {}
+        await run_async({"litellm async": async_call}, n, async_seq)
+        out["async"] = async_seq
+
+    asyncio.run(go())
+    return out
+
+
+def litellm_concurrent(env: dict[str, str], calls: int, inflight: int) -> dict[str, Any]:
+    import litellm
+
+    oai = env["JUPYTER_BYOK_OPENAI_BASE_URL"]
+
+    async def async_call() -> Any:
+        return await litellm.acompletion(
+            model="openai/gpt-4o-mini", api_key=KEY, api_base=oai, messages=BODY["messages"]
+        )
+
+    return {"litellm async": asyncio.run(wall(async_call, calls, inflight))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per client")
     parser.add_argument("--concurrent", type=int, default=1000, help="calls in the 64-way run")
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--litellm-child", metavar="ENV_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.litellm_child:  # see litellm_child()
+        env = json.loads(args.litellm_child)
+        if "latency" in env:
+            found = litellm_concurrent(env, args.concurrent, args.inflight)
+        else:
+            found = litellm_measure(env, args.calls, args.concurrent, args.inflight)
+        print(json.dumps(found))
+        return 0
 
     seq: dict[str, float] = {}
     with fake_providers_process(0.0) as env:
         sequential_sync(env, args.calls, seq)
         asyncio.run(sequential_async(env, args.calls, seq))
+        lite = litellm_child(env, args.calls, args.concurrent, args.inflight)
     base = seq["raw httpx.Client POST"]
     print(f"\nsequential, {args.calls} non-streamed calls, fake latency 0 (median µs per call)")
     print(f"{'client':48} {'µs':>8} {'÷ raw httpx.Client':>20}")
     for name, us in seq.items():
         print(f"{name:48} {us:8.0f} {us / base:20.2f}")
-    for label in ("httpx", "httpx2", "httpx+aiohttp"):
+    if "error" in lite:
+        print(f"litellm not measured: {lite['error']}")
+    else:
+        lite_base = lite["sync"]["raw httpx.Client POST"]
+        print(
+            f"litellm, in a child process (its import slows other clients), against a raw "
+            f"httpx.Client beside it there ({lite_base:.0f} µs):"
+        )
+        for name, us in [("litellm sync", lite["sync"]["litellm sync"]), *lite["async"].items()]:
+            print(f"{name:48} {us:8.0f} {us / lite_base:20.2f}")
+    for label in ("httpx", "httpx2", "httpx+aiohttp", "jupyter_byok client"):
         raw = seq.get(f"raw {label}.AsyncClient POST")
         ours = seq.get(f"dispatch.complete (openai) over {label}")
         if raw and ours:
@@ -332,6 +428,13 @@ def main() -> int:
     conc: dict[str, tuple[float, float]] = {}
     with fake_providers_process(args.latency) as env:
         asyncio.run(concurrent(env, args.concurrent, args.inflight, conc))
+        if "error" not in lite:
+            lite_conc = litellm_child(
+                {**env, "latency": str(args.latency)}, args.calls, args.concurrent, args.inflight
+            )
+            for name, value in lite_conc.items():
+                if name != "error":
+                    conc[name] = tuple(value)  # type: ignore[assignment]
     ideal = args.concurrent * args.latency / args.inflight
     print(
         f"\nconcurrent, {args.concurrent} calls, {args.latency * 1000:.0f} ms fake latency, "
