@@ -487,7 +487,7 @@ class Engine:
             budgets.check, ref.provider, ref.model, request.feature, estimate.cost_usd, self.ledger
         )
         if not decision.allowed:
-            await self._record(base, status="budget_blocked", error_type="BudgetExceededError")
+            await self._record(base, status="blocked", error_type="BudgetExceededError")
             raise BudgetExceededError(decision.message)
         return list(decision.warnings)
 
@@ -554,7 +554,7 @@ class Engine:
         usage = usage or Usage()
         ts_end = time.time()
         cost_usd, cost_source, price_version = cost if cost is not None else (None, "unknown", "")
-        if cost is None and status in ("error", "cancelled", "budget_blocked"):
+        if cost is None and status in ("error", "cancelled", "blocked"):
             cost_usd, cost_source = Decimal(0), "computed"
         return LedgerRow(
             **base,

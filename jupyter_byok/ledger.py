@@ -1,6 +1,6 @@
 """The usage ledger: one SQLite row per provider attempt, shared by every process.
 
-Invariants: one row per attempt (ok, error, timeout, cancelled, cache_hit, budget_blocked);
+Invariants: one row per attempt (ok, error, timeout, cancelled, cache_hit, blocked);
 rows are only ever inserted, keyed by a client-made ``id`` (``INSERT OR IGNORE``, so a replay
 after a crash never double-counts); a write returns only after ``COMMIT``; prompts and keys
 are never stored. Durability: WAL with ``synchronous=NORMAL`` by default, so a committed row
@@ -53,7 +53,8 @@ __all__ = [
 
 log = logging.getLogger("jupyter_byok")
 
-STATUSES = frozenset({"ok", "error", "timeout", "cancelled", "cache_hit", "budget_blocked"})
+#: ``blocked``: a budget stopped the call before any request was sent
+STATUSES = frozenset({"ok", "error", "timeout", "cancelled", "cache_hit", "blocked"})
 PICO = 10**12
 DB_NAME = "ledger.sqlite3"
 #: filesystems on which SQLite's WAL locking is unsafe (sqlite.org/wal.html)
@@ -285,6 +286,14 @@ def m002_daily_rollup(db: sqlite3.Connection) -> None:
             ifnull(sum(cost_pico), 0), ifnull(sum(saved_pico), 0)
             FROM attempts GROUP BY 1, 2, 3, 4, 5"""
     )
+
+
+@migration
+def m003_blocked_status(db: sqlite3.Connection) -> None:
+    """Budget blocks were recorded as ``budget_blocked`` before 0.1.0; the name is ``blocked``.
+    (No ``blocked`` row can exist before this runs, so no rollup key collides.)"""
+    db.execute("UPDATE attempts SET status = 'blocked' WHERE status = 'budget_blocked'")
+    db.execute("UPDATE rollup SET status = 'blocked' WHERE status = 'budget_blocked'")
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:

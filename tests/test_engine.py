@@ -117,7 +117,7 @@ def test_budget_block_sends_nothing_and_is_recorded(
         )
     assert "budgets" in str(info.value)
     assert len(fake_providers.requests_for("openai")) == 1
-    assert list(jupyter_byok.usage()["status"]) == ["ok", "budget_blocked"]
+    assert list(jupyter_byok.usage()["status"]) == ["ok", "blocked"]
 
 
 def test_cache_hit_sends_nothing_and_records_the_saving(

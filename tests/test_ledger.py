@@ -93,6 +93,20 @@ def test_migrations_ordered_and_idempotent(tmp_path: Path) -> None:
     assert Ledger(path).spend() == 1
 
 
+def test_old_budget_block_rows_are_renamed_blocked(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    Ledger(path).record(row(status="blocked", cost_usd=Decimal(0)))
+    conn = sqlite3.connect(path, isolation_level=None)
+    # what a ledger written before 0.1.0 holds
+    conn.execute("UPDATE attempts SET status = 'budget_blocked'")
+    conn.execute("UPDATE rollup SET status = 'budget_blocked'")
+    conn.execute("DELETE FROM _migrations WHERE name = 'm003_blocked_status'")
+    assert migrate(conn) == ["m003_blocked_status"]
+    assert conn.execute("SELECT DISTINCT status FROM attempts").fetchall() == [("blocked",)]
+    assert conn.execute("SELECT status, n FROM rollup").fetchall() == [("blocked", 1)]
+    conn.close()
+
+
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     led = Ledger(path)
