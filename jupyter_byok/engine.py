@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -138,6 +139,9 @@ class Engine:
             weakref.WeakKeyDictionary()
         )
         self._turn = 0
+        #: calls of this engine under way (all loops); see :meth:`_write_rows`
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
         self._ledger: Ledger | None = None
         self._cache: ResponseCache | None = None
         self._cache_home: Path | None = None
@@ -235,6 +239,18 @@ class Engine:
         ref: ModelRef | None = None,
     ) -> AsyncIterator[str | Completion]:
         ref = self.resolve(request.model) if ref is None else self._allowed(ref)
+        with self._count_lock:
+            self._in_flight += 1
+        try:
+            async for item in self._run_call(request, ref, key=key, stream=stream):
+                yield item
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
+
+    async def _run_call(
+        self, request: Request, ref: ModelRef, *, key: str | Secret | None, stream: bool
+    ) -> AsyncIterator[str | Completion]:
         request_id = new_id()
         started = time.monotonic()
         base = self._base_row(request, ref, request_id, stream)
@@ -587,14 +603,24 @@ class Engine:
         In the server (``offload``) they go to the ledger's background writer (see
         :mod:`._group_commit`): concurrent calls share one transaction per batch and the
         Tornado loop never waits on the disk; readers in the process flush first. In a
-        kernel or script one short transaction in the caller's thread (tens of
-        microseconds in WAL mode) costs less than handing the rows to another thread.
+        kernel or script, one call at a time, one short transaction in the caller's thread
+        (tens of microseconds in WAL mode) costs less than handing the rows to another
+        thread; with several calls in flight on a loop they share the writer's
+        transactions, and each call still returns only once its rows are committed.
         """
         if self.offload:
             from ._group_commit import writer_for
 
             writer_for(self.ledger).submit(rows)
             return [row.id for row in rows]
+        if self._in_flight > 1:
+            # Other calls are waiting on this loop: commit with them in one transaction on
+            # the writer thread (which runs beside this loop: SQLite releases the GIL), and
+            # go on once the rows are committed.
+            from ._group_commit import writer_for
+
+            ids: list[str] = await asyncio.wrap_future(writer_for(self.ledger).submit(rows))
+            return ids
         return self.ledger.record_many(rows)
 
     @property

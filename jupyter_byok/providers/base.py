@@ -529,6 +529,8 @@ class _Direct:
 
 #: clients made by :func:`make_async_client` whose requests may skip the client layer
 _DIRECT: weakref.WeakKeyDictionary[Any, _Direct] = weakref.WeakKeyDictionary()
+#: parsed provider URLs (immutable; a handful per process)
+_URLS: dict[str, httpx.URL] = {}
 
 
 async def send_request(
@@ -559,9 +561,14 @@ async def send_request(
         )
         return await client.send(request, stream=stream)
     limits = direct.timeout if timeout is None else httpx.Timeout(timeout).as_dict()
+    parsed = _URLS.get(url)
+    if parsed is None:  # parsing a URL costs more than the rest of building the request
+        if len(_URLS) > 256:
+            _URLS.clear()
+        parsed = _URLS[url] = httpx.URL(url)
     request = httpx.Request(
         method,
-        url,
+        parsed,
         params=params,
         content=content,
         headers={**direct.headers, **headers},
