@@ -1,22 +1,34 @@
 """Load through the Jupyter server: N concurrent streamed completions, status probes meanwhile.
 
 Loopback only, bounded, stops by itself. Starts a real ``jupyter server`` with jupyter_byok
-and the fake providers at a fixed latency, stores a key through the REST API, then:
+and the fake providers at a fixed latency, stores a key through the REST API, then, each
+part driven from a process of its own so that no client shares a GIL with another:
 
-* measures one streamed completion alone (the ideal for one call at this latency);
-* sends ``--calls`` streamed completions at once and measures the wall time;
-* meanwhile issues ``GET /byok/status`` every 50 ms and records its latency.
+* the framework floor: ``--calls`` concurrent ``GET /api/status`` (jupyter_server's own
+  trivial authenticated endpoint) and the same for ``GET /byok/status``;
+* one streamed completion alone (the ideal for one call at this latency);
+* ``--rounds`` bursts of ``--calls`` streamed completions at once (the load process), while
+  another process issues ``GET /byok/status`` every ``--probe-interval`` seconds;
+* the same streams sent straight to the fake (what the fake and the load client can do).
 
-Prints the ratio wall / ideal (target: at most 1.5) and the slowest status probe (target:
-under 100 ms). Run: ``.venv/bin/python benchmarks/bench_server_load.py [--calls 200]``;
-with ``BYOK_BENCH_PROFILE=out.txt`` (and py-spy on PATH) it also samples the server process.
+For every burst it reports the wall time, the ratio wall / ideal (target: at most 1.5), the
+status probes issued during it (target: every one under 100 ms), and the CPU seconds each
+process (server, fake, load client, prober) spent in it, so that it shows whether the server
+is CPU-bound and whether the load generator is. Run:
+``flock /tmp/byok-bench.lock .venv/bin/python benchmarks/bench_server_load.py --calls 200``;
+with ``BYOK_BENCH_PROFILE=out.txt`` (and py-spy installed) the server process is sampled
+across the bursts (raw collapsed stacks; ``BYOK_BENCH_PROFILE_RATE`` samples a second,
+``BYOK_BENCH_PROFILE_ARGS="--idle --threads"`` for more py-spy options).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -25,10 +37,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-import httpx
-
-from jupyter_byok.testing.process import fake_providers_process
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STREAM_MODEL = "openai:gpt-4o-mini"
 
 
 def free_port() -> int:
@@ -37,105 +49,216 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def one_call(client: httpx.AsyncClient, i: int) -> float:
-    body = {
-        "model": "openai:gpt-4o-mini",
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine spent busy (``/proc/stat``): with the CPU of our
+    own processes taken out, what other work on the machine took during a burst."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+# ----------------------------------------------------------------------------- load role
+def stream_body(i: int) -> dict[str, Any]:
+    return {
+        "model": STREAM_MODEL,
         "messages": [{"role": "user", "content": f"call number {i} streams a few words back"}],
         "stream": True,
         "feature": "benchmark",
     }
-    started = time.perf_counter()
-    text = ""
-    async with client.stream("POST", "byok/complete", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("event: done"):
-                text = "done"
-    assert text == "done"
-    return time.perf_counter() - started
 
 
-async def probe_status(client: httpx.AsyncClient, stop: asyncio.Event, out: list[float]) -> None:
-    while not stop.is_set():
-        started = time.perf_counter()
-        response = await client.get("byok/status")
-        response.raise_for_status()
-        out.append(time.perf_counter() - started)
-        await asyncio.sleep(0.05)
+async def load_role(args: argparse.Namespace) -> dict[str, Any]:
+    """One load generator process: aiohttp (C parser, one pool that scales), nothing else."""
+    import aiohttp
 
+    headers = {"Authorization": f"token {args.token}"}
+    connector = aiohttp.TCPConnector(limit=args.calls + 8, limit_per_host=args.calls + 8)
+    watch = [int(p) for p in args.watch.split(",") if p]
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession(
+        connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=120)
+    ) as session:
 
-def load_client(calls: int, **kwargs: object) -> httpx.AsyncClient:
-    """The load generator's own client must not be the bottleneck: httpx's API over
-    aiohttp's transport (plain httpx rescans its pool per request: encode/httpx#3215)."""
-    from httpx_aiohttp import AiohttpTransport
-
-    limits = httpx.Limits(max_connections=calls + 8, max_keepalive_connections=calls + 8)
-    return httpx.AsyncClient(
-        timeout=120, transport=AiohttpTransport(limits=limits, trust_env=False), **kwargs
-    )  # type: ignore[arg-type]
-
-
-async def direct_to_fake(fake_env: dict[str, str], calls: int) -> tuple[float, float]:
-    """The same streams sent straight to the fake: what the fake itself can serve."""
-    url = fake_env["JUPYTER_BYOK_OPENAI_BASE_URL"] + "/chat/completions"
-    body = {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": "call number 1 streams a few words back"}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    headers = {"Authorization": "Bearer sk-proj-benchmark"}
-
-    async with load_client(calls) as client:
-
-        async def one() -> float:
+        async def stream_call(i: int) -> float:
             started = time.perf_counter()
-            async with client.stream("POST", url, json=body, headers=headers) as response:
-                async for _ in response.aiter_lines():
+            done = False
+            async with session.post(args.url + "byok/complete", json=stream_body(i)) as resp:
+                resp.raise_for_status()
+                async for line in resp.content:
+                    if line.startswith(b"event: done"):
+                        done = True
+            assert done, "the stream ended without its done event"
+            return time.perf_counter() - started
+
+        async def get(path: str) -> float:
+            started = time.perf_counter()
+            async with session.get(args.url + path) as resp:
+                resp.raise_for_status()
+                await resp.read()
+            return time.perf_counter() - started
+
+        fake_body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "call number 1 streams a few words back"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+        async def fake_call(i: int) -> float:
+            started = time.perf_counter()
+            async with session.post(
+                args.url,
+                json=fake_body,
+                headers={"Authorization": "Bearer sk-proj-benchmark"},
+            ) as resp:
+                resp.raise_for_status()
+                async for _ in resp.content:
                     pass
             return time.perf_counter() - started
 
-        for _ in range(3):
-            await one()
-        single = statistics.median([await one() for _ in range(5)])
-        started = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(calls)))
-        return single, time.perf_counter() - started
+        async def burst(make: Any) -> dict[str, Any]:
+            cpu0 = {pid: cpu_seconds(pid) for pid in watch}
+            busy0 = machine_busy_seconds()
+            own0 = time.process_time()
+            t0 = time.monotonic()
+            latencies = await asyncio.gather(*(make(i) for i in range(args.calls)))
+            t1 = time.monotonic()
+            own = time.process_time() - own0
+            busy = machine_busy_seconds() - busy0
+            cpu = {str(pid): cpu_seconds(pid) - cpu0[pid] for pid in watch}
+            return {
+                "t0": t0,
+                "t1": t1,
+                "wall_s": t1 - t0,
+                "p50_s": statistics.median(latencies),
+                "max_s": max(latencies),
+                "client_cpu_s": own,
+                "cpu_s": cpu,
+                "machine_busy_s": busy,
+            }
+
+        async def single(make: Any, n: int = 5) -> float:
+            for _ in range(3):
+                await make(-1)
+            return statistics.median([await make(-1) for _ in range(n)])
+
+        if args.role == "floor":
+            for path in ("api/status", "byok/status"):
+                out[path] = {
+                    "single_s": await single(lambda _i, p=path: get(p), 20),
+                    **await burst(lambda _i, p=path: get(p)),
+                }
+        elif args.role == "streams":
+            out["ideal_s"] = await single(stream_call)
+            out["rounds"] = []
+            for _ in range(args.rounds):
+                await asyncio.sleep(0.3)
+                out["rounds"].append(await burst(stream_call))
+        elif args.role == "fake":
+            out["single_s"] = await single(fake_call)
+            out["round"] = await burst(fake_call)
+    return out
 
 
-async def run(url: str, token: str, calls: int) -> dict[str, float]:
-    auth = {"Authorization": f"token {token}"}
-    async with (
-        load_client(calls, base_url=url, headers=auth) as client,
-        httpx.AsyncClient(base_url=url, headers=auth, timeout=30, trust_env=False) as prober,
-    ):
-        for _ in range(3):  # warm up: connections, imports, first ledger writes
-            await one_call(client, -1)
-        ideal = statistics.median([await one_call(client, -1) for _ in range(5)])
-        stop, probes = asyncio.Event(), []
-        probe_task = asyncio.create_task(probe_status(prober, stop, probes))
-        started = time.perf_counter()
-        latencies = await asyncio.gather(*(one_call(client, i) for i in range(calls)))
-        wall = time.perf_counter() - started
-        stop.set()
-        await probe_task
-    return {
-        "ideal_s": ideal,
-        "wall_s": wall,
-        "ratio": wall / ideal,
-        "p50_call_s": statistics.median(latencies),
-        "status_max_ms": max(probes) * 1000 if probes else float("nan"),
-        "status_p50_ms": statistics.median(probes) * 1000 if probes else float("nan"),
-        "status_probes": float(len(probes)),
-    }
+# ---------------------------------------------------------------------------- probe role
+def probe_role(args: argparse.Namespace) -> list[tuple[float, float]]:
+    """``GET /byok/status`` every ``--probe-interval`` s on one keep-alive connection, until
+    stdin closes: blocking http.client, the cheapest client there is, in its own process."""
+    import http.client
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(args.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Authorization": f"token {args.token}"}
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    probes: list[tuple[float, float]] = []
+    print("ready", flush=True)
+    while not stop.is_set():
+        t0 = time.monotonic()
+        conn.request("GET", parts.path + "byok/status", headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"GET /byok/status answered {response.status}")
+        probes.append((t0, time.monotonic() - t0))
+        stop.wait(args.probe_interval)
+    return probes
+
+
+# ---------------------------------------------------------------------------- orchestrator
+def run_role(role: str, url: str, token: str, args: argparse.Namespace, watch: str) -> Any:
+    cmd = [sys.executable, __file__, "--role", role, "--url", url, "--token", token,
+           "--calls", str(args.calls), "--rounds", str(args.rounds), "--watch", watch]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the {role} process failed:\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def start_profiler(pid: int) -> subprocess.Popen[bytes] | None:
+    out = os.environ.get("BYOK_BENCH_PROFILE")
+    if not out:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    rate = os.environ.get("BYOK_BENCH_PROFILE_RATE", "250")
+    cmd = [spy, "record", "-p", str(pid), "-o", out, "-f", "raw", "-r", rate, "--nonblocking"]
+    cmd += os.environ.get("BYOK_BENCH_PROFILE_ARGS", "").split()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    time.sleep(1)
+    return proc
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--rounds", type=int, default=3, help="bursts of --calls streams")
+    parser.add_argument("--probe-interval", type=float, default=0.02)
+    parser.add_argument(
+        "--role", choices=("floor", "streams", "fake", "probe"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--watch", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "probe":
+        print(json.dumps(probe_role(args)))
+        return 0
+    if args.role:
+        print(json.dumps(asyncio.run(load_role(args))))
+        return 0
+
+    import httpx
+
+    from jupyter_byok.testing.process import fake_providers_process
+
     with tempfile.TemporaryDirectory() as tmp, fake_providers_process(args.latency) as fake_env:
+        fake_pids = [p for p in children_of(os.getpid()) if "jupyter_byok.testing" in
+                     Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]  # fmt: skip
         port, token = free_port(), uuid.uuid4().hex
         env = {
             **os.environ,
@@ -152,15 +275,14 @@ def main() -> int:
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}/"
+        watch = ",".join(str(p) for p in [proc.pid, *fake_pids])
         try:
             headers = {"Authorization": f"token {token}"}
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if (
-                        httpx.get(url + "byok/status", headers=headers, trust_env=False).status_code
-                        == 200
-                    ):
+                    status = httpx.get(url + "byok/status", headers=headers, trust_env=False)
+                    if status.status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
@@ -174,50 +296,102 @@ def main() -> int:
                 json={"provider": "openai", "key": key},
                 trust_env=False,
             ).raise_for_status()
-            spy = None
-            if os.environ.get("BYOK_BENCH_PROFILE"):
-                spy = subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "-p",
-                        str(proc.pid),
-                        "-o",
-                        os.environ["BYOK_BENCH_PROFILE"],
-                        "-f",
-                        "raw",
-                        "-d",
-                        "6",
-                        "--nonblocking",
-                    ]
-                )
-                time.sleep(1)
-            result = asyncio.run(run(url, token, args.calls))
-            single_direct, wall_direct = asyncio.run(direct_to_fake(fake_env, args.calls))
+
+            floor = run_role("floor", url, token, args, watch)
+            prober = subprocess.Popen(
+                [sys.executable, __file__, "--role", "probe", "--url", url, "--token", token,
+                 "--probe-interval", str(args.probe_interval)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert prober.stdin is not None and prober.stdout is not None
+            assert prober.stdout.readline().strip() == "ready"
+            spy = start_profiler(proc.pid)
+            prober_cpu0 = cpu_seconds(prober.pid)
+            streams = run_role("streams", url, token, args, watch)
+            prober_cpu = cpu_seconds(prober.pid) - prober_cpu0
             if spy is not None:
-                spy.wait()
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+            prober.stdin.close()
+            probes = json.loads(prober.stdout.read())
+            prober.wait(timeout=30)
+            fake_url = fake_env["JUPYTER_BYOK_OPENAI_BASE_URL"] + "/chat/completions"
+            fake = run_role("fake", fake_url, token, args, watch)
         finally:
             proc.terminate()
             proc.wait(timeout=20)
             log.close()
-    print(
-        f"{args.calls} concurrent streamed completions through the server, provider latency {args.latency * 1000:.0f} ms"
-    )
-    print(f"  one call alone (ideal): {result['ideal_s'] * 1000:8.1f} ms")
-    print(
-        f"  all {args.calls} at once:      {result['wall_s'] * 1000:8.1f} ms   ratio {result['ratio']:.2f} (target <= 1.5)"
-    )
-    print(
-        f"  the fake alone: one stream {single_direct * 1000:.1f} ms, {args.calls} at once "
-        f"{wall_direct * 1000:.1f} ms (its own ratio {wall_direct / single_direct:.2f}); "
-        f"through the server ÷ straight to the fake: {result['wall_s'] / wall_direct:.2f}"
-    )
-    print(f"  median call latency:    {result['p50_call_s'] * 1000:8.1f} ms")
-    print(
-        f"  GET /byok/status meanwhile: max {result['status_max_ms']:.1f} ms, median {result['status_p50_ms']:.1f} ms "
-        f"over {result['status_probes']:.0f} probes (target max < 100 ms)"
-    )
+    report(args, floor, streams, probes, prober_cpu, fake, proc.pid, fake_pids)
     return 0
+
+
+def report(
+    args: argparse.Namespace,
+    floor: dict[str, Any],
+    streams: dict[str, Any],
+    probes: list[tuple[float, float]],
+    prober_cpu: float,
+    fake: dict[str, Any],
+    server_pid: int,
+    fake_pids: list[int],
+) -> None:
+    n, ideal = args.calls, streams["ideal_s"]
+
+    def cpu(r: dict[str, Any]) -> str:
+        server = r["cpu_s"].get(str(server_pid), float("nan"))
+        fakes = sum(r["cpu_s"].get(str(p), 0.0) for p in fake_pids)
+        ours = server + fakes + r["client_cpu_s"]
+        others = max(r["machine_busy_s"] - ours, 0.0)
+        return (
+            f"CPU s: server {server:.2f} ({server / r['wall_s'] * 100:.0f}% of one core), "
+            f"fake {fakes:.2f}, load client {r['client_cpu_s']:.2f}, rest of the machine "
+            f"{others:.2f} ({others / r['wall_s']:.1f} cores)"
+        )
+
+    print(f"{n} concurrent requests through the Jupyter server, fake provider latency "
+          f"{args.latency * 1000:.0f} ms, {os.cpu_count()} cores")  # fmt: skip
+    print("framework floor (no provider call):")
+    for path, r in floor.items():
+        print(f"  GET /{path:<12} alone {r['single_s'] * 1000:6.1f} ms; {n} at once "
+              f"{r['wall_s'] * 1000:6.1f} ms ({r['wall_s'] / n * 1e6:.0f} µs a request); {cpu(r)}")  # fmt: skip
+    print("streamed completions:")
+    print(f"  one call alone (ideal):  {ideal * 1000:7.1f} ms")
+    ratios, in_burst = [], []
+    for k, r in enumerate(streams["rounds"], 1):
+        ratio = r["wall_s"] / ideal
+        ratios.append(ratio)
+        during = [lat for t0, lat in probes if r["t0"] <= t0 <= r["t1"]]
+        in_burst += during
+        status = (
+            f"status during it: {len(during)} probes, median {statistics.median(during) * 1000:.1f} ms, "
+            f"max {max(during) * 1000:.1f} ms"
+            if during
+            else "no status probe fell in it"
+        )
+        print(f"  burst {k}: {n} at once {r['wall_s'] * 1000:7.1f} ms, ratio {ratio:5.2f} "
+              f"(target <= 1.5); call p50 {r['p50_s'] * 1000:.1f} ms, max {r['max_s'] * 1000:.1f} ms")  # fmt: skip
+        print(f"           {cpu(r)}; {status}")
+    idle = [
+        lat for t0, lat in probes if not any(r["t0"] <= t0 <= r["t1"] for r in streams["rounds"])
+    ]
+    print(f"  median ratio over {len(ratios)} bursts: {statistics.median(ratios):.2f}")
+    if in_burst:
+        print(f"  GET /byok/status during the bursts: {len(in_burst)} probes, median "
+              f"{statistics.median(in_burst) * 1000:.1f} ms, max {max(in_burst) * 1000:.1f} ms "
+              f"(target max < 100 ms); idle: median {statistics.median(idle) * 1000:.1f} ms "
+              f"over {len(idle)}; prober CPU {prober_cpu:.2f} s")  # fmt: skip
+    fr = fake["round"]
+    wall_floor = floor["api/status"]["wall_s"]
+    print("straight to the fake (same load client):")
+    print(f"  one stream {fake['single_s'] * 1000:.1f} ms, {n} at once {fr['wall_s'] * 1000:.1f} ms "
+          f"(ratio {fr['wall_s'] / fake['single_s']:.2f}); {cpu(fr)}")  # fmt: skip
+    best = min(r["wall_s"] for r in streams["rounds"])
+    med = statistics.median(r["wall_s"] for r in streams["rounds"])
+    print("what the wall time is made of (median burst):")
+    print(f"  {med * 1000:.0f} ms = provider latency {args.latency * 1000:.0f} ms + "
+          f"{(med - args.latency) * 1000:.0f} ms; the framework alone needs {wall_floor * 1000:.0f} ms "
+          f"to answer {n} trivial requests; through the server ÷ straight to the fake: "
+          f"{med / fr['wall_s']:.2f} (fastest burst {best * 1000:.0f} ms)")  # fmt: skip
 
 
 if __name__ == "__main__":

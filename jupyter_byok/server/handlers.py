@@ -10,8 +10,8 @@ errors go through :meth:`ByokHandler.fail`, the one place that maps them to stat
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
-import time
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -26,6 +26,8 @@ from .service import BadInput, ByokService, NotFound, TooLarge
 
 MAX_BODY = 1_000_000
 FLUSH_INTERVAL_S = 0.02
+#: calls (complete, search) that may start in one turn of the event loop; see Turns
+STARTS_PER_TURN = 8
 
 #: Domain errors -> HTTP status. Order matters: subclasses first.
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
@@ -64,6 +66,53 @@ def error_body(exc: BaseException, status: int) -> dict[str, Any]:
         body["provider"] = exc.provider
         body["provider_status"] = exc.status_code
     return body
+
+
+class Turns:
+    """At most ``per_turn`` calls start their work in one turn of the event loop; the others
+    wait for later turns, in arrival order.
+
+    A burst of calls (a notebook's ``asyncio.gather`` of 200 completions) arrives in one
+    read of the sockets. Without this, the loop runs the setup of all of them (the server's
+    authentication, parsing, the engine up to the provider request) in a single turn of
+    hundreds of milliseconds, and every other request (the status bar's poll, a file save)
+    waits behind it. Started a few per turn, the calls' work interleaves with everything
+    else; the first ones are already waiting on their provider while later ones start.
+    Nothing is refused or reordered among the calls themselves.
+    """
+
+    def __init__(self, per_turn: int = STARTS_PER_TURN) -> None:
+        self.per_turn = per_turn
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._started = 0
+        self._armed = False
+
+    def wait(self) -> asyncio.Future[None] | None:
+        """``None`` if the caller may start now, else a future to await."""
+        if not self._waiting and self._started < self.per_turn:
+            self._started += 1
+            self._arm()
+            return None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        self._arm()
+        return future
+
+    def _arm(self) -> None:
+        if not self._armed:
+            self._armed = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._armed = False
+        self._started = 0
+        while self._waiting and self._started < self.per_turn:
+            future = self._waiting.popleft()
+            if not future.done():  # a caller that went away meanwhile is skipped
+                future.set_result(None)
+                self._started += 1
+        if self._started:
+            self._arm()
 
 
 class ByokHandler(APIHandler):
@@ -127,7 +176,17 @@ class StatusHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        await self.run(self.service.status())
+        # Answered on the loop from the service's snapshot when it may be served (see
+        # ByokService.status_now): a status bar poll never waits behind a busy loop twice.
+        body = self.service.status_now()
+        if body is None:
+            try:
+                body = await self.service.status_json()
+            except errors.ByokError as exc:
+                self.fail(exc)
+                return
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
 
 
 class KeysHandler(ByokHandler):
@@ -168,7 +227,18 @@ class VerifyHandler(ByokHandler):
         await self.run(self.service.verify_key(key_id))
 
 
-class CompleteHandler(ByokHandler):
+class CallHandler(ByokHandler):
+    """A handler of provider calls: each request waits for its turn (see :class:`Turns`)
+    before any work on it, authentication included, which then runs as for any handler."""
+
+    async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler.prepare
+        turn = self.settings["jupyter_byok_turns"].wait()
+        if turn is not None:
+            await turn
+        await super().prepare()
+
+
+class CompleteHandler(CallHandler):
     auth_resource = "jupyter_byok:complete"
     _task: asyncio.Task[Any] | None = None
 
@@ -187,49 +257,61 @@ class CompleteHandler(ByokHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
         self._task = asyncio.current_task()
-        last_flush = 0.0
-        timer: asyncio.TimerHandle | None = None
-        loop = asyncio.get_running_loop()
+        await self.relay(self.service.stream(request))
 
-        def timed_flush() -> None:
-            nonlocal timer, last_flush
-            timer, last_flush = None, time.monotonic()
+    async def relay(self, items: Any) -> None:
+        """Server-sent events: ``delta`` per text piece, then ``done`` (or ``error``).
+
+        Nothing is sent until there is something to say, so an error before the first
+        piece (no key, budget, provider refusal) is still a plain JSON error with its
+        status. Pieces that arrive together leave together in one write: a flush is
+        scheduled for the end of the loop turn (``call_soon``), at most one per
+        ``FLUSH_INTERVAL_S`` (a timer sends what is held back), and the ``done`` event
+        cancels a pending flush and finishes the response. An answer that arrives in one
+        piece from the provider (typical of short answers) costs one socket write, with a
+        ``Content-Length``; a long one streams as chunks no more often than every 20 ms.
+        """
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Handle | None = None
+        last_flush = -FLUSH_INTERVAL_S
+        started = False
+
+        def flush_now() -> None:
+            nonlocal pending, last_flush
+            pending, last_flush = None, loop.time()
             if not self._finished:
-                self.flush().add_done_callback(lambda f: f.exception())
+                self.flush().add_done_callback(_ignore_result)
 
         try:
-            async for item in self.service.stream(request):
+            async for item in items:
                 if isinstance(item, str):
+                    started = True
                     self.write(f"event: delta\ndata: {json.dumps({'text': item})}\n\n")
-                    # Deltas that arrive together leave together: at most one flush per
-                    # FLUSH_INTERVAL_S (a timer sends a held-back delta if nothing follows),
-                    # which keeps a busy server's loop free for the other requests.
-                    now = time.monotonic()
-                    if now - last_flush < FLUSH_INTERVAL_S:
-                        if timer is None:
-                            timer = loop.call_later(FLUSH_INTERVAL_S, timed_flush)
-                        continue
-                    last_flush = now
+                    if pending is None:
+                        wait = last_flush + FLUSH_INTERVAL_S - loop.time()
+                        pending = (
+                            loop.call_soon(flush_now)
+                            if wait <= 0
+                            else loop.call_later(wait, flush_now)
+                        )
                 else:
+                    started = True
                     payload = json.dumps(mask_value(item), default=str)
                     self.write(f"event: done\ndata: {payload}\n\n")
-                if timer is not None:
-                    timer.cancel()
-                    timer = None
-                await self.flush()
         except StreamClosedError:
             return
         except errors.ByokError as exc:
             status = status_for(exc)
-            if not self._headers_written:
+            if not started:
                 self.fail(exc)
                 return
             payload = json.dumps(error_body(exc, status))
             self.write(f"event: error\ndata: {payload}\n\n")
         finally:
-            if timer is not None:
-                timer.cancel()
-        self.finish()
+            if pending is not None:
+                pending.cancel()
+        if not self._finished:
+            self.finish()
 
     def on_connection_close(self) -> None:
         # The kernel went away (cell interrupted): stop the provider request too.
@@ -238,7 +320,13 @@ class CompleteHandler(ByokHandler):
         super().on_connection_close()
 
 
-class SearchHandler(ByokHandler):
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    """A flush to a client that has gone is not an error (the task is being cancelled)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class SearchHandler(CallHandler):
     auth_resource = "jupyter_byok:complete"
 
     @web.authenticated
@@ -321,5 +409,6 @@ ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (
 def setup_handlers(web_app: Any, service: ByokService) -> None:
     base_url = web_app.settings["base_url"]
     web_app.settings["jupyter_byok"] = service
+    web_app.settings["jupyter_byok_turns"] = Turns()
     routes = [(url_path_join(base_url, "byok", path), handler) for path, handler in ROUTES]
     web_app.add_handlers(".*$", routes)

@@ -8,9 +8,13 @@ disk; provider calls are async all the way.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from .._version import __version__
 from ..config import Endpoint, load_settings, update_settings
@@ -18,6 +22,7 @@ from ..engine import Engine, build_messages
 from ..errors import ByokError, ConfigError
 from ..keystore import Keystore
 from ..providers import BUILTIN, SECRET_NAMESPACE, get_spec
+from ..redact import mask_value
 from ..types import Completion, Request
 
 __all__ = ["BadInput", "ByokService", "NotFound", "TooLarge"]
@@ -35,6 +40,43 @@ class TooLarge(BadInput):
     """A request body over the size limit (413)."""
 
 
+#: a status snapshot nothing has changed since is served for this long (the time windows,
+#: "today" and budget periods, move on their own)
+STATUS_TTL_S = 2.0
+#: while calls are in flight, a status snapshot up to this old is served, and one older
+#: than STATUS_BUSY_REFRESH_S is replaced in the background (one collection at a time)
+STATUS_BUSY_AGE_S = 1.0
+STATUS_BUSY_REFRESH_S = 0.25
+
+
+class _Marks(NamedTuple):
+    edits: int
+    settled: int
+    files: tuple[tuple[int, int, int] | None, ...]
+
+
+class _Snapshot(NamedTuple):
+    body: str  # the JSON reply, masked
+    taken: float  # time.monotonic() when its collection was requested
+    edits: int
+    settled: int
+    files: tuple[tuple[int, int, int] | None, ...]
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """A background refresh nobody awaited may fail quietly (the next request retries)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | None:
     value = body.get(name, default)
     if value is not None and not isinstance(value, str):
@@ -46,6 +88,13 @@ class ByokService:
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine if engine is not None else Engine(allow_local=False, offload=True)
         self._status_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="byok-status")
+        self._snapshot: _Snapshot | None = None
+        self._refresh: tuple[_Marks, asyncio.Future[_Snapshot]] | None = None
+        #: calls in flight through this service, and change counters: ``_settled`` counts
+        #: finished calls (new ledger rows), ``_edits`` key, settings and budget changes
+        self._in_flight = 0
+        self._settled = 0
+        self._edits = 0
 
     @property
     def keystore(self) -> Keystore:
@@ -53,33 +102,122 @@ class ByokService:
 
     # ------------------------------------------------------------------ status
     async def status(self) -> dict[str, Any]:
-        """Polled by every open JupyterLab (status bar). Collected on a thread of its own,
-        so that it never queues behind the key lookups of calls in flight."""
+        """The status as a dict (see :meth:`status_json`)."""
+        data: dict[str, Any] = json.loads(await self.status_json())
+        return data
 
-        def collect() -> dict[str, Any]:
-            settings = load_settings()
-            from ..models import default_model
+    def status_now(self) -> str | None:
+        """The status reply (JSON) if a snapshot may be served as it is, else ``None``.
 
-            data: dict[str, Any] = {
-                "version": __version__,
-                "keystore": self.keystore.status(),
-                "default_model": default_model(settings),
-            }
-            try:
-                data["spend_today_usd"] = str(self.engine.ledger.spend(since="today"))
-            except ByokError as exc:
-                data["spend_today_usd"] = None
-                data["ledger_error"] = str(exc)
-            try:
-                from .. import budgets
+        Polled by every open JupyterLab (status bar), so it is answered from a snapshot,
+        on the loop, without a thread hop: a snapshot nothing has changed since (no call
+        finished, no key, setting or budget changed through this server, the state files
+        unchanged on disk) is served for up to ``STATUS_TTL_S``. While calls are in
+        flight, when today's spend moves with every call that ends, a snapshot up to
+        ``STATUS_BUSY_AGE_S`` old is served and a fresh one is collected in the background;
+        ``as_of`` in the reply says when it was collected. A key, setting or budget changed
+        through this server always invalidates it.
+        """
+        snap = self._snapshot
+        if snap is None or snap.edits != self._edits:
+            return None
+        now = time.monotonic()
+        age = now - snap.taken
+        if self._in_flight and age < STATUS_BUSY_AGE_S:
+            idle = self._refresh is None or self._refresh[1].done()
+            if idle and snap.settled != self._settled and age >= STATUS_BUSY_REFRESH_S:
+                self._start_refresh()
+            return snap.body
+        if age < STATUS_TTL_S and snap.settled == self._settled and snap.files == self._files():
+            return snap.body
+        return None
 
-                data["budgets"] = budgets.status(self.engine.ledger)
-            except ByokError as exc:
-                data["budgets"] = []
-                data["budgets_error"] = str(exc)
-            return data
+    async def status_json(self) -> str:
+        """The status reply: the snapshot if :meth:`status_now` serves it, else a collection
+        that sees every change made before this request (on a thread of its own, so that it
+        never queues behind the key lookups of calls in flight)."""
+        body = self.status_now()
+        if body is not None:
+            return body
+        return (await self._start_refresh()).body
 
-        return await asyncio.get_running_loop().run_in_executor(self._status_pool, collect)
+    def _start_refresh(self) -> asyncio.Future[_Snapshot]:
+        """The collection under way if nothing has changed since it started (concurrent
+        requests share it), else a new one (the status thread runs them one at a time)."""
+        marks = _Marks(self._edits, self._settled, self._files())
+        if self._refresh is not None and self._refresh[0] == marks and not self._refresh[1].done():
+            return self._refresh[1]
+        started = time.monotonic()
+        future = asyncio.get_running_loop().run_in_executor(self._status_pool, self._collect)
+
+        snapshot: asyncio.Future[_Snapshot] = asyncio.get_running_loop().create_future()
+
+        def collected(done: asyncio.Future[str]) -> None:
+            if done.cancelled():
+                snapshot.cancel()
+                return
+            exc = done.exception()
+            if exc is not None:
+                snapshot.set_exception(exc)
+                return
+            snap = _Snapshot(done.result(), started, *marks)
+            if self._snapshot is None or snap.taken >= self._snapshot.taken:
+                self._snapshot = snap
+            snapshot.set_result(snap)
+
+        future.add_done_callback(collected)
+        snapshot.add_done_callback(_retrieve)
+        self._refresh = (marks, snapshot)
+        return snapshot
+
+    def _files(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """Stat signatures of the state files the status reads (changes by other processes:
+        the CLI, a kernel running a local model)."""
+        from ..config import home_file
+
+        ledger = self.engine.ledger.path
+        paths = (
+            self.keystore.path,
+            home_file("config.json"),
+            home_file("budgets.json"),
+            ledger,
+            ledger.with_name(ledger.name + "-wal"),
+        )
+        return tuple(_signature(p) for p in paths)
+
+    def _collect(self) -> str:
+        from ..models import default_model
+
+        settings = load_settings()
+        data: dict[str, Any] = {
+            "version": __version__,
+            "as_of": time.time(),
+            "keystore": self.keystore.status(),
+            "default_model": default_model(settings),
+        }
+        try:
+            data["spend_today_usd"] = str(self.engine.ledger.spend(since="today"))
+        except ByokError as exc:
+            data["spend_today_usd"] = None
+            data["ledger_error"] = str(exc)
+        try:
+            from .. import budgets
+
+            data["budgets"] = budgets.status(self.engine.ledger)
+        except ByokError as exc:
+            data["budgets"] = []
+            data["budgets_error"] = str(exc)
+        return json.dumps(mask_value(data), default=str)
+
+    def _edited(self) -> None:
+        self._edits += 1
+
+    def _call_started(self) -> None:
+        self._in_flight += 1
+
+    def _call_ended(self) -> None:
+        self._in_flight -= 1
+        self._settled += 1
 
     # -------------------------------------------------------------------- keys
     async def list_keys(self) -> dict[str, Any]:
@@ -123,9 +261,12 @@ class ByokService:
         base_url = _str(body, "base_url")
         if provider != SECRET_NAMESPACE:
             get_spec(provider)
-        info = await asyncio.to_thread(
-            self.keystore.set, provider, secret, name, tier=tier, base_url=base_url
-        )
+        try:
+            info = await asyncio.to_thread(
+                self.keystore.set, provider, secret, name, tier=tier, base_url=base_url
+            )
+        finally:
+            self._edited()
         return info.to_dict()
 
     def _find(self, key_id: str) -> Any:
@@ -139,7 +280,10 @@ class ByokService:
             info = self._find(key_id)
             self.keystore.delete(info.provider, info.name)
 
-        await asyncio.to_thread(run)
+        try:
+            await asyncio.to_thread(run)
+        finally:
+            self._edited()
 
     async def verify_key(self, key_id: str) -> dict[str, Any]:
         from ..providers import dispatch
@@ -152,7 +296,10 @@ class ByokService:
             get_spec(info.provider), secret, client=self.engine.client()
         )
         if result.get("ok"):
-            await asyncio.to_thread(self.keystore.mark_verified, info.provider, info.name)
+            try:
+                await asyncio.to_thread(self.keystore.mark_verified, info.provider, info.name)
+            finally:
+                self._edited()
         return {"id": key_id, "label": info.label, **result}
 
     # ------------------------------------------------------------------- calls
@@ -180,16 +327,25 @@ class ByokService:
             origin={str(k): str(v) for k, v in origin.items()},
             cache=bool(body.get("cache", False)),
         )
-        self.engine.resolve(request.model)  # unknown provider or local model: 400 now
+        # The model id is resolved by the engine: an unknown provider or a local model is
+        # still a 400, as the stream sends nothing before its first piece (see relay).
         return request
 
     async def complete(self, request: Request) -> dict[str, Any]:
-        completion = await self.engine.acomplete(request)
+        self._call_started()
+        try:
+            completion = await self.engine.acomplete(request)
+        finally:
+            self._call_ended()
         return completion.to_dict()
 
     async def stream(self, request: Request) -> AsyncIterator[str | dict[str, Any]]:
-        async for item in self.engine.astream(request):
-            yield item.to_dict() if isinstance(item, Completion) else item
+        self._call_started()
+        try:
+            async for item in self.engine.astream(request):
+                yield item.to_dict() if isinstance(item, Completion) else item
+        finally:
+            self._call_ended()
 
     async def search(self, body: dict[str, Any]) -> dict[str, Any]:
         query = _str(body, "query")
@@ -199,13 +355,17 @@ class ByokService:
         if depth not in ("basic", "advanced"):
             raise BadInput("'depth' must be 'basic' or 'advanced'")
         extra = {k: v for k, v in body.items() if k not in ("query", "depth", "origin", "feature")}
-        result = await self.engine.asearch(
-            query,
-            depth=depth,
-            feature=_str(body, "feature", "search") or "search",
-            origin=body.get("origin") or {},
-            **extra,
-        )
+        self._call_started()
+        try:
+            result = await self.engine.asearch(
+                query,
+                depth=depth,
+                feature=_str(body, "feature", "search") or "search",
+                origin=body.get("origin") or {},
+                **extra,
+            )
+        finally:
+            self._call_ended()
         return {
             "query": result.query,
             "results": result.results,
@@ -289,7 +449,10 @@ class ByokService:
         items = body.get("budgets")
         if not isinstance(items, list):
             raise BadInput("'budgets' must be a list of budget objects")
-        await asyncio.to_thread(budgets.replace_budgets, items)
+        try:
+            await asyncio.to_thread(budgets.replace_budgets, items)
+        finally:
+            self._edited()
         return await self.budgets()
 
     # ------------------------------------------------------------------ config
@@ -340,5 +503,8 @@ class ByokService:
             if "require_server" in body:
                 settings.require_server = bool(body["require_server"])
 
-        await asyncio.to_thread(update_settings, change)
+        try:
+            await asyncio.to_thread(update_settings, change)
+        finally:
+            self._edited()
         return await self.get_config()
