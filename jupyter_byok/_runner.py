@@ -17,7 +17,7 @@ import atexit
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -81,22 +81,68 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+_exiting = False
+#: closers of clients bound to loops this module did not make (see close_with_loop)
+_closers: set[AsyncGenerator[None, None]] = set()
+
+
+def close_with_loop(loop: asyncio.AbstractEventLoop, close: Callable[[], Awaitable[None]]) -> None:
+    """Await ``close()`` when ``loop`` shuts down (for a loop this module did not make).
+
+    ``asyncio.run`` closes the async generators of its loop on the way out
+    (``loop.shutdown_asyncgens``), so a generator waiting at its ``yield`` is the hook: HTTP
+    clients a user's ``asyncio.run(jupyter_byok.acomplete(...))`` opened are closed before
+    the loop is, and no "unclosed client session" warning is printed at exit.
+    """
+    if loop is _loop or loop in _thread_loops:
+        return  # ours: closed at interpreter exit (_close_clients_at_exit)
+
+    async def closer() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            _closers.discard(gen)
+            if not _exiting and not loop.is_closed():
+                await close()
+
+    gen = closer()
+    _closers.add(gen)
+
+    async def start() -> None:
+        await gen.__anext__()  # the first step registers it with the loop
+
+    loop.create_task(start())
+
+
 def _close_clients_at_exit() -> None:
     """Close the engine's HTTP clients on every loop we made (no unclosed-session noise)."""
+    global _exiting
     from . import engine
 
-    if engine._engine is None:
-        return
+    _exiting = True
+    for gen in list(_closers):  # loops still open at exit: finish the closers without them
+        try:
+            gen.aclose().send(None)
+        except (StopIteration, RuntimeError):
+            pass
+    current = engine._engine
     try:
         loop = _loop
-        if loop is not None and _pid == os.getpid() and loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(engine._engine.aclose(), loop)
+        if current is not None and loop is not None and _pid == os.getpid() and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(current.aclose(), loop)
             future.result(timeout=2)
-        for idle in list(_thread_loops):
-            if not idle.is_closed() and not idle.is_running():
-                idle.run_until_complete(asyncio.wait_for(engine._engine.aclose(), 2))
     except Exception:  # exiting anyway: never hang or fail the interpreter's exit
         pass
+    for idle in list(_thread_loops):
+        try:
+            if idle.is_closed() or idle.is_running():
+                continue
+            if current is not None:
+                idle.run_until_complete(asyncio.wait_for(current.aclose(), 2))
+            idle.run_until_complete(idle.shutdown_asyncgens())
+            idle.close()
+        except Exception:
+            pass
 
 
 atexit.register(_close_clients_at_exit)

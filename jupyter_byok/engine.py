@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._runner import close_with_loop
 from .config import byok_home
 from .errors import BudgetExceededError, ByokError, LocalModelError
 from .keystore import Keystore, resolve_key
@@ -192,6 +193,7 @@ class Engine:
                 for _ in range(shards - 1)
             ]
             self._clients[loop] = pool
+            close_with_loop(loop, self.aclose)
         self._turn = (self._turn + 1) % len(pool)
         return pool[self._turn]
 

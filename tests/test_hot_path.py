@@ -239,3 +239,34 @@ def test_calls_in_flight_together_return_only_committed_rows(
         _group_commit.GroupWriter.submit = real_submit  # type: ignore[method-assign]
     assert len(seen) == before
     assert ledger_module.default_ledger().count() == 42
+
+
+# ------------------------------------------------------- clients closed with their loop
+SCRIPT = """
+import asyncio, gc, os, sys
+import jupyter_byok
+from jupyter_byok.testing import FakeProviders
+
+with FakeProviders() as fake:
+    os.environ.update(fake.env())
+    os.environ["OPENAI_API_KEY"] = "sk-test-" + "x" * 40
+    for word in ("first", "second"):  # a new loop each time, like scripts do
+        print(asyncio.run(jupyter_byok.acomplete("openai:gpt-4o-mini", word)).text)
+    gc.collect()
+    print(jupyter_byok.complete("openai:gpt-4o-mini", "then sync").text)
+"""
+
+
+def test_asyncio_run_leaves_no_unclosed_client_behind(byok_home: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["Echo: first", "Echo: second", "Echo: then sync"]
+    assert "nclosed" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
