@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ByokError, MissingKeyError
-from .keystore import Keystore, resolve_key
 from .redact import Secret
 from .streaming import Stream
 from .types import Completion, Message, SearchResult, Usage
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     import pandas
 
     from .engine import Estimate
+    from .keystore import Keystore, resolve_key
     from .pipeline import Pipeline
     from .widgets import PipelineBuilder
 
@@ -189,7 +189,12 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    # Pipelines and widgets load on first use: `import jupyter_byok` stays cheap.
+    # The keystore (cryptography), pipelines and widgets load on first use:
+    # `import jupyter_byok` stays cheap.
+    if name in ("Keystore", "resolve_key"):
+        from . import keystore
+
+        return getattr(keystore, name)
     if name == "Pipeline":
         from .pipeline import Pipeline
 
