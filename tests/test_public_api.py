@@ -23,7 +23,7 @@ def test_import_is_cheap_and_touches_no_network() -> None:
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
         "import jupyter_byok\n"
-        "heavy = ['pandas', 'plotly', 'llama_cpp', 'ipywidgets', 'numpy', 'httpx', 'httpx2']\n"
+        "heavy = ['pandas', 'plotly', 'llama_cpp', 'ipywidgets', 'numpy', 'httpx', 'httpx2', 'cryptography', 'sqlite3']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
