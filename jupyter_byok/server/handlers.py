@@ -311,7 +311,7 @@ class CompleteHandler(CallHandler):
             if pending is not None:
                 pending.cancel()
         if not self._finished:
-            self.finish()
+            self.finish(set_content_type="text/event-stream")
 
     def on_connection_close(self) -> None:
         # The kernel went away (cell interrupted): stop the provider request too.
