@@ -381,17 +381,26 @@ def report(
               f"(target max < 100 ms); idle: median {statistics.median(idle) * 1000:.1f} ms "
               f"over {len(idle)}; prober CPU {prober_cpu:.2f} s")  # fmt: skip
     fr = fake["round"]
-    wall_floor = floor["api/status"]["wall_s"]
     print("straight to the fake (same load client):")
     print(f"  one stream {fake['single_s'] * 1000:.1f} ms, {n} at once {fr['wall_s'] * 1000:.1f} ms "
           f"(ratio {fr['wall_s'] / fake['single_s']:.2f}); {cpu(fr)}")  # fmt: skip
     best = min(r["wall_s"] for r in streams["rounds"])
     med = statistics.median(r["wall_s"] for r in streams["rounds"])
+    server_cpu = statistics.median(
+        r["cpu_s"].get(str(server_pid), float("nan")) for r in streams["rounds"]
+    )
+    floor_cpu = floor["api/status"]["cpu_s"].get(str(server_pid), float("nan"))
     print("what the wall time is made of (median burst):")
     print(f"  {med * 1000:.0f} ms = provider latency {args.latency * 1000:.0f} ms + "
-          f"{(med - args.latency) * 1000:.0f} ms; the framework alone needs {wall_floor * 1000:.0f} ms "
-          f"to answer {n} trivial requests; through the server ÷ straight to the fake: "
+          f"{(med - args.latency) * 1000:.0f} ms; through the server ÷ straight to the fake: "
           f"{med / fr['wall_s']:.2f} (fastest burst {best * 1000:.0f} ms)")  # fmt: skip
+    print(f"  the server process (one loop, a few threads, one GIL) spent {server_cpu * 1000:.0f} ms CPU on the {n} streams "
+          f"({server_cpu / n * 1e6:.0f} µs a stream); jupyter_server spends {floor_cpu / n * 1e6:.0f} µs "
+          f"on a trivial authenticated request ({floor_cpu / server_cpu * 100:.0f}% of a stream's)")  # fmt: skip
+    print(f"  lower bounds on this machine: framework only, latency + {n} trivial requests' CPU = "
+          f"{(args.latency + floor_cpu) * 1000:.0f} ms (ratio {(args.latency + floor_cpu) / ideal:.2f}); "
+          f"this server's CPU for the streams = {server_cpu * 1000:.0f} ms "
+          f"(ratio {server_cpu / ideal:.2f}); the target 1.5 × ideal = {1.5 * ideal * 1000:.0f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
