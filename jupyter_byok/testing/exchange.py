@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .wire import Answer, UsagePlan, error_response, sse
+from .wire import Answer, UsagePlan, compact_json, error_response, sse
 
 if TYPE_CHECKING:
     from .fake import FakeProviders, _Handler
@@ -173,14 +173,26 @@ class Exchange:
 
     # -- dispatch ------------------------------------------------------------------
     def run(self) -> None:
+        """The whole exchange, blocking (the server does :meth:`begin`, an async wait of that
+        many seconds, then :meth:`respond`)."""
+        delay = self.begin()
+        if delay > 0:
+            time.sleep(delay)
+        self.respond()
+
+    def begin(self) -> float:
+        """Take this request's fault; the seconds to wait before the first byte."""
         endpoint = "models" if self.h.command == "GET" else "chat"
         self.model = str(self.body.get("model", "")) or self.path_model()
         self.fault = self.fake._take_fault(self.provider, endpoint)
         fault = self.fault
         if fault is not None and fault.kind == "slow_first_byte":
-            time.sleep(float(fault.opts.get("delay", 1.0)))
-        elif self.latency:
-            time.sleep(self.latency)
+            return float(fault.opts.get("delay", 1.0))
+        return float(self.latency or 0.0)
+
+    def respond(self) -> None:
+        """After the wait: the whole answer, written without blocking (raises Drop to hang up)."""
+        fault = self.fault
         if fault is not None and fault.kind == "drop_connection":
             raise Drop
         auth_failure = self.check_auth()
@@ -611,7 +623,7 @@ def _gemini_text(content: dict[str, Any]) -> str:
 
 
 def send_json(h: _Handler, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(body, separators=(",", ":")).encode()
+    data = compact_json(body).encode()
     h.send_response(status)
     h.send_header("content-type", "application/json")
     h.send_header("content-length", str(len(data)))

@@ -400,9 +400,13 @@ def error_response(
     return status or code_status, {"detail": {"error": message or text.format(**fill)}}
 
 
+#: ``json.dumps(obj, separators=(",", ":"))`` without building an encoder per call
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def sse(data: dict[str, Any] | str, event: str | None = None, crlf: bool = False) -> bytes:
     """One SSE frame; ``crlf`` is Gemini's framing."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    payload = data if isinstance(data, str) else compact_json(data)
     nl = "\r\n" if crlf else "\n"
     head = f"event: {event}{nl}" if event else ""
     return f"{head}data: {payload}{nl}{nl}".encode()
