@@ -84,18 +84,24 @@ def background_loop() -> asyncio.AbstractEventLoop:
 _exiting = False
 #: closers of clients bound to loops this module did not make (see close_with_loop)
 _closers: set[AsyncGenerator[None, None]] = set()
+#: closers of clients bound to our own loops, run at interpreter exit
+_own_closers: dict[asyncio.AbstractEventLoop, list[Callable[[], Awaitable[None]]]] = {}
 
 
 def close_with_loop(loop: asyncio.AbstractEventLoop, close: Callable[[], Awaitable[None]]) -> None:
-    """Await ``close()`` when ``loop`` shuts down (for a loop this module did not make).
+    """Await ``close()`` (on ``loop``) before ``loop`` goes away.
 
-    ``asyncio.run`` closes the async generators of its loop on the way out
-    (``loop.shutdown_asyncgens``), so a generator waiting at its ``yield`` is the hook: HTTP
-    clients a user's ``asyncio.run(jupyter_byok.acomplete(...))`` opened are closed before
-    the loop is, and no "unclosed client session" warning is printed at exit.
+    Our own loops live until the interpreter exits, and their closers run then. A loop
+    someone else made is usually ``asyncio.run``'s, which closes the async generators of
+    its loop on the way out (``loop.shutdown_asyncgens``): a generator waiting at its
+    ``yield`` is the hook, so HTTP clients that ``asyncio.run(jupyter_byok.acomplete(...))``
+    opened are closed before the loop is, and no "unclosed client session" warning is
+    printed at exit.
     """
     if loop is _loop or loop in _thread_loops:
-        return  # ours: closed at interpreter exit (_close_clients_at_exit)
+        with _lock:
+            _own_closers.setdefault(loop, []).append(close)
+        return
 
     async def closer() -> AsyncGenerator[None, None]:
         try:
@@ -114,33 +120,43 @@ def close_with_loop(loop: asyncio.AbstractEventLoop, close: Callable[[], Awaitab
     loop.create_task(start())
 
 
-def _close_clients_at_exit() -> None:
-    """Close the engine's HTTP clients on every loop we made (no unclosed-session noise)."""
-    global _exiting
-    from . import engine
+async def _run_closers(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    for close in closers:
+        try:
+            await asyncio.wait_for(close(), 2)
+        except Exception:  # exiting anyway: one failed close must not stop the others
+            pass
 
+
+def _close_clients_at_exit() -> None:
+    """Close every HTTP client we opened, on its own loop (no unclosed-session noise)."""
+    global _exiting
     _exiting = True
-    for gen in list(_closers):  # loops still open at exit: finish the closers without them
+    for gen in list(_closers):  # foreign loops still open at exit: end the hooks quietly
         try:
             gen.aclose().send(None)
         except (StopIteration, RuntimeError):
             pass
-    current = engine._engine
-    try:
-        loop = _loop
-        if current is not None and loop is not None and _pid == os.getpid() and loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(current.aclose(), loop)
-            future.result(timeout=2)
-    except Exception:  # exiting anyway: never hang or fail the interpreter's exit
-        pass
+    with _lock:
+        own = {loop: list(closers) for loop, closers in _own_closers.items()}
+        _own_closers.clear()
+    for loop, closers in own.items():
+        try:
+            if loop.is_closed():
+                continue
+            if loop.is_running():  # the background loop, in its thread
+                if loop is _loop and _pid == os.getpid():
+                    future = asyncio.run_coroutine_threadsafe(_run_closers(closers), loop)
+                    future.result(timeout=5)
+                continue
+            loop.run_until_complete(_run_closers(closers))
+        except Exception:  # exiting anyway: never hang or fail the interpreter's exit
+            pass
     for idle in list(_thread_loops):
         try:
-            if idle.is_closed() or idle.is_running():
-                continue
-            if current is not None:
-                idle.run_until_complete(asyncio.wait_for(current.aclose(), 2))
-            idle.run_until_complete(idle.shutdown_asyncgens())
-            idle.close()
+            if not idle.is_closed() and not idle.is_running():
+                idle.run_until_complete(idle.shutdown_asyncgens())
+                idle.close()
         except Exception:
             pass
 

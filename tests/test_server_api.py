@@ -11,6 +11,7 @@ import pytest
 from tornado.httpclient import HTTPResponse
 
 from jupyter_byok.testing import FakeProviders
+from jupyter_byok.types import Completion
 
 CANARY = "sk-proj-SERVERCANARY" + "q" * 40 + "T3BlbkFJ" + "w" * 20
 
@@ -362,3 +363,38 @@ async def test_no_unauthenticated_handler_warning(
                     f"{handler.__name__}.{verb}"
                 )
     assert "without @allow_unauthenticated" not in caplog.text
+
+
+async def test_kernel_client_keeps_one_connection_to_its_server(
+    jp_fetch: Any,
+    jp_serverapp: Any,
+    jp_http_port: int,
+    jp_base_url: str,
+    captured: list[str],
+    fake_providers: FakeProviders,
+) -> None:
+    """What a kernel does: calls through the server over one kept-alive client per loop."""
+    from jupyter_byok.client import Client, ServerInfo
+    from jupyter_byok.types import Message, Request
+
+    await add_key(jp_fetch, captured)
+    client = Client(transport="server")
+    token = jp_serverapp.identity_provider.token
+    client._server = ServerInfo(url=f"http://127.0.0.1:{jp_http_port}{jp_base_url}", token=token)
+    client._looked = True
+    texts = []
+    for i in range(3):
+        request = Request(model="openai:gpt-4o-mini", messages=[Message("user", f"kept {i}")])
+        texts.append((await client.acomplete(request)).text)
+        streamed = [
+            item
+            async for item in client.astream(
+                Request(model="openai:gpt-4o-mini", messages=[Message("user", f"s {i}")])
+            )
+        ]
+        assert isinstance(streamed[-1], Completion) and streamed[-1].text == f"Echo: s {i}"
+    assert texts == ["Echo: kept 0", "Echo: kept 1", "Echo: kept 2"]
+    (http,) = client._https.values()  # one client for this loop, reused by every call
+    pool = http._transport._pool
+    assert len(pool.connections) == 1  # and one connection to the server, kept alive
+    await http.aclose()
