@@ -264,8 +264,10 @@ def price_version() -> str:
     return _TABLE.current()[2]
 
 
-def _lookup(provider: str, model: str) -> tuple[str, dict[str, Any]] | None:
-    models, aliases, _ = _TABLE.current()
+def _lookup(
+    provider: str, model: str, table: tuple[dict[str, Any], dict[str, str], str] | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    models, aliases, _ = table or _TABLE.current()
     name = model.removeprefix("models/")
     candidates = [name]
     stripped = _DATE_SUFFIX.sub("", name)
@@ -433,10 +435,11 @@ def compute_cost(
     provider: str, model: str, usage: Usage, *, service_tier: str | None = None
 ) -> CostResult:
     """The cost of one attempt from the usage the provider reported."""
-    version = price_version()
+    table = _TABLE.current()
+    version = table[2]
     if usage.provider_cost_usd is not None:
         return CostResult(Decimal(usage.provider_cost_usd), "provider", version)
-    found = _lookup(provider, model)
+    found = _lookup(provider, model, table)
     if found is None:
         local = _local_price(provider, model)
         if local is not None:
