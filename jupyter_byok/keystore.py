@@ -600,6 +600,21 @@ class Keystore:
         self._seen = None if store is None else (sig, store)
         return store
 
+    def read_is_cheap(self) -> bool:
+        """Whether reading a key now costs no more than a few ``stat`` calls: the file is
+        absent, or unchanged since its last verified parse. Otherwise a read parses the
+        file and may derive the key-encryption key (scrypt, a keyring), so the server does
+        it on a worker thread."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        seen = self._seen
+        sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return seen is not None and seen[0] == sig and not st.st_mode & 0o077
+
     def _load(self, reuse: bool = False) -> _Store | None:
         """Read and verify the store (each time: other processes may have changed it)."""
         ensure_private_dir(self.home)

@@ -270,3 +270,38 @@ def test_asyncio_run_leaves_no_unclosed_client_behind(byok_home: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["Echo: first", "Echo: second", "Echo: then sync"]
     assert "nclosed" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def test_server_engine_reads_a_parsed_keystore_without_a_thread_hop(
+    fake_providers: FakeProviders, byok_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_byok.engine import Engine
+    from jupyter_byok.types import Request
+
+    Keystore().set("openai", KEY)
+    engine = Engine(offload=True)  # as the server runs it
+    hops: list[str] = []
+    real = asyncio.to_thread
+
+    async def counting(fn: Any, *args: Any) -> Any:
+        hops.append(getattr(fn, "__name__", "?"))
+        return await real(fn, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+
+    async def calls(n: int) -> list[str]:
+        try:
+            out = []
+            for i in range(n):
+                request = Request(model="openai:gpt-4o-mini", messages=[Message("user", str(i))])
+                out.append((await engine.acomplete(request)).text)
+            return out
+        finally:
+            await engine.aclose()
+
+    assert asyncio.run(calls(3)) == ["Echo: 0", "Echo: 1", "Echo: 2"]
+    assert hops == ["_key_for"]  # the first read parses the file on a worker thread
+    Keystore().set("openai", KEY.replace("h", "j"))  # a new file: parsed off the loop again
+    asyncio.run(calls(2))
+    assert hops == ["_key_for", "_key_for"]
+    assert fake_providers.requests_for("openai")[-1].auth.endswith(KEY.replace("h", "j")[-8:])
