@@ -142,6 +142,10 @@ class Engine:
         self._turn = 0
         #: calls of this engine under way (all loops); see :meth:`_write_rows`
         self._in_flight = 0
+        #: rows waiting for the next turn of each loop (see :meth:`_write_rows`)
+        self._batches: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[list[LedgerRow], asyncio.Future[None]]
+        ] = weakref.WeakKeyDictionary()
         self._count_lock = threading.Lock()
         self._ledger: Ledger | None = None
         self._cache: ResponseCache | None = None
@@ -615,8 +619,9 @@ class Engine:
         Tornado loop never waits on the disk; readers in the process flush first. In a
         kernel or script, one call at a time, one short transaction in the caller's thread
         (tens of microseconds in WAL mode) costs less than handing the rows to another
-        thread; with several calls in flight on a loop they share the writer's
-        transactions, and each call still returns only once its rows are committed.
+        thread. With several calls in flight on one loop, the rows of every call that
+        finishes in the same turn of the loop are committed together, in one transaction at
+        the start of the next turn; each call returns only once its rows are committed.
         """
         if self.offload:
             from ._group_commit import writer_for
@@ -624,14 +629,24 @@ class Engine:
             writer_for(self.ledger).submit(rows)
             return [row.id for row in rows]
         if self._in_flight > 1:
-            # Other calls are waiting on this loop: commit with them in one transaction on
-            # the writer thread (which runs beside this loop: SQLite releases the GIL), and
-            # go on once the rows are committed.
-            from ._group_commit import writer_for
-
-            ids: list[str] = await asyncio.wrap_future(writer_for(self.ledger).submit(rows))
-            return ids
+            loop = asyncio.get_running_loop()
+            batch = self._batches.get(loop)
+            if batch is None:
+                batch = self._batches[loop] = ([], loop.create_future())
+                loop.call_soon(self._commit_batch, loop)
+            batch[0].extend(rows)
+            await asyncio.shield(batch[1])  # a cancelled caller's rows are written anyway
+            return [row.id for row in rows]
         return self.ledger.record_many(rows)
+
+    def _commit_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        rows, done = self._batches.pop(loop)
+        try:
+            self.ledger.record_many(rows)
+        except BaseException as exc:  # every caller in the batch gets the error
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
 
     @property
     def cache(self) -> ResponseCache:

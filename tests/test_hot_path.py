@@ -192,52 +192,51 @@ def test_ledger_ids_are_unique_and_sort_by_time(tmp_path: Path) -> None:
 
 # ---------------------------------------------------- concurrent calls share commits
 def test_calls_in_flight_together_return_only_committed_rows(
-    fake_providers: FakeProviders, byok_home: Path
+    fake_providers: FakeProviders, byok_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sqlite3
 
     import jupyter_byok
-    from jupyter_byok import _group_commit
     from jupyter_byok.engine import get_engine
 
     Keystore().set("openai", KEY)
     fake_providers.set_latency("openai", 0.05)
-    seen: list[int] = []
-    real_submit = _group_commit.GroupWriter.submit
+    batches: list[int] = []
+    real = ledger_module.Ledger.record_many
 
-    def counting_submit(self: Any, rows: list[Any]) -> Any:
-        seen.append(len(rows))
-        return real_submit(self, rows)
+    def counting(self: Any, rows: Any) -> Any:
+        rows = list(rows)
+        batches.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(ledger_module.Ledger, "record_many", counting)
+    path = ledger_module.default_ledger().path
+    visible: list[bool] = []
+
+    async def one(i: int) -> Any:
+        result = await jupyter_byok.acomplete("openai:gpt-4o-mini", f"call {i}")
+        # committed before the call returned: another connection already sees the row
+        with sqlite3.connect(path) as other:
+            found = other.execute("SELECT 1 FROM attempts WHERE id = ?", (result.ledger_id,))
+            visible.append(found.fetchone() is not None)
+        return result
 
     async def go() -> list[Any]:
         try:
-            return await asyncio.gather(
-                *(jupyter_byok.acomplete("openai:gpt-4o-mini", f"call {i}") for i in range(40))
-            )
+            return await asyncio.gather(*(one(i) for i in range(40)))
         finally:
             await get_engine().aclose()
 
-    _group_commit.GroupWriter.submit = counting_submit  # type: ignore[method-assign]
-    try:
-        results = asyncio.run(go())
-    finally:
-        _group_commit.GroupWriter.submit = real_submit  # type: ignore[method-assign]
-    assert len(seen) >= 30  # the calls overlapped, so their rows went to the writer
-    # another connection (no flush of this process's writer) sees every returned row
-    path = ledger_module.default_ledger().path
-    with sqlite3.connect(path) as other:
-        ids = {r[0] for r in other.execute("SELECT id FROM attempts")}
-    assert {r.ledger_id for r in results} <= ids and len(ids) == 40
+    results = asyncio.run(go())
+    assert len(results) == 40 and all(visible) and len(visible) == 40
+    assert sum(batches) == 40
+    assert max(batches) > 1 and len(batches) < 40  # answers arriving together share commits
     assert get_engine()._in_flight == 0
-    # one call at a time writes in its own thread again: nothing goes to the writer
-    _group_commit.GroupWriter.submit = counting_submit  # type: ignore[method-assign]
-    try:
-        before = len(seen)
-        jupyter_byok.complete("openai:gpt-4o-mini", "alone")
-        jupyter_byok.complete("openai:gpt-4o-mini", "alone again")
-    finally:
-        _group_commit.GroupWriter.submit = real_submit  # type: ignore[method-assign]
-    assert len(seen) == before
+    # one call at a time writes its row in its own transaction, in the caller's thread
+    batches.clear()
+    jupyter_byok.complete("openai:gpt-4o-mini", "alone")
+    jupyter_byok.complete("openai:gpt-4o-mini", "alone again")
+    assert batches == [1, 1]
     assert ledger_module.default_ledger().count() == 42
 
 
