@@ -42,6 +42,7 @@ import re
 import secrets as _random
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,6 +208,10 @@ class KeyInfo:
         return data
 
 
+#: seconds between checks of the keystore folders' permissions on the fast read path
+DIR_CHECK_INTERVAL = 1.0
+
+
 @dataclass
 class _Store:
     header: dict[str, Any]
@@ -247,6 +252,7 @@ class Keystore:
         self._kek_cache: dict[tuple[str, ...], bytes] = {}
         self._parsed: tuple[bytes, _Store] | None = None
         self._seen: tuple[tuple[int, ...], _Store] | None = None
+        self._dirs_checked = float("-inf")
         self._mutex = threading.Lock()
         self._cleanup()
 
@@ -579,8 +585,9 @@ class Keystore:
 
         The identity is device, inode, size, mtime and ctime. Writers replace the file (a
         new inode), and an edit in place changes ctime, which no user-space call can set
-        back; so an unchanged identity means unchanged bytes. The folder and file
-        permissions are still checked on every read.
+        back; so an unchanged identity means unchanged bytes. The file's permissions are
+        checked on every read (the same ``stat``); the folders' at most once a second (a
+        folder opened to others exposes no key: the files in it stay 0600).
         """
         try:
             st = os.stat(self.path)
@@ -591,8 +598,11 @@ class Keystore:
         sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         seen = self._seen
         if seen is not None and seen[0] == sig and not st.st_mode & 0o077:
-            check_private_dir(self.home)
-            check_private_dir(self.kek_dir)
+            now = time.monotonic()
+            if now - self._dirs_checked > DIR_CHECK_INTERVAL:
+                check_private_dir(self.home)
+                check_private_dir(self.kek_dir)
+                self._dirs_checked = now
             return seen[1]
         store = self._load(reuse=True)
         # the identity read before the bytes: if they changed in between, the next stat

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jupyter_byok import keystore as keystore_module
 from jupyter_byok import ledger as ledger_module
 from jupyter_byok.config import Settings, load_settings, update_settings
 from jupyter_byok.errors import KeystoreCorruptError, ModelIdError, ProviderTimeoutError
@@ -140,11 +141,15 @@ def test_loosened_permissions_are_repaired_on_the_fast_path(byok_home: Path) -> 
     ks = Keystore()
     ks.set("openai", KEY)
     assert ks.get("openai").reveal() == KEY
-    os.chmod(ks.path, 0o644)
-    os.chmod(ks.kek_dir, 0o755)
+    os.chmod(ks.path, 0o644)  # the file: repaired on the very next read
     assert ks.get("openai").reveal() == KEY
     assert ks.path.stat().st_mode & 0o777 == 0o600
+    os.chmod(ks.kek_dir, 0o755)  # the folders: checked at most once a DIR_CHECK_INTERVAL
+    os.chmod(ks.home, 0o755)
+    time.sleep(keystore_module.DIR_CHECK_INTERVAL + 0.1)
+    assert ks.get("openai").reveal() == KEY
     assert ks.kek_dir.stat().st_mode & 0o777 == 0o700
+    assert ks.home.stat().st_mode & 0o777 == 0o700
 
 
 # ------------------------------------------------------------------- remembered parses
