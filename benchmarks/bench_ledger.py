@@ -83,7 +83,7 @@ def main() -> None:
         ]
         led.record_many(rows)
     print(
-        f"generated in {time.perf_counter() - t0:.1f} s (batched, rollup maintained by the trigger)"
+        f"generated in {time.perf_counter() - t0:.1f} s (batched; the rollup folded every FOLD_EVERY rows by the writers)"
     )
     led.close()
 

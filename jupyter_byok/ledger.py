@@ -13,9 +13,11 @@ Money is stored as integer picodollars (1e-12 USD): exact for every rate in the 
 and for xAI's ticks (1e-10 USD), and summable in SQL. Times are integer microseconds since
 the epoch, UTC; days (rollups, "today", daily budgets) are UTC days.
 
-A ``rollup`` table, maintained by a trigger in the same transaction as each insert, holds
-per-day sums by provider/model/feature/status, so spend and chart queries stay fast on
-millions of rows. Writing never imports pandas; reading into pandas happens in :meth:`frame`.
+A ``rollup`` table holds per-day sums by provider/model/feature/status for every row up to
+a watermark (``meta.rollup_upto``, a rowid); queries add the few rows past it, so spend and
+chart queries stay fast on millions of rows. The writer of every ``FOLD_EVERY``-th row folds
+the rows past the watermark into the rollup in one transaction (rowids only grow: rows are
+never deleted), so an append itself maintains no aggregate. Writing never imports pandas; reading into pandas happens in :meth:`frame`.
 """
 
 from __future__ import annotations
@@ -249,7 +251,6 @@ def m001_attempts(db: sqlite3.Connection) -> None:
 
 @migration
 def m002_daily_rollup(db: sqlite3.Connection) -> None:
-    sums = ", ".join(MEASURES)
     db.execute(
         f"""CREATE TABLE IF NOT EXISTS rollup (
             day TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
@@ -260,32 +261,10 @@ def m002_daily_rollup(db: sqlite3.Connection) -> None:
             PRIMARY KEY (day, provider, model, feature, status)
         ) WITHOUT ROWID"""
     )
-    day = "strftime('%Y-%m-%d', NEW.ts / 1000000, 'unixepoch')"
-    new = ", ".join(f"NEW.{m}" for m in MEASURES)
-    upd = ", ".join(f"{m} = {m} + excluded.{m}" for m in MEASURES)
-    db.execute(
-        f"""CREATE TRIGGER IF NOT EXISTS attempts_rollup AFTER INSERT ON attempts BEGIN
-            INSERT INTO rollup (day, provider, model, feature, status, n, unknown_n, {sums},
-                                search_credits, cost_pico, saved_pico)
-            VALUES ({day}, NEW.provider, NEW.model, NEW.feature, NEW.status, 1,
-                    NEW.cost_pico IS NULL, {new}, NEW.search_credits,
-                    ifnull(NEW.cost_pico, 0), ifnull(NEW.saved_pico, 0))
-            ON CONFLICT (day, provider, model, feature, status) DO UPDATE SET
-                n = n + 1, unknown_n = unknown_n + excluded.unknown_n, {upd},
-                search_credits = search_credits + excluded.search_credits,
-                cost_pico = cost_pico + excluded.cost_pico,
-                saved_pico = saved_pico + excluded.saved_pico;
-        END"""
-    )
-    # rows written before this migration (none in a new ledger)
+    # every row so far (none in a new ledger)
     db.execute("DELETE FROM rollup")
-    db.execute(
-        f"""INSERT INTO rollup SELECT strftime('%Y-%m-%d', ts / 1000000, 'unixepoch'), provider,
-            model, feature, status, count(*), sum(cost_pico IS NULL),
-            {", ".join(f"sum({m})" for m in MEASURES)}, sum(search_credits),
-            ifnull(sum(cost_pico), 0), ifnull(sum(saved_pico), 0)
-            FROM attempts GROUP BY 1, 2, 3, 4, 5"""
-    )
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('rollup_upto', '0')")
+    _fold_into_rollup(db)
 
 
 @migration
@@ -294,6 +273,42 @@ def m003_blocked_status(db: sqlite3.Connection) -> None:
     (No ``blocked`` row can exist before this runs, so no rollup key collides.)"""
     db.execute("UPDATE attempts SET status = 'blocked' WHERE status = 'budget_blocked'")
     db.execute("UPDATE rollup SET status = 'blocked' WHERE status = 'budget_blocked'")
+
+
+@migration
+def m004_rollup_folded(db: sqlite3.Connection) -> None:
+    """The rollup was kept by an insert trigger (about a fifth of an append); it is now
+    folded every FOLD_EVERY rows. A ledger kept by the trigger is complete up to now."""
+    db.execute("DROP TRIGGER IF EXISTS attempts_rollup")
+    (last,) = db.execute("SELECT ifnull(max(rowid), 0) FROM attempts").fetchone()
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('rollup_upto', ?)", (str(last),))
+
+
+#: the writer of every FOLD_EVERY-th row folds the rows past the watermark into the rollup
+FOLD_EVERY = 2048
+_UPTO = "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rollup_upto')"
+_DAY_OF_TS = "strftime('%Y-%m-%d', ts / 1000000, 'unixepoch')"
+
+
+def _fold_into_rollup(db: sqlite3.Connection) -> None:
+    """Add the rows past the watermark to the rollup and move the watermark (the caller
+    holds the write transaction)."""
+    upd = ", ".join(f"{m} = {m} + excluded.{m}" for m in MEASURES)
+    db.execute(
+        f"""INSERT INTO rollup SELECT {_DAY_OF_TS}, provider, model, feature, status, count(*),
+            sum(cost_pico IS NULL), {", ".join(f"sum({m})" for m in MEASURES)},
+            sum(search_credits), ifnull(sum(cost_pico), 0), ifnull(sum(saved_pico), 0)
+            FROM attempts WHERE rowid > {_UPTO} GROUP BY 1, 2, 3, 4, 5
+            ON CONFLICT (day, provider, model, feature, status) DO UPDATE SET
+                n = n + excluded.n, unknown_n = unknown_n + excluded.unknown_n, {upd},
+                search_credits = search_credits + excluded.search_credits,
+                cost_pico = cost_pico + excluded.cost_pico,
+                saved_pico = saved_pico + excluded.saved_pico"""
+    )
+    db.execute(
+        "UPDATE meta SET value = (SELECT CAST(ifnull(max(rowid), 0) AS TEXT) FROM attempts) "
+        "WHERE key = 'rollup_upto'"
+    )
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
@@ -543,16 +558,21 @@ class Ledger:
             conn = self._connect()
             try:
                 if len(values) == 1:  # one statement is its own transaction (autocommit)
-                    conn.execute(_INSERT, values[0])
+                    last = conn.execute(_INSERT, values[0]).lastrowid or 0
+                    if last % FOLD_EVERY == 0 and last:
+                        self._fold(conn)
                     return [rows[0].id]
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     conn.executemany(_INSERT, values)
+                    (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
                     conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                     raise
+                if last // FOLD_EVERY != (last - len(values)) // FOLD_EVERY:
+                    self._fold(conn)
             except sqlite3.Error as exc:
                 raise LedgerError(
                     f"could not write to the usage ledger {self.path} ({exc}); the call itself "
@@ -560,11 +580,34 @@ class Ledger:
                 ) from exc
         return [r.id for r in rows]
 
+    def fold(self) -> None:
+        """Fold every row past the rollup's watermark into it now (appends do it every
+        FOLD_EVERY rows; queries add the rows past it, so this is never needed for
+        correctness)."""
+        with self._lock:
+            self._fold(self._connect())
+
+    def _fold(self, conn: sqlite3.Connection) -> None:
+        # after the row's own commit: a failed fold loses nothing (its rows stay past the
+        # watermark, where queries still count them, and the next fold takes them)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _fold_into_rollup(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.debug("ledger rollup not folded this time (%s)", exc)
+
     # ------------------------------------------------------------------ reading
     def _union(
         self, since: int | None, until: int | None, filters: dict[str, Any]
     ) -> tuple[str, list[Any]] | None:
-        """Day-level rows from the rollup for whole days, plus raw rows for partial edges.
+        """Day-level rows from the rollup for whole days, plus raw rows for the rows past its
+        watermark and for partial days at the edges.
 
         ``None`` when a filter needs a column the rollup does not keep.
         """
@@ -591,14 +634,18 @@ class Ledger:
             edges.append((since, d0))
         if d1 is not None and until is not None and d1 < until:
             edges.append((d1, until))
-        for lo, hi in edges:
+        raw = (
+            f" UNION ALL SELECT {_DAY_OF_TS}, provider, model, feature, status, 1, "
+            f"cost_pico IS NULL, {', '.join(MEASURES)}, search_credits, "
+            "ifnull(cost_pico, 0), ifnull(saved_pico, 0) FROM attempts WHERE "
+        )
+        # whole days: the rows not folded into the rollup yet (at most about FOLD_EVERY)
+        tw, tparams = _where(d0, d1, filters, ROLLUP_DIMS)
+        sql += f"{raw}rowid > {_UPTO} AND {tw}"
+        params += tparams
+        for lo, hi in edges:  # partial days: every row
             ew, eparams = _where(lo, hi, filters, ROLLUP_DIMS)
-            sql += (
-                " UNION ALL SELECT strftime('%Y-%m-%d', ts / 1000000, 'unixepoch'), provider, "
-                f"model, feature, status, 1, cost_pico IS NULL, {', '.join(MEASURES)}, "
-                f"search_credits, ifnull(cost_pico, 0), ifnull(saved_pico, 0) "
-                f"FROM attempts WHERE {ew}"
-            )
+            sql += raw + ew
             params += eparams
         return sql, params
 

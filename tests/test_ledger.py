@@ -95,7 +95,10 @@ def test_migrations_ordered_and_idempotent(tmp_path: Path) -> None:
 
 def test_old_budget_block_rows_are_renamed_blocked(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    Ledger(path).record(row(status="blocked", cost_usd=Decimal(0)))
+    led = Ledger(path)
+    led.record(row(status="blocked", cost_usd=Decimal(0)))
+    led.fold()
+    led.close()
     conn = sqlite3.connect(path, isolation_level=None)
     # what a ledger written before 0.1.0 holds
     conn.execute("UPDATE attempts SET status = 'budget_blocked'")
@@ -105,6 +108,32 @@ def test_old_budget_block_rows_are_renamed_blocked(tmp_path: Path) -> None:
     assert conn.execute("SELECT DISTINCT status FROM attempts").fetchall() == [("blocked",)]
     assert conn.execute("SELECT status, n FROM rollup").fetchall() == [("blocked", 1)]
     conn.close()
+
+
+def test_rollup_is_folded_every_fold_every_rows_and_queries_count_the_rest(
+    tmp_path: Path,
+) -> None:
+    led = Ledger(tmp_path / "l.db")
+    conn = led._connect()
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").fetchone() == (
+        0,
+    )  # appends maintain no aggregate
+    every = ledger_mod.FOLD_EVERY
+    led.record_many([row(cost_usd=Decimal("0.5")) for _ in range(every - 2)])
+    led.record(row(cost_usd=Decimal("0.5")))
+    upto = "SELECT value FROM meta WHERE key = 'rollup_upto'"
+    assert conn.execute(upto).fetchone() == ("0",)  # nothing folded yet...
+    assert led.spend() == Decimal("0.5") * (every - 1)  # ...and all of it counted
+    led.record(row(cost_usd=Decimal("0.5")))  # the FOLD_EVERY-th row folds
+    assert conn.execute(upto).fetchone() == (str(every),)
+    assert conn.execute("SELECT sum(n) FROM rollup").fetchone() == (every,)
+    led.record_many([row(cost_usd=Decimal(1), feature="late") for _ in range(3)])
+    by_feature = {g["feature"]: g["calls"] for g in led.summary(["feature"], bucket="day")}
+    assert by_feature == {"api": every, "late": 3}
+    assert led.spend(since="today") == Decimal("0.5") * every + 3
+    # a batch that crosses a boundary folds too
+    led.record_many([row() for _ in range(every)])
+    assert int(conn.execute(upto).fetchone()[0]) >= 2 * every
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
@@ -129,8 +158,11 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         == procs * per
     )
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    # the rollup agrees with the rows
+    # the rollup plus the rows past its watermark agree with the rows; folding changes nothing
+    assert led.summary([])[0]["calls"] == 1 + procs * per
+    led.fold()
     assert conn.execute("SELECT sum(n) FROM rollup").fetchone()[0] == 1 + procs * per
+    assert led.summary([])[0]["calls"] == 1 + procs * per
 
 
 def test_sigkilled_writers_lose_no_acknowledged_row(tmp_path: Path) -> None:
@@ -169,6 +201,11 @@ def test_sigkilled_writers_lose_no_acknowledged_row(tmp_path: Path) -> None:
     stored = {r[0] for r in conn.execute("SELECT id FROM attempts")}
     assert acked - stored == set()
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # killed folds rolled back whole: rollup + rows past its watermark = every row, once
+    led = Ledger(path)
+    assert led.summary([])[0]["calls"] == len(stored)
+    assert led.spend() == Decimal(len(stored) - 1) / 10**6
+    led.fold()
     n, pico = conn.execute("SELECT sum(n), sum(cost_pico) FROM rollup").fetchone()
     assert n == len(stored) and pico == (len(stored) - 1) * 10**6
 
