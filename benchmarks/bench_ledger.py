@@ -83,7 +83,8 @@ def main() -> None:
         ]
         led.record_many(rows)
     print(
-        f"generated in {time.perf_counter() - t0:.1f} s (batched; the rollup folded every FOLD_EVERY rows by the writers)"
+        f"generated in {time.perf_counter() - t0:.1f} s "
+        "(batched; the writers fold the rollup every FOLD_EVERY rows)"
     )
     led.close()
 
