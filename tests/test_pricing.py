@@ -238,3 +238,37 @@ def test_user_override_and_bad_file_changes_nothing(byok_home: Path, tmp_path: P
     assert compute_cost(
         "openai", "gpt-4o-mini", Usage(input_tokens=1000, output_tokens=1000)
     ).cost_usd == Decimal("0.0006")
+
+
+def test_openai_prompts_are_counted_exactly_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import tiktoken
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a budget estimate tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))  # empty cache
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # nothing loaded in this process
+    monkeypatch.setattr(pricing, "_ENCODINGS", {})
+    text = "Summarise the quarterly report in three bullet points, please."
+    for model, name in (("gpt-4o-mini", "o200k_base"), ("gpt-4", "cl100k_base")):
+        got = pricing.estimate_prompt_tokens(text, provider="openai", model=model)
+        exact = len(tiktoken.get_encoding(name).encode(text))
+        assert got == exact + 8 and exact < len(text) / 3  # real tokens, not the 2-char bound
+    # a model tiktoken does not know yet counts with the current vocabulary
+    assert pricing.estimate_prompt_tokens(text, provider="openai", model="gpt-9-preview") == (
+        len(tiktoken.get_encoding("o200k_base").encode(text)) + 8
+    )
+    # special-token text in a prompt is counted as text, never refused
+    assert pricing.estimate_prompt_tokens("<|endoftext|>", provider="openai", model="gpt-4o") > 8
+    # a model on a vocabulary that is not shipped (tiktoken would download it): the bound
+    assert (
+        pricing.estimate_prompt_tokens("x" * 100, provider="openai", model="text-davinci-003") == 58
+    )
+    # other providers: the documented conservative bound
+    assert pricing.estimate_prompt_tokens("x" * 100, provider="anthropic") == 58
