@@ -31,4 +31,24 @@ def load_extension(server_app: Any) -> None:
     except ImportError:  # pragma: no cover - the local provider is part of the package
         pass
     setup_handlers(server_app.web_app, ByokService())
+    _collect_once_serving(server_app)
     server_app.log.info("jupyter_byok server extension loaded (keystore and dispatch in server)")
+
+
+def _collect_once_serving(server_app: Any) -> None:
+    """One full garbage collection as soon as the server serves.
+
+    A fresh server has never run one: everything imported at start-up (~200,000 objects)
+    waits in the oldest generation, and Python's first full collection, 140-155 ms in one
+    loop turn, then lands in the first busy moment (measured in bench_server_load: the
+    first burst of calls, stalling every request, ``GET /byok/status`` included). Run
+    once, up front, it leaves the heap counted as long-lived, so the next full collection
+    waits until a quarter as many objects again have survived. It changes nothing else in
+    how the server collects garbage.
+    """
+    import gc
+
+    from tornado.ioloop import IOLoop
+
+    loop = getattr(server_app, "io_loop", None) or IOLoop.current()
+    loop.add_callback(gc.collect)

@@ -95,6 +95,8 @@ class ByokService:
         self._in_flight = 0
         self._settled = 0
         self._edits = 0
+        #: the one full garbage collection after the first calls has been run
+        self._collected = False
 
     @property
     def keystore(self) -> Keystore:
@@ -218,6 +220,15 @@ class ByokService:
     def _call_ended(self) -> None:
         self._in_flight -= 1
         self._settled += 1
+        if self._in_flight == 0 and not self._collected:
+            # The first calls import the engine's working set (HTTP stack, providers,
+            # pricing: ~100,000 objects), which would make Python's next full garbage
+            # collection (~150 ms in one loop turn) land in the next busy moment; it runs
+            # now instead, once, while nothing is in flight (see server._collect_once_serving).
+            import gc
+
+            self._collected = True
+            asyncio.get_running_loop().call_soon(gc.collect)
 
     # -------------------------------------------------------------------- keys
     async def list_keys(self) -> dict[str, Any]:
