@@ -571,7 +571,7 @@ async def send_request(
         parsed,
         params=params,
         content=content,
-        headers={**direct.headers, **headers},
+        headers={**direct.headers, **{name.lower(): value for name, value in headers.items()}},
         extensions={"timeout": limits},
     )
     response = await direct.transport.handle_async_request(request)
