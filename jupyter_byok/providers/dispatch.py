@@ -80,22 +80,21 @@ def _report(on_attempt: OnAttempt, attempt: Attempt) -> None:
         on_attempt(attempt)
 
 
-async def _call(
+async def _send(
     provider: str,
     wire_req: WireRequest,
-    auth: dict[str, str],
+    headers: dict[str, str],
     *,
     client: AsyncHTTPClient,
     retry: RetryPolicy | None,
     on_attempt: OnAttempt,
-    parse: Callable[[Any], tuple[T, Usage | None, str | None]],
-    timeout: Any = None,
-) -> tuple[T, str, int, float]:
-    """Send with retries; returns (parsed, request id, attempts, latency of the last)."""
+    timeout: Any,
+    stream: bool,
+) -> tuple[Any, int, float]:
+    """Send until the provider answers below 400 or a failure is final, reporting every
+    failed attempt; returns (response, attempt number, when that attempt started). A
+    streamed response is returned open: the caller reads and closes it."""
     policy = retry or DEFAULT_RETRY
-    headers = _headers(wire_req, auth)
-    if wire_req.json is not None:
-        headers = {**headers, "content-type": "application/json"}
     content = _content(wire_req)
     query = wire_req.params or None
     errors = transport_errors()
@@ -113,6 +112,7 @@ async def _call(
                 headers=headers,
                 params=query,
                 timeout=timeout,
+                stream=stream,
             )
         except asyncio.CancelledError:
             _report(on_attempt, AttemptRecord(number, "cancelled", time.perf_counter() - start))
@@ -120,51 +120,85 @@ async def _call(
         except errors as exc:
             error = error_from_exception(provider, exc, wire_req.url.split("?")[0])
         else:
-            latency = time.perf_counter() - start
             response_headers = response.headers
-            rid = request_id_from(response_headers)
             if response.status_code < 400:
+                return response, number, start
+            if stream:
                 try:
-                    parsed, usage, response_id = parse(response.json())
-                except ProviderError as exc:  # an error body sent with a 200
-                    exc.status_code = exc.status_code or response.status_code
-                    exc.request_id = exc.request_id or rid or None
-                    _report(on_attempt, _failed(number, latency, exc, False, rid))
-                    raise
-                except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
-                    where = f" (request id {rid})" if rid else ""
-                    error = ProviderError(
-                        f"{provider} sent an answer that could not be read "
-                        f"({type(exc).__name__}){where}; try again or report it",
-                        provider=provider,
-                        status_code=response.status_code,
-                        request_id=rid or None,
-                    )
-                    _report(on_attempt, _failed(number, latency, error, False, rid))
-                    raise error from exc
-                _report(
-                    on_attempt,
-                    AttemptRecord(
-                        number,
-                        "ok",
-                        latency,
-                        http_status=response.status_code,
-                        response_id=response_id,
-                        usage=usage,
-                        request_id=rid,
-                        provider=provider,
-                    ),
-                )
-                return parsed, rid, number, latency
-            error = error_from_response(
-                provider, response.status_code, response_headers, response.content
-            )
-        latency = time.perf_counter() - start
+                    body = await response.aread()
+                except errors:
+                    body = b""
+                finally:
+                    await response.aclose()
+            else:
+                body = response.content
+            error = error_from_response(provider, response.status_code, response_headers, body)
         delay = policy.delay(number - 1, error, response_headers)
-        _report(on_attempt, _failed(number, latency, error, delay is not None))
+        _report(on_attempt, _failed(number, time.perf_counter() - start, error, delay is not None))
         if delay is None:
             raise error
         await asyncio.sleep(delay)
+
+
+async def _call(
+    provider: str,
+    wire_req: WireRequest,
+    auth: dict[str, str],
+    *,
+    client: AsyncHTTPClient,
+    retry: RetryPolicy | None,
+    on_attempt: OnAttempt,
+    parse: Callable[[Any], tuple[T, Usage | None, str | None]],
+    timeout: Any = None,
+) -> tuple[T, str, int, float]:
+    """Send with retries; returns (parsed, request id, attempts, latency of the last)."""
+    headers = _headers(wire_req, auth)
+    if wire_req.json is not None:
+        headers = {**headers, "content-type": "application/json"}
+    response, number, start = await _send(
+        provider,
+        wire_req,
+        headers,
+        client=client,
+        retry=retry,
+        on_attempt=on_attempt,
+        timeout=timeout,
+        stream=False,
+    )
+    latency = time.perf_counter() - start
+    rid = request_id_from(response.headers)
+    try:
+        parsed, usage, response_id = parse(response.json())
+    except ProviderError as exc:  # an error body sent with a 200
+        exc.status_code = exc.status_code or response.status_code
+        exc.request_id = exc.request_id or rid or None
+        _report(on_attempt, _failed(number, latency, exc, False, rid))
+        raise
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+        where = f" (request id {rid})" if rid else ""
+        error = ProviderError(
+            f"{provider} sent an answer that could not be read "
+            f"({type(exc).__name__}){where}; try again or report it",
+            provider=provider,
+            status_code=response.status_code,
+            request_id=rid or None,
+        )
+        _report(on_attempt, _failed(number, latency, error, False, rid))
+        raise error from exc
+    _report(
+        on_attempt,
+        AttemptRecord(
+            number,
+            "ok",
+            latency,
+            http_status=response.status_code,
+            response_id=response_id,
+            usage=usage,
+            request_id=rid,
+            provider=provider,
+        ),
+    )
+    return parsed, rid, number, latency
 
 
 def _failed(
@@ -254,48 +288,18 @@ async def stream(
     headers = {**_headers(wire_req, wire.auth_headers(spec.name, key))}
     headers["content-type"] = "application/json"
     headers["accept"] = "text/event-stream"
-    content = _content(wire_req)
-    policy = retry or DEFAULT_RETRY
-    errors = transport_errors()
-    query = wire_req.params or None
-    number = 0
     provider = spec.name
-    while True:  # connect, with retries until the first byte
-        number += 1
-        start = time.perf_counter()
-        response_headers: Any = None
-        try:
-            response = await send_request(
-                client,
-                wire_req.method,
-                wire_req.url,
-                content=content,
-                headers=headers,
-                params=query,
-                timeout=timeout,
-                stream=True,
-            )
-        except asyncio.CancelledError:
-            _report(on_attempt, AttemptRecord(number, "cancelled", time.perf_counter() - start))
-            raise
-        except errors as exc:
-            error = error_from_exception(provider, exc, wire_req.url)
-        else:
-            response_headers = response.headers
-            if response.status_code < 400:
-                break
-            try:
-                body = await response.aread()
-            except errors:
-                body = b""
-            finally:
-                await response.aclose()
-            error = error_from_response(provider, response.status_code, response_headers, body)
-        delay = policy.delay(number - 1, error, response_headers)
-        _report(on_attempt, _failed(number, time.perf_counter() - start, error, delay is not None))
-        if delay is None:
-            raise error
-        await asyncio.sleep(delay)
+    errors = transport_errors()
+    response, number, start = await _send(  # with retries until the first byte
+        provider,
+        wire_req,
+        headers,
+        client=client,
+        retry=retry,
+        on_attempt=on_attempt,
+        timeout=timeout,
+        stream=True,
+    )
 
     rid = request_id_from(response.headers)
     parser = wire.stream_parser(provider, model)
