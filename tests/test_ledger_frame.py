@@ -16,14 +16,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+# adbc_driver_sqlite and pyarrow are required: a missing one fails the import, never skips
+import adbc_driver_sqlite  # noqa: F401
 import pandas as pd
+import pyarrow  # noqa: F401
 import pytest
 
 from jupyter_byok import _ledger_frame as lf
 from jupyter_byok.ledger import Ledger, LedgerRow
-
-pytest.importorskip("pyarrow")
-pytest.importorskip("adbc_driver_sqlite")
 
 PROVIDERS = ["openai", "Anthropic", "ßeta", "émoji😀", "", "zz", "Zz"]
 
