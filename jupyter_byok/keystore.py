@@ -212,6 +212,16 @@ class KeyInfo:
 DIR_CHECK_INTERVAL = 1.0
 
 
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's bytes do (see Keystore._load_readonly)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _unchanged(st: os.stat_result, parsed: tuple[int, ...]) -> bool:
+    """The file is the one parsed when its identity was ``parsed``, and still private."""
+    return _identity(st) == parsed and not st.st_mode & 0o077
+
+
 @dataclass
 class _Store:
     header: dict[str, Any]
@@ -595,9 +605,8 @@ class Keystore:
             return None
         except OSError:
             return self._load(reuse=True)
-        sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         seen = self._seen
-        if seen is not None and seen[0] == sig and not st.st_mode & 0o077:
+        if seen is not None and _unchanged(st, seen[0]):
             now = time.monotonic()
             if now - self._dirs_checked > DIR_CHECK_INTERVAL:
                 check_private_dir(self.home)
@@ -607,7 +616,7 @@ class Keystore:
         store = self._load(reuse=True)
         # the identity read before the bytes: if they changed in between, the next stat
         # differs from it and the file is read again
-        self._seen = None if store is None else (sig, store)
+        self._seen = None if store is None else (_identity(st), store)
         return store
 
     def read_is_cheap(self) -> bool:
@@ -622,8 +631,7 @@ class Keystore:
         except OSError:
             return False
         seen = self._seen
-        sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        return seen is not None and seen[0] == sig and not st.st_mode & 0o077
+        return seen is not None and _unchanged(st, seen[0])
 
     def _load(self, reuse: bool = False) -> _Store | None:
         """Read and verify the store (each time: other processes may have changed it)."""
