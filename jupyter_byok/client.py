@@ -85,30 +85,6 @@ def _error_from_json(data: dict[str, Any], status: int) -> ByokError:
     return ByokError(message)
 
 
-def completion_from_json(data: dict[str, Any]) -> Completion:
-    usage_data = dict(data.get("usage") or {})
-    provider_cost = usage_data.pop("provider_cost_usd", None)
-    usage = Usage(**{k: v for k, v in usage_data.items() if k in Usage.__dataclass_fields__})
-    if provider_cost is not None:
-        usage.provider_cost_usd = Decimal(str(provider_cost))
-    cost = data.get("cost_usd")
-    return Completion(
-        text=str(data.get("text", "")),
-        model=str(data.get("model", "")),
-        provider=str(data.get("provider", "")),
-        usage=usage,
-        cost_usd=None if cost is None else Decimal(str(cost)),
-        cost_source=str(data.get("cost_source", "unknown")),
-        finish_reason=data.get("finish_reason"),
-        request_id=str(data.get("request_id", "")),
-        response_id=data.get("response_id"),
-        latency_s=float(data.get("latency_s") or 0.0),
-        ttft_s=data.get("ttft_s"),
-        cached=bool(data.get("cached", False)),
-        ledger_id=data.get("ledger_id"),
-    )
-
-
 def request_to_json(request: Request) -> dict[str, Any]:
     return {
         "model": request.model,
@@ -274,7 +250,7 @@ class Client:
     async def _server_complete(self, request: Request) -> Completion:
         body = request_to_json(request)
         body["stream"] = False
-        return completion_from_json(await self._post("complete", body))
+        return Completion.from_dict(await self._post("complete", body))
 
     async def _server_stream(self, request: Request) -> AsyncIterator[str | Completion]:
         import httpx
@@ -300,7 +276,7 @@ class Client:
                         if event == "delta":
                             yield str(data.get("text", ""))
                         elif event == "done":
-                            yield completion_from_json(data)
+                            yield Completion.from_dict(data)
                         elif event == "error":
                             raise _error_from_json(data, int(data.get("status", 500)))
                     elif not line:

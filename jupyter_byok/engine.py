@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import weakref
@@ -667,23 +668,18 @@ class Engine:
     def _completion_from_cache(
         self, payload: dict[str, Any], ref: ModelRef, request_id: str
     ) -> Completion:
-        usage_data = dict(payload.get("usage") or {})
-        provider_cost = usage_data.pop("provider_cost_usd", None)
-        usage = Usage(**usage_data)
-        if provider_cost is not None:
-            usage.provider_cost_usd = Decimal(str(provider_cost))
-        cost = payload.get("cost_usd")
-        return Completion(
-            text=str(payload.get("text", "")),
+        """The cached answer as this call's completion (its own id, no latency yet)."""
+        stored = Completion.from_dict(payload)
+        return dataclasses.replace(
+            stored,
             model=ref.id,
             provider=ref.provider,
-            usage=usage,
-            cost_usd=Decimal(str(cost)) if cost is not None else None,
-            cost_source=str(payload.get("cost_source", "unknown")),
-            finish_reason=payload.get("finish_reason"),
             request_id=request_id,
-            response_id=payload.get("response_id"),
+            latency_s=0.0,
+            ttft_s=None,
             cached=True,
+            ledger_id=None,
+            warnings=[],
         )
 
 

@@ -58,6 +58,13 @@ class Usage:
             data["provider_cost_usd"] = str(self.provider_cost_usd)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        """The inverse of :meth:`to_dict` (unknown fields are ignored)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        cost = known.pop("provider_cost_usd", None)
+        return cls(**known, provider_cost_usd=None if cost is None else Decimal(str(cost)))
+
 
 @dataclass
 class Request:
@@ -110,6 +117,27 @@ class Completion:
             "ledger_id": self.ledger_id,
             "warnings": list(self.warnings),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Completion:
+        """The inverse of :meth:`to_dict`: a completion from the server's JSON or the cache."""
+        cost = data.get("cost_usd")
+        return cls(
+            text=str(data.get("text", "")),
+            model=str(data.get("model", "")),
+            provider=str(data.get("provider", "")),
+            usage=Usage.from_dict(dict(data.get("usage") or {})),
+            cost_usd=None if cost is None else Decimal(str(cost)),
+            cost_source=str(data.get("cost_source", "unknown")),
+            finish_reason=data.get("finish_reason"),
+            request_id=str(data.get("request_id", "")),
+            response_id=data.get("response_id"),
+            latency_s=float(data.get("latency_s") or 0.0),
+            ttft_s=data.get("ttft_s"),
+            cached=bool(data.get("cached", False)),
+            ledger_id=data.get("ledger_id"),
+            warnings=[str(w) for w in data.get("warnings") or ()],
+        )
 
 
 @dataclass

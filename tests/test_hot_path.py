@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,29 @@ def test_server_engine_reads_a_parsed_keystore_without_a_thread_hop(
     asyncio.run(calls(2))
     assert hops == ["_key_for", "_key_for"]
     assert fake_providers.requests_for("openai")[-1].auth.endswith(KEY.replace("h", "j")[-8:])
+
+
+def test_a_completion_survives_its_json_form_whole() -> None:
+    """The server's reply and the response cache both store ``to_dict``; one inverse reads
+    both back, budget warnings and the provider's own cost included."""
+    import json
+
+    from jupyter_byok.types import Completion
+
+    original = Completion(
+        text="hi",
+        model="xai:grok-4",
+        provider="xai",
+        usage=Usage(
+            input_tokens=5, output_tokens=7, reasoning_tokens=2, provider_cost_usd=Decimal("1.2e-5")
+        ),
+        cost_usd=Decimal("0.000012"),
+        finish_reason="stop",
+        request_id="r1",
+        response_id="resp",
+        latency_s=0.25,
+        ttft_s=0.1,
+        ledger_id="L1",
+        warnings=["80% of the daily budget is spent"],
+    )
+    assert Completion.from_dict(json.loads(json.dumps(original.to_dict()))) == original
