@@ -8,6 +8,13 @@ first token of streamed calls.
 
     .venv/bin/python benchmarks/bench_local.py            # 7 runs of 128 tokens
     .venv/bin/python benchmarks/bench_local.py --quick    # smoke run
+    .venv/bin/python benchmarks/bench_local.py --buffers  # what extra buffer types buy here
+
+Both sides load through the same crash guard (``local.guarded_llama`` for raw llama-cpp),
+so they use the same buffer types. ``--buffers`` measures what turning llama.cpp's extra
+buffer types (weight repacking; the AMX backend where present) off costs on this machine:
+prompt processing and generation, raw llama-cpp with them on versus off, and the one-time
+probe.
 
 "Ours" is the path users take: ``jupyter_byok.complete("local:smollm2", ...)`` and
 ``jupyter_byok.stream(...)``, through the engine (ledger row, pricing, budgets included), with
@@ -36,8 +43,8 @@ TARGET = 0.95
 def _raw_model(n_ctx: int, n_threads: int) -> tuple[Any, dict[int, float]]:
     import llama_cpp
 
-    raw = llama_cpp.Llama(
-        str(local.embedded_model_path()),
+    raw = local.guarded_llama(
+        local.embedded_model_path(),
         n_ctx=n_ctx,
         n_threads=n_threads,
         n_threads_batch=n_threads,
@@ -46,6 +53,73 @@ def _raw_model(n_ctx: int, n_threads: int) -> tuple[Any, dict[int, float]]:
     vocab = raw._model.vocab
     eog = [t for t in range(raw.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
     return raw, {t: -1e9 for t in eog}
+
+
+def buffers_cost(n_threads: int, runs: int) -> int:
+    """Raw llama-cpp with extra buffer types on versus off: prompt and generation tokens/s."""
+    from jupyter_byok.providers.local import _guard
+
+    path = local.embedded_model_path()
+    started = time.perf_counter()
+    died = _guard.run_probe_child(path, True)
+    probe_s = time.perf_counter() - started
+    if died is not None:
+        print(
+            f"extra buffer types crash llama.cpp here (probe died from {died}): nothing to compare"
+        )
+        return 0
+    models: dict[str, Any] = {}
+    for label, extra in (("on", True), ("off", False)):
+        with _guard.model_params(extra):
+            import llama_cpp
+
+            models[label] = llama_cpp.Llama(
+                str(path),
+                n_ctx=2048,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                verbose=False,
+            )
+    prompt = models["on"].tokenize(("The lighthouse keeper watched the storm. " * 60).encode())
+    prompt_rates: dict[str, list[float]] = {"on": [], "off": []}
+    gen_rates: dict[str, list[float]] = {"on": [], "off": []}
+    for i in range(runs):
+        for label in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            llama = models[label]
+            llama.reset()
+            t0 = time.perf_counter()
+            llama.eval(prompt)
+            prompt_rates[label].append(len(prompt) / (time.perf_counter() - t0))
+            llama.reset()
+            t0 = time.perf_counter()
+            out = llama.create_completion(
+                "Once upon a time",
+                max_tokens=128,
+                temperature=0.0,
+                logit_bias={
+                    t: -1e9
+                    for t in range(llama.n_vocab())
+                    if llama_cpp.llama_vocab_is_eog(llama._model.vocab, t)
+                },
+            )
+            gen_rates[label].append(out["usage"]["completion_tokens"] / (time.perf_counter() - t0))
+    print(
+        f"extra buffer types on this machine (AMX present: "
+        f"{local.amx_present(local.system_info())}), n_threads={n_threads}, "
+        f"median of {runs} interleaved runs"
+    )
+    for label in ("on", "off"):
+        print(
+            f"  extra buffers {label:<3}  prompt {statistics.median(prompt_rates[label]):8.1f} "
+            f"tokens/s   generation {statistics.median(gen_rates[label]):6.1f} tokens/s"
+        )
+    for kind, rates in (("prompt", prompt_rates), ("generation", gen_rates)):
+        ratio = statistics.median(rates["off"]) / statistics.median(rates["on"])
+        print(f"  off/on ratio ({kind}): {ratio:.3f}")
+    print(f"  one probe (child process, extra buffers on): {probe_s:.2f} s, died: {died}")
+    for llama in models.values():
+        llama.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=local.physical_cores())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", action="store_true", help="exit 1 when below the target")
+    parser.add_argument("--buffers", action="store_true", help="extra buffer types on vs off")
     args = parser.parse_args(argv)
+    if args.buffers:
+        return buffers_cost(args.threads, max(args.runs, 5))
     os.environ["JUPYTER_BYOK_HOME"] = tempfile.mkdtemp(prefix="byok-bench-")
     runs, max_tokens = (2, 32) if args.quick else (max(args.runs, 5), args.max_tokens)
 

@@ -165,6 +165,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return cmd_keys_status(argparse.Namespace(json=False))
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .commands.doctor import doctor, render_text
+
+    report = doctor(probe=args.probe)
+    _out(json.dumps(report, indent=2) if args.json else render_text(report))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import load_settings
+
+    if args.key is None:
+        _out(json.dumps(load_settings().to_json(), indent=2))
+        return 0
+    if args.value is None:
+        _out(json.dumps(load_settings().to_json().get(args.key)))
+        return 0
+    from .commands.config import set_config
+
+    stored = set_config(args.key, args.value)
+    _out(f"{args.key} = {json.dumps(stored)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -218,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="what jupyter_byok sees on this machine")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("doctor", help="versions, CPU, local-model checks, keystore, ledger")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--probe", action="store_true", help="also check the embedded model now")
+    p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("config", help="show or change a setting")
+    p.add_argument("key", nargs="?", help="require_server or local_extra_buffers")
+    p.add_argument("value", nargs="?")
+    p.set_defaults(func=cmd_config)
     p = sub.add_parser("demo", help="the offline demo on the embedded local model")
     p.add_argument("--output", default="demo-output", help="folder for the demo's results")
     p.set_defaults(func=cmd_demo)

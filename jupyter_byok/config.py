@@ -71,6 +71,8 @@ class Settings:
     local_prices: dict[str, dict[str, str]] = field(default_factory=dict)
     #: refuse in-process cloud calls in kernels without a jupyter_byok server
     require_server: bool = False
+    #: llama.cpp's extra CPU buffer types (weight repacking, AMX): auto | on | off
+    local_extra_buffers: str = "auto"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,6 +95,7 @@ class Settings:
                 },
                 local_prices=dict(data.get("local_prices", {})),
                 require_server=bool(data.get("require_server", False)),
+                local_extra_buffers=str(data.get("local_extra_buffers", "auto")),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(

@@ -300,7 +300,7 @@ class ByokMagics(Magics):
         if handler is None:
             _error(
                 f"unknown subcommand {command!r}: use status, keys, models, default, alias, "
-                "unalias, usage, budget, search, price, estimate or config"
+                "unalias, usage, budget, search, price, estimate, config or doctor"
             )
             return None
         try:
@@ -531,21 +531,31 @@ class ByokMagics(Magics):
         run_budget_command(rest)
 
     def _cmd_config(self, rest: list[str]) -> None:
-        from .config import load_settings, update_settings
+        from .commands.config import set_config
+        from .config import load_settings
 
         if not rest:
             print(json.dumps(load_settings().to_json(), indent=2))
             return
-        if len(rest) == 2 and rest[0] == "require_server":
-            value = rest[1].lower() in ("1", "true", "yes", "on")
-
-            def change(settings: Any) -> None:
-                settings.require_server = value
-
-            update_settings(change)
-            print(f"require_server = {value}")
+        if len(rest) == 2:
+            stored = set_config(rest[0], rest[1])
+            print(f"{rest[0]} = {json.dumps(stored)}")
             return
-        raise ByokError("use %byok config [require_server true|false]")
+        raise ByokError(
+            "use %byok config [require_server true|false | local_extra_buffers auto|on|off]"
+        )
+
+    def _cmd_doctor(self, rest: list[str]) -> None:
+        from IPython.display import display
+
+        from .commands.doctor import doctor, render_text
+
+        report = doctor(probe="--probe" in rest)
+        text = render_text(report)
+        display(
+            {"text/plain": text, "text/markdown": f"```text\n{text}\n```"},
+            raw=True,
+        )
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -14,4 +14,8 @@ echo "== front end: build"
 echo "== front end: unit tests"
 (cd labextension && jlpm test)
 echo "== pytest (unit, server, kernel, notebook and browser tests)"
-python -m pytest "$@"
+# Two worker processes (xdist): a test that crashes the interpreter (a native crash in
+# llama.cpp, say) is reported as that test failing, and the rest of the suite still runs.
+# worksteal, not loadfile/loadgroup: those re-queue a crashed test's whole file and, with
+# a test that always crashes, loop forever (measured with pytest-xdist 3.8).
+python -m pytest -n "${BYOK_TEST_WORKERS:-2}" --dist worksteal "$@"

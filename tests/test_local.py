@@ -40,9 +40,10 @@ def model_path() -> Path:
 @pytest.fixture(scope="module")
 def raw_llama(model_path: Path) -> Iterator[Any]:
     """An independent llama-cpp model, for what llama-cpp itself says about a prompt."""
-    from llama_cpp import Llama
-
-    llama = Llama(str(model_path), n_ctx=512, n_threads=local.physical_cores(), verbose=False)
+    # Through the same crash guard as the product: the same buffer types on both sides.
+    llama = local.guarded_llama(
+        model_path, n_ctx=512, n_threads=local.physical_cores(), verbose=False
+    )
     yield llama
     llama.close()
 

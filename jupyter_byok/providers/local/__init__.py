@@ -48,6 +48,13 @@ from ._files import (
     physical_cores,
     resolve_local_model,
 )
+from ._guard import (
+    amx_present,
+    decide_extra_buffers,
+    guarded_llama,
+    probe_verdicts,
+    system_info,
+)
 from ._params import DEFAULT_MAX_TOKENS, _message_dicts
 from ._prompt import _completion_tokens, _prepare, _Prepared
 
@@ -58,16 +65,21 @@ __all__ = [
     "EMBEDDED_FILE",
     "EMBEDDED_NAME",
     "acomplete_local",
+    "amx_present",
     "astream_local",
     "available_models",
     "check_gguf",
     "complete_local",
+    "decide_extra_buffers",
     "embedded_model_path",
+    "guarded_llama",
     "loaded_models",
     "physical_cores",
+    "probe_verdicts",
     "resolve_local_model",
     "set_memory_budget",
     "stream_local",
+    "system_info",
     "unload_all",
 ]
 
@@ -137,7 +149,9 @@ def _report_failure(call: _Call, exc: BaseException, usage: Usage | None) -> Non
 
 
 def _generation_failed(exc: Exception) -> LocalModelError:
-    return LocalModelError(f"local generation failed ({exc}): check the call parameters")
+    return LocalModelError(
+        f"local generation failed ({exc}): check the call parameters, or run `jupyter byok doctor`"
+    )
 
 
 def complete_local(

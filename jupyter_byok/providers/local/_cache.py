@@ -33,6 +33,7 @@ class _Entry:
     last_used: float = 0.0
     formatters: dict[str, Any] = field(default_factory=dict)
     eog_tokens: list[int] | None = None
+    extra_buffers: bool | None = None
 
 
 _registry_lock = threading.Lock()
@@ -61,6 +62,7 @@ def loaded_models() -> list[dict[str, Any]]:
                 "loads": _load_counts[e.key],
                 "calls": e.calls,
                 "load_s": e.load_s,
+                "extra_buffers": e.extra_buffers,
                 "last_used": e.last_used,
                 "busy": e.lock.locked(),
             }
@@ -168,23 +170,30 @@ def _acquire(path: Path, params: dict[str, Any]) -> _Entry:
 
 
 def _load(entry: _Entry, *, verbose: bool) -> None:
+    from ._guard import extra_buffers_for, model_params
+
     llama_cpp = _import_llama_cpp()
     cls = _tracked_llama_class()
+    # Before anything native touches the model: a crash would take this process (a kernel)
+    # down, so a child process tries it first, once per model and machine.
+    extra_buffers = extra_buffers_for(entry.path)
     started = time.perf_counter()
     try:
-        llama = cls(
-            model_path=str(entry.path),
-            n_ctx=entry.options["n_ctx"],
-            n_threads=entry.options["n_threads"],
-            n_threads_batch=entry.options["n_threads"],
-            n_gpu_layers=entry.options["n_gpu_layers"],
-            verbose=verbose,
-        )
+        with model_params(extra_buffers):
+            llama = cls(
+                model_path=str(entry.path),
+                n_ctx=entry.options["n_ctx"],
+                n_threads=entry.options["n_threads"],
+                n_threads_batch=entry.options["n_threads"],
+                n_gpu_layers=entry.options["n_gpu_layers"],
+                verbose=verbose,
+            )
     except (ValueError, RuntimeError, OSError) as exc:
         raise LocalModelError(
             f"llama-cpp-python {llama_cpp.__version__} could not load {entry.path.name} "
             f"({exc}): the file may be truncated or corrupt (download it again) or use an "
-            "architecture this version does not support (upgrade llama-cpp-python)"
+            "architecture this version does not support (upgrade llama-cpp-python); "
+            "`jupyter byok doctor` shows what llama.cpp sees"
         ) from exc
     llama.byok_sampled = []
     llama.byok_first_token_at = None
@@ -192,6 +201,7 @@ def _load(entry: _Entry, *, verbose: bool) -> None:
         # Free models before interpreter teardown; llama-cpp's own __del__ fails that late.
         atexit.register(_unload_at_exit)
     entry.llama = llama
+    entry.extra_buffers = extra_buffers
     entry.load_s = time.perf_counter() - started
     _load_counts[entry.key] += 1
 
