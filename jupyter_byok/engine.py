@@ -554,6 +554,7 @@ class Engine:
                     cost=cost,
                     latency_s=attempt.latency_s,
                     ttft_s=attempt.ttft_s,
+                    started_at=attempt.started_at,
                 )
             )
         ids = await self._write_rows(rows)
@@ -579,19 +580,27 @@ class Engine:
         ttft_s: float | None = None,
         cache_hit: bool = False,
         saved_usd: Decimal | None = None,
+        started_at: float | None = None,
     ) -> LedgerRow:
         from .ledger import LedgerRow
 
         usage = usage or Usage()
-        ts_end = time.time()
+        if started_at is None:  # each attempt's own times when dispatch reported them
+            ts_end = time.time()
+            started_at = ts_end - (latency_s or 0.0)
+        else:
+            ts_end = started_at + (latency_s or 0.0)
         cost_usd, cost_source, price_version = cost if cost is not None else (None, "unknown", "")
-        if cost is None and status in ("error", "cancelled", "blocked"):
+        # An error after the provider accepted the call (a 2xx or 3xx: an answer cut off,
+        # over the cap, of the wrong shape) may be billed: its cost is unknown, never 0.
+        answered = status == "error" and http_status is not None and http_status < 400
+        if cost is None and status in ("error", "cancelled", "blocked") and not answered:
             cost_usd, cost_source = Decimal(0), "computed"
         return LedgerRow(
             **base,
             status=status,
             attempt=attempt,
-            ts_start=ts_end - (latency_s or 0.0),
+            ts_start=started_at,
             ts_end=ts_end,
             http_status=http_status,
             error_type=error_type,

@@ -26,7 +26,8 @@ are translated at the boundary with ``raise ... from exc``::
     │   ├── ProviderServerError     5xx / 529 after retries
     │   ├── ProviderTimeoutError    no answer in time (the call may still be billed)
     │   ├── ProviderConnectionError could not connect
-    │   └── StreamError             a stream broke off or carried a malformed chunk
+    │   ├── StreamError             a stream broke off or carried a malformed chunk
+    │   └── ResponseTooLargeError   an answer or stream over the size cap (not retried)
     ├── LocalModelError             a local GGUF model could not be loaded or run
     ├── BudgetExceededError         a budget blocks the call
     ├── LedgerError                 the usage ledger could not be read or written
@@ -58,6 +59,7 @@ __all__ = [
     "ProviderTimeoutError",
     "QuotaExceededError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "StreamError",
     "UnknownProviderError",
 ]
@@ -169,6 +171,10 @@ class ProviderConnectionError(ProviderError):
 
 class StreamError(ProviderError):
     pass
+
+
+class ResponseTooLargeError(ProviderError):
+    """An answer (or a stream) over the size cap: reading stopped there, never retried."""
 
 
 class LocalModelError(ByokError):

@@ -203,3 +203,5 @@ class Attempt:
     usage: Usage | None = None
     ttft_s: float | None = None
     will_retry: bool = False
+    #: when the attempt began (``time.time()``): each attempt's row has its own times
+    started_at: float | None = None

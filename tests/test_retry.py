@@ -18,6 +18,7 @@ from jupyter_byok.errors import (
     BadRequestError,
     ProviderError,
     ProviderServerError,
+    ProviderTimeoutError,
     QuotaExceededError,
     RateLimitError,
 )
@@ -283,11 +284,21 @@ async def test_fault_matrix(
         assert len(fake_providers.requests) == 1, (provider, kind)
         assert len(attempts) == 1 and attempts[0].http_status == info.value.status_code
         assert info.value.provider == provider and str(info.value).startswith(provider)
-    # a slow first byte beyond the read timeout: a timeout attempt, then a retried success
+    # a slow first byte beyond the call's deadline: one timeout attempt, and no retry, as
+    # the deadline (timeout=) covers the whole call, retries included
     fake_providers.reset()
     fake_providers.add_fault(provider, "slow_first_byte", delay=1.0)
     attempts = []
-    await call(spec, client, attempts=attempts, timeout=0.3)
-    assert [a.status for a in attempts] == ["timeout", "ok"]
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeoutError):
+        await call(spec, client, attempts=attempts, timeout=0.3)
+    assert time.monotonic() - started < 0.9
+    assert [a.status for a in attempts] == ["timeout"]
     assert attempts[0].error_type == "ProviderTimeoutError"
+    # a server error answered at once is still retried within the deadline
+    fake_providers.reset()
+    fake_providers.add_fault(provider, "server_error", retry_after_ms=1)
+    attempts = []
+    await call(spec, client, attempts=attempts, timeout=5)
+    assert [a.status for a in attempts] == ["error", "ok"]
     assert fake_providers.errors == []

@@ -326,7 +326,9 @@ async def test_cross_origin_is_refused(
         "byok", *path, method=method, body=_body(method), headers=headers, raise_error=False
     )
     record(captured, response)
-    assert response.code in (403, 404), response.code
+    # jupyter_server answers a cross-origin request 404, on every verb: APIHandler.prepare
+    # for reads, check_xsrf_cookie (which checks the origin first) for writes
+    assert response.code == 404, response.code
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)

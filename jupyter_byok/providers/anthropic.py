@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import StreamError
 from ..types import Message, ProviderResult, StreamEvent, Usage
-from .base import SSEEvent, WireRequest, count, refuse_params
+from .base import SSEEvent, WireRequest, count, refuse_params, wrong_shape
 
 __all__ = [
     "API_VERSION",
@@ -101,6 +101,8 @@ def _text(content: Any) -> str:
 
 
 def parse_chat(provider: str, model: str, data: Any) -> ProviderResult:
+    if not isinstance(data, dict):
+        raise wrong_shape(provider, "an Anthropic message (not a JSON object)")
     if data.get("type") == "error":
         err = data.get("error") or {}
         raise StreamError(
@@ -108,6 +110,8 @@ def parse_chat(provider: str, model: str, data: Any) -> ProviderResult:
             provider=provider,
             error_type=err.get("type"),
         )
+    if data.get("type", "message") != "message" or not isinstance(data.get("content"), list):
+        raise wrong_shape(provider, "an Anthropic message (no type message with a content list)")
     return ProviderResult(
         text=_text(data.get("content")),
         usage=parse_usage(data.get("usage")),

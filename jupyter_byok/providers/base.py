@@ -9,18 +9,27 @@ Invariants:
 * Nothing is retried that cannot succeed on a retry: 400, 401, 403, 404 and exhausted
   quota (429 ``insufficient_quota``, 402, Tavily 432/433, ...) are never retried, whatever
   ``x-should-retry`` says.
+* Nothing is retried that the provider may have billed: a redirect is never followed, and
+  an answer that began (2xx status line) and then broke off, went over the size cap or did
+  not parse is an error, not retried.
+* Every call is bounded (:class:`Limits`): connect and idle-read timeouts, a deadline for
+  the whole call that the retries count against, and caps on the bytes of an answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import datetime as dt
 import email.utils
 import json
+import math
+import os
 import random
 import sys
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
@@ -42,6 +51,7 @@ from ..errors import (
     ProviderTimeoutError,
     QuotaExceededError,
     RateLimitError,
+    ResponseTooLargeError,
     StreamError,
 )
 from ..types import Attempt, Message, ProviderResult, StreamEvent, Usage
@@ -50,19 +60,114 @@ __all__ = [
     "AsyncHTTPClient",
     "CallResult",
     "FinalEvent",
+    "Limits",
     "RetryPolicy",
     "SSEDecoder",
     "SSEEvent",
     "StreamParser",
     "WireRequest",
+    "default_limits",
     "error_from_exception",
     "error_from_response",
     "is_retryable",
+    "iter_lines",
+    "read_body",
     "retry_after_seconds",
     "send_request",
 ]
 
 NEVER_RETRY = frozenset({400, 401, 403, 404})
+KIB = 1024
+MIB = 1024 * KIB
+#: the largest per-call ``timeout=`` accepted (seconds)
+MAX_TIMEOUT_S = 3600.0
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps and timeouts of one provider call (docs/security-limits.md).
+
+    Defaults can be changed with the environment variables named below (read on each call,
+    so a server picks up a change without a restart), and the deadline per call with
+    ``timeout=`` (seconds).
+    """
+
+    #: ``JUPYTER_BYOK_TIMEOUT``: the whole call ends by then: every attempt, the waits
+    #: between them, reading the answer, and for a stream the whole stream
+    deadline_s: float = 600.0
+    #: ``JUPYTER_BYOK_CONNECT_TIMEOUT``: opening the connection (TCP and TLS)
+    connect_s: float = 10.0
+    #: ``JUPYTER_BYOK_READ_TIMEOUT``: the longest silence (no byte) inside a stream, and the
+    #: longest a stream may take to complete one event (a provider dripping bytes)
+    idle_read_s: float = 300.0
+    #: ``JUPYTER_BYOK_MAX_RESPONSE_BYTES``: total (decoded) bytes of an answer or a stream
+    max_response_bytes: int = 32 * MIB
+    #: ``JUPYTER_BYOK_MAX_EVENT_BYTES``: one server-sent event of a stream
+    max_event_bytes: int = 1 * MIB
+    #: answers up to this size are parsed on the event loop; larger ones in a short-lived
+    #: worker process (a 30 MB JSON body can take seconds and gigabytes to parse)
+    parse_inline_bytes: int = 512 * KIB
+
+    def for_call(self, timeout: Any) -> Limits:
+        """These limits with the call's own ``timeout=`` (seconds) as its deadline."""
+        if timeout is None:
+            return self
+        return replace(self, deadline_s=check_timeout(timeout))
+
+
+def check_timeout(value: Any, name: str = "timeout") -> float:
+    """A per-call timeout in seconds: a finite number in (0, MAX_TIMEOUT_S]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_TIMEOUT_S
+    ):
+        raise BadRequestError(
+            f"{name} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, "
+            f"not {value!r}"
+        )
+    return float(value)
+
+
+_ENV_LIMITS = (
+    ("JUPYTER_BYOK_TIMEOUT", "deadline_s", float),
+    ("JUPYTER_BYOK_CONNECT_TIMEOUT", "connect_s", float),
+    ("JUPYTER_BYOK_READ_TIMEOUT", "idle_read_s", float),
+    ("JUPYTER_BYOK_MAX_RESPONSE_BYTES", "max_response_bytes", int),
+    ("JUPYTER_BYOK_MAX_EVENT_BYTES", "max_event_bytes", int),
+)
+_ENV_NAMES = tuple(name for name, _, _ in _ENV_LIMITS)
+_limits_cache: tuple[tuple[str | None, ...], Limits] | None = None
+
+
+def default_limits() -> Limits:
+    """The limits from the environment (the defaults of :class:`Limits` where unset)."""
+    global _limits_cache
+    get = os.environ.get
+    key = tuple(get(name) for name in _ENV_NAMES)
+    cached = _limits_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    values: dict[str, Any] = {}
+    for (name, attr, kind), raw in zip(_ENV_LIMITS, key, strict=True):
+        if raw is None or not raw.strip():
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = -1
+        if not (math.isfinite(value) and value > 0):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{name}={raw!r} is not a positive number: fix or unset it")
+        values[attr] = value
+    limits = Limits(**values)
+    _limits_cache = (key, limits)
+    return limits
 
 
 # -- values --------------------------------------------------------------------------------
@@ -247,8 +352,10 @@ def retry_after_seconds(
 def is_retryable(error: ProviderError, headers: Mapping[str, str] | None = None) -> bool:
     """Whether a failed attempt may be retried (the count is the policy's business)."""
     status = error.status_code
-    if isinstance(error, (QuotaExceededError, StreamError)):
+    if isinstance(error, (QuotaExceededError, StreamError, ResponseTooLargeError)):
         return False
+    if status is not None and status < 400:
+        return False  # a redirect, or an answer that began and then failed (may be billed)
     if status in NEVER_RETRY or status == 402:
         return False
     should = (headers or {}).get("x-should-retry", "").strip().lower()
@@ -408,6 +515,19 @@ def error_from_response(
     provider: str, status: int, headers: Mapping[str, str], content: bytes
 ) -> ProviderError:
     """The :class:`ProviderError` for an HTTP error answer (the one place that maps them)."""
+    if 300 <= status < 400:  # redirects are never followed: they could lead the key away
+        rid = request_id_from(headers)
+        where = f" (request id {rid})" if rid else ""
+        to = (headers.get("location") or "").split("?")[0][:200]
+        return ProviderError(
+            f"{provider} answered {status}, a redirect{f' to {to}' if to else ''}{where}, which "
+            f"is not followed and not retried: check the base URL "
+            f"(JUPYTER_BYOK_{provider.upper()}_BASE_URL or the endpoint's base_url)",
+            provider=provider,
+            status_code=status,
+            request_id=rid or None,
+            error_type="redirect",
+        )
     text = content.decode("utf-8", "replace")
     try:
         body: Any = json.loads(text) if text.strip() else None
@@ -546,6 +666,9 @@ async def send_request(
 ) -> Any:
     """Send one request and return the ``httpx.Response`` (body read unless ``stream``).
 
+    ``timeout``: ``None`` (the client's), a number, or a dict of ``connect``, ``read``,
+    ``write`` and ``pool`` seconds (see :func:`attempt_timeouts`).
+
     A client made by :func:`make_async_client` over the aiohttp transport has nothing for
     the client layer to do (no base URL, auth, cookies, redirects, event hooks or proxy
     mounts), so its requests go straight to the transport through httpx's public
@@ -555,12 +678,21 @@ async def send_request(
     """
     direct = _DIRECT.get(client)
     if direct is None:
-        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        extra: dict[str, Any] = {}
+        if timeout is not None:  # as a 4-tuple, which httpx and httpx2 both take
+            extra["timeout"] = (
+                (timeout["connect"], timeout["read"], timeout["write"], timeout["pool"])
+                if isinstance(timeout, dict)
+                else timeout
+            )
         request: Any = client.build_request(
             method, url, content=content, headers=headers, params=params, **extra
         )
         return await client.send(request, stream=stream)
-    limits = direct.timeout if timeout is None else httpx.Timeout(timeout).as_dict()
+    if timeout is None:
+        limits = direct.timeout
+    else:
+        limits = timeout if isinstance(timeout, dict) else httpx.Timeout(timeout).as_dict()
     parsed = _URLS.get(url)
     if parsed is None:  # parsing a URL costs more than the rest of building the request
         if len(_URLS) > 256:
@@ -585,6 +717,184 @@ async def send_request(
     return response
 
 
+if sys.version_info >= (3, 11):
+    timeout_at = asyncio.timeout_at
+else:  # pragma: no cover - Python 3.10
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def timeout_at(when: float) -> AsyncIterator[None]:
+        """``asyncio.timeout_at`` for Python 3.10: ``TimeoutError`` once the loop's clock
+        passes ``when``."""
+        task = asyncio.current_task()
+        assert task is not None
+        fired: list[bool] = []
+
+        def expire() -> None:
+            fired.append(True)
+            task.cancel()
+
+        handle = asyncio.get_running_loop().call_at(when, expire)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if fired:
+                raise TimeoutError from None
+            raise
+        finally:
+            handle.cancel()
+
+
+def deadline_passed(provider: str, limits: Limits) -> ProviderError:
+    """No answer began before the call's deadline (the provider may still bill it)."""
+    return ProviderTimeoutError(
+        f"{provider} did not answer within the call's deadline of {limits.deadline_s:g} s; "
+        f"try again, or raise it with timeout= (or JUPYTER_BYOK_TIMEOUT) for long answers "
+        "(the call may still be billed)",
+        provider=provider,
+        error_type="deadline",
+    )
+
+
+def attempt_timeouts(
+    limits: Limits, deadline: float, loop: asyncio.AbstractEventLoop, *, stream: bool
+) -> dict[str, float]:
+    """httpx timeouts for one attempt: what is left before ``deadline`` (the loop's clock)
+    bounds each; a stream's reads also stop after ``idle_read_s`` of silence. A non-streamed
+    answer may take as long as its deadline to begin (a model thinking)."""
+    left = max(deadline - loop.time(), 0.001)
+    return {
+        "connect": min(limits.connect_s, left),
+        "read": min(limits.idle_read_s, left) if stream else left,
+        "write": left,
+        "pool": left,
+    }
+
+
+def too_large(provider: str, limits: Limits, what: str, request_id: str = "") -> ProviderError:
+    where = f" (request id {request_id})" if request_id else ""
+    cap = limits.max_event_bytes if what == "event" else limits.max_response_bytes
+    setting = (
+        "JUPYTER_BYOK_MAX_EVENT_BYTES" if what == "event" else "JUPYTER_BYOK_MAX_RESPONSE_BYTES"
+    )
+    thing = {"event": "one stream event", "stream": "the stream"}.get(what, "the answer")
+    return ResponseTooLargeError(
+        f"{provider} sent more than {cap:,} bytes in {thing}{where}, so reading stopped "
+        f"(not retried; the call may be billed): ask for a shorter answer, or raise {setting}",
+        provider=provider,
+        status_code=200,
+        request_id=request_id or None,
+        error_type="response_too_large",
+    )
+
+
+def cut_off(
+    provider: str, status: int, received: int, how: str | BaseException, request_id: str = ""
+) -> ProviderError:
+    """An answer the provider started (status line sent) that did not arrive whole: never
+    retried, since the provider may have billed it. ``how``: what happened, or the
+    exception that ended the read."""
+    where = f" (request id {request_id})" if request_id else ""
+    cls: type[ProviderError] = ProviderTimeoutError
+    if isinstance(how, BaseException):
+        if isinstance(how, (TimeoutError, *_httpx_kinds()[0])):
+            how = "went silent for longer than the read timeout (JUPYTER_BYOK_READ_TIMEOUT)"
+        else:
+            how, cls = f"was cut off ({type(how).__name__})", StreamError
+    return cls(
+        f"{provider} started answering (HTTP {status}) but the answer {how} after "
+        f"{received:,} bytes{where}; not retried, as the call may be billed: try again",
+        provider=provider,
+        status_code=status,
+        request_id=request_id or None,
+        error_type="cut_off",
+    )
+
+
+async def read_body(
+    response: Any,
+    provider: str,
+    limits: Limits,
+    received: list[int] | None = None,
+    *,
+    truncate: bool = False,
+) -> bytes:
+    """The whole (decoded) body of an open response, closing it; ``received[0]`` follows
+    the bytes read. Past ``limits.max_response_bytes`` reading stops:
+    :class:`ResponseTooLargeError`, or with ``truncate`` (an error body) the bytes read so
+    far. A connection that breaks mid-body is :func:`cut_off` (never retried)."""
+    cap = limits.max_response_bytes
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap and not truncate:
+        await response.aclose()
+        raise too_large(provider, limits, "answer", request_id_from(response.headers))
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            parts.append(chunk)
+            size += len(chunk)
+            if received is not None:
+                received[0] = size
+            if size > cap:
+                if truncate:
+                    break
+                raise too_large(provider, limits, "answer", request_id_from(response.headers))
+    except transport_errors() as exc:
+        if truncate:
+            raise
+        raise cut_off(
+            provider, response.status_code, size, exc, request_id_from(response.headers)
+        ) from exc
+    finally:
+        await response.aclose()
+    return b"".join(parts)
+
+
+async def iter_lines(
+    response: Any, provider: str, limits: Limits, deadline: float
+) -> AsyncIterator[str]:
+    """The lines of a streamed body (CR, LF and CRLF framing), within the limits: the total
+    bytes, the bytes without a line break, the deadline (the loop's clock), and the time a
+    line may take to complete (a provider dripping bytes)."""
+    from httpx._decoders import LineDecoder
+
+    cap, event_cap, idle = limits.max_response_bytes, limits.max_event_bytes, limits.idle_read_s
+    rid = request_id_from(response.headers)
+    text = codecs.getincrementaldecoder("utf-8")("replace")
+    lines = LineDecoder()
+    total = unbroken = 0
+    clock = asyncio.get_running_loop().time
+    partial_since: float | None = None  # when the line being received got its first byte
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        now = clock()
+        if total > cap:
+            raise too_large(provider, limits, "stream", rid)
+        if now > deadline:
+            how = "was still arriving at the deadline (timeout=, JUPYTER_BYOK_TIMEOUT)"
+            raise cut_off(provider, response.status_code, total, how, rid)
+        if partial_since is not None and now - partial_since > idle:
+            how = f"took over {idle:g} s to complete one line (bytes dripping in)"
+            raise cut_off(provider, response.status_code, total, how, rid)
+        found = lines.decode(text.decode(chunk))
+        if not found:
+            unbroken += len(chunk)
+            if unbroken > event_cap:
+                raise too_large(provider, limits, "event", rid)
+            if partial_since is None:
+                partial_since = now
+            continue
+        unbroken = 0
+        partial_since = now if lines.buffer else None
+        for line in found:
+            yield line
+    for line in lines.decode(text.decode(b"", True)):
+        yield line
+    for line in lines.flush():
+        yield line
+
+
 def attempt_status(error: ProviderError) -> str:
     """``timeout`` only when no answer came back (the provider may have billed the call)."""
     if isinstance(error, ProviderTimeoutError) and error.status_code is None:
@@ -605,6 +915,17 @@ def stray_message(lines: list[str]) -> str:
     except ValueError:
         body = None
     return _provider_message(body, text)[0] or text[:300]
+
+
+def wrong_shape(provider: str, what: str) -> ProviderError:
+    """A 2xx answer that is not what the wire promises (an HTML page, another API's JSON, a
+    proxy's placeholder): an error, never an empty success; not retried (it may be billed)."""
+    return ProviderError(
+        f"{provider} answered with a body that is not {what}; not retried, as the call may "
+        "be billed: check the base URL, try again or report it",
+        provider=provider,
+        error_type="malformed_answer",
+    )
 
 
 def refuse_params(provider: str, params: dict[str, Any], unsupported: tuple[str, ...]) -> None:

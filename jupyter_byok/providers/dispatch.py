@@ -20,7 +20,13 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ConfigError, ProviderError, StreamError
+from ..errors import (
+    ConfigError,
+    ProviderError,
+    ProviderTimeoutError,
+    ResponseTooLargeError,
+    StreamError,
+)
 from ..redact import Secret
 from ..types import Attempt, Message, ProviderResult, SearchResult, StreamEvent, Usage
 from . import ProviderSpec
@@ -28,16 +34,25 @@ from .base import (
     AttemptRecord,
     CallResult,
     FinalEvent,
+    Limits,
     RetryPolicy,
     SSEDecoder,
     Wire,
     WireRequest,
     attempt_status,
+    attempt_timeouts,
+    cut_off,
+    deadline_passed,
+    default_limits,
     error_from_exception,
     error_from_response,
+    iter_lines,
+    read_body,
     request_id_from,
     send_request,
     stray_message,
+    timeout_at,
+    too_large,
     transport_errors,
 )
 
@@ -80,6 +95,32 @@ def _report(on_attempt: OnAttempt, attempt: Attempt) -> None:
         on_attempt(attempt)
 
 
+def _as_is(out: Any) -> tuple[Any, Usage | None, str | None]:
+    return out, None, None
+
+
+def _chat_shape(result: ProviderResult) -> tuple[ProviderResult, Usage | None, str | None]:
+    return result, result.usage, result.response_id
+
+
+def _search_shape(result: SearchResult) -> tuple[SearchResult, Usage | None, str | None]:
+    return result, result.usage, result.response_id
+
+
+def _call_limits(
+    params: dict[str, Any], timeout: Any, limits: Limits | None
+) -> tuple[dict[str, Any], Limits]:
+    """The call's limits (``timeout=`` as a keyword or among the params sets its deadline),
+    and the params without ``timeout`` (never sent to the provider)."""
+    base = limits or default_limits()
+    if "timeout" in params:
+        given = params["timeout"]
+        params = {k: v for k, v in params.items() if k != "timeout"}
+        if timeout is None:
+            timeout = given
+    return params, base.for_call(timeout)
+
+
 async def _send(
     provider: str,
     wire_req: WireRequest,
@@ -88,53 +129,81 @@ async def _send(
     client: AsyncHTTPClient,
     retry: RetryPolicy | None,
     on_attempt: OnAttempt,
-    timeout: Any,
+    limits: Limits,
+    deadline: float,
     stream: bool,
-) -> tuple[Any, int, float]:
-    """Send until the provider answers below 400 or a failure is final, reporting every
-    failed attempt; returns (response, attempt number, when that attempt started). A
-    streamed response is returned open: the caller reads and closes it."""
+) -> tuple[Any, bytes, int, float, float]:
+    """Send until the provider answers 2xx or a failure is final, reporting every failed
+    attempt; returns (response, body, attempt number, when that attempt started on the
+    ``perf_counter`` clock and on the wall clock).
+
+    A non-streamed answer is read whole (within the size cap); a streamed one is returned
+    open, for the caller to read and close. Every attempt, the waits between them and
+    the reading all end by ``deadline`` (the loop's clock). A 3xx is an error, never
+    followed. An answer that breaks off after its 2xx status line is not retried: the
+    provider may have billed it.
+    """
     policy = retry or DEFAULT_RETRY
     content = _content(wire_req)
     query = wire_req.params or None
     errors = transport_errors()
+    loop = asyncio.get_running_loop()
     number = 0
     while True:
         number += 1
         start = time.perf_counter()
+        wall = time.time()
         response_headers: Any = None
+        answering = 0  # the 2xx status of an answer being read
+        received = [0]
         try:
-            response = await send_request(
-                client,
-                wire_req.method,
-                wire_req.url,
-                content=content,
-                headers=headers,
-                params=query,
-                timeout=timeout,
-                stream=stream,
-            )
-        except asyncio.CancelledError:
-            _report(on_attempt, AttemptRecord(number, "cancelled", time.perf_counter() - start))
-            raise
-        except errors as exc:
-            error = error_from_exception(provider, exc, wire_req.url.split("?")[0])
-        else:
-            response_headers = response.headers
-            if response.status_code < 400:
-                return response, number, start
-            if stream:
+            async with timeout_at(deadline):
+                response = await send_request(
+                    client,
+                    wire_req.method,
+                    wire_req.url,
+                    content=content,
+                    headers=headers,
+                    params=query,
+                    timeout=attempt_timeouts(limits, deadline, loop, stream=stream),
+                    stream=True,
+                )
+                response_headers = response.headers
+                status = response.status_code
+                if 200 <= status < 300:
+                    if stream:
+                        return response, b"", number, start, wall
+                    answering = status
+                    body = await read_body(response, provider, limits, received)
+                    return response, body, number, start, wall
                 try:
-                    body = await response.aread()
+                    body = await read_body(response, provider, limits, truncate=True)
                 except errors:
                     body = b""
-                finally:
-                    await response.aclose()
+                error = error_from_response(provider, status, response_headers, body)
+        except asyncio.CancelledError:
+            _report(
+                on_attempt,
+                AttemptRecord(number, "cancelled", time.perf_counter() - start, started_at=wall),
+            )
+            raise
+        except ProviderError as exc:  # over the size cap, or cut off (read_body)
+            error = exc
+        except TimeoutError:
+            if answering:
+                how = "was still arriving at the deadline (timeout=, JUPYTER_BYOK_TIMEOUT)"
+                rid = request_id_from(response_headers)
+                error = cut_off(provider, answering, received[0], how, rid)
             else:
-                body = response.content
-            error = error_from_response(provider, response.status_code, response_headers, body)
+                error = deadline_passed(provider, limits)
+        except errors as exc:
+            error = error_from_exception(provider, exc, wire_req.url.split("?")[0])
         delay = policy.delay(number - 1, error, response_headers)
-        _report(on_attempt, _failed(number, time.perf_counter() - start, error, delay is not None))
+        if delay is not None and loop.time() + delay >= deadline:
+            delay = None  # no time left for another attempt
+        _report(
+            on_attempt, _failed(number, time.perf_counter() - start, error, delay is not None, wall)
+        )
         if delay is None:
             raise error
         await asyncio.sleep(delay)
@@ -148,42 +217,77 @@ async def _call(
     client: AsyncHTTPClient,
     retry: RetryPolicy | None,
     on_attempt: OnAttempt,
-    parse: Callable[[Any], tuple[T, Usage | None, str | None]],
-    timeout: Any = None,
+    parse: Callable[..., Any],
+    parse_args: tuple[Any, ...] = (),
+    shape: Callable[[Any], tuple[T, Usage | None, str | None]] = _as_is,
+    limits: Limits | None = None,
 ) -> tuple[T, str, int, float]:
-    """Send with retries; returns (parsed, request id, attempts, latency of the last)."""
+    """Send with retries, then ``shape(parse(*parse_args, body as JSON))``; returns (parsed,
+    request id, attempts, latency of the last). ``parse`` is a module-level function, so
+    that a large answer can be parsed in a worker process (:mod:`._offload`)."""
+    limits = limits or default_limits()
     headers = _headers(wire_req, auth)
     if wire_req.json is not None:
         headers = {**headers, "content-type": "application/json"}
-    response, number, start = await _send(
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.deadline_s
+    response, body, number, start, wall = await _send(
         provider,
         wire_req,
         headers,
         client=client,
         retry=retry,
         on_attempt=on_attempt,
-        timeout=timeout,
+        limits=limits,
+        deadline=deadline,
         stream=False,
     )
     latency = time.perf_counter() - start
     rid = request_id_from(response.headers)
+    status = response.status_code
     try:
-        parsed, usage, response_id = parse(response.json())
-    except ProviderError as exc:  # an error body sent with a 200
-        exc.status_code = exc.status_code or response.status_code
-        exc.request_id = exc.request_id or rid or None
-        _report(on_attempt, _failed(number, latency, exc, False, rid))
+        if len(body) <= limits.parse_inline_bytes:
+            out = parse(*parse_args, json.loads(body))
+        else:
+            from ._offload import parse_elsewhere
+
+            async with timeout_at(deadline):
+                out = await parse_elsewhere(
+                    provider, parse, parse_args, body, deadline - loop.time()
+                )
+        parsed, usage, response_id = shape(out)
+    except asyncio.CancelledError:
+        _report(on_attempt, AttemptRecord(number, "cancelled", latency, started_at=wall))
         raise
-    except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+    except ProviderError as exc:  # an error body sent with a 200, or the wrong shape
+        exc.status_code = exc.status_code or status
+        exc.request_id = exc.request_id or rid or None
+        _report(on_attempt, _failed(number, latency, exc, False, wall, rid))
+        raise
+    except TimeoutError:
+        error = cut_off(provider, status, len(body), "could not be parsed before the deadline", rid)
+        _report(on_attempt, _failed(number, latency, error, False, wall, rid))
+        raise error from None
+    except (
+        ValueError,
+        AttributeError,
+        TypeError,
+        KeyError,
+        IndexError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
         where = f" (request id {rid})" if rid else ""
         error = ProviderError(
-            f"{provider} sent an answer that could not be read "
-            f"({type(exc).__name__}){where}; try again or report it",
+            f"{provider} answered {status} with a body that could not be read as an answer "
+            f"({type(exc).__name__}){where}; not retried, as the call may be billed: "
+            "try again or report it",
             provider=provider,
-            status_code=response.status_code,
+            status_code=status,
             request_id=rid or None,
+            error_type="malformed_answer",
         )
-        _report(on_attempt, _failed(number, latency, error, False, rid))
+        _report(on_attempt, _failed(number, latency, error, False, wall, rid))
         raise error from exc
     _report(
         on_attempt,
@@ -191,18 +295,24 @@ async def _call(
             number,
             "ok",
             latency,
-            http_status=response.status_code,
+            http_status=status,
             response_id=response_id,
             usage=usage,
             request_id=rid,
             provider=provider,
+            started_at=wall,
         ),
     )
     return parsed, rid, number, latency
 
 
 def _failed(
-    number: int, latency: float, error: ProviderError, will_retry: bool, rid: str = ""
+    number: int,
+    latency: float,
+    error: ProviderError,
+    will_retry: bool,
+    started_at: float | None = None,
+    rid: str = "",
 ) -> AttemptRecord:
     return AttemptRecord(
         number,
@@ -214,6 +324,7 @@ def _failed(
         will_retry=will_retry,
         request_id=error.request_id or rid,
         provider=error.provider,
+        started_at=started_at,
     )
 
 
@@ -228,18 +339,16 @@ async def complete(
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     timeout: Any = None,
+    limits: Limits | None = None,
 ) -> ProviderResult:
-    """One non-streamed chat call; returns a :class:`~.base.CallResult`."""
+    """One non-streamed chat call; returns a :class:`~.base.CallResult`. ``timeout``
+    (seconds, or ``params["timeout"]``): the call's deadline, retries included."""
     wire = _wire(spec)
+    params, limits = _call_limits(params, timeout, limits)
     wire_req = wire.chat_request(
         spec.name, spec.resolved_base_url(), model, messages, params, stream=False
     )
     auth = wire.auth_headers(spec.name, key)
-
-    def parse(data: Any) -> tuple[ProviderResult, Usage | None, str | None]:
-        result = wire.parse_chat(spec.name, model, data)
-        return result, result.usage, result.response_id
-
     result, rid, attempts, latency = await _call(
         spec.name,
         wire_req,
@@ -247,8 +356,10 @@ async def complete(
         client=client,
         retry=retry,
         on_attempt=on_attempt,
-        parse=parse,
-        timeout=timeout,
+        parse=wire.parse_chat,
+        parse_args=(spec.name, model),
+        shape=_chat_shape,
+        limits=limits,
     )
     return CallResult(
         text=result.text,
@@ -275,13 +386,16 @@ async def stream(
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     timeout: Any = None,
+    limits: Limits | None = None,
 ) -> AsyncGenerator[StreamEvent, None]:
     """Text deltas, then one :class:`~.base.FinalEvent` (``done=True``) with the usage.
 
     Close it (``async with contextlib.aclosing(stream(...))``) when stopping early: the
     connection is closed and the attempt is reported as ``cancelled`` with partial usage.
+    The whole stream ends by the call's deadline (``timeout``), and within the size caps.
     """
     wire = _wire(spec)
+    params, limits = _call_limits(params, timeout, limits)
     wire_req = wire.chat_request(
         spec.name, spec.resolved_base_url(), model, messages, params, stream=True
     )
@@ -290,14 +404,16 @@ async def stream(
     headers["accept"] = "text/event-stream"
     provider = spec.name
     errors = transport_errors()
-    response, number, start = await _send(  # with retries until the first byte
+    deadline = asyncio.get_running_loop().time() + limits.deadline_s
+    response, _, number, start, wall = await _send(  # with retries until the first byte
         provider,
         wire_req,
         headers,
         client=client,
         retry=retry,
         on_attempt=on_attempt,
-        timeout=timeout,
+        limits=limits,
+        deadline=deadline,
         stream=True,
     )
 
@@ -326,15 +442,22 @@ async def stream(
                 ttft_s=ttft,
                 request_id=rid,
                 provider=provider,
+                started_at=wall,
             ),
         )
 
+    event_cap = limits.max_event_bytes
     try:
         try:
-            async for line in response.aiter_lines():
+            pending = 0  # bytes of the event being received
+            async for line in iter_lines(response, provider, limits, deadline):
                 event = decoder.feed(line)
                 if event is None:
+                    pending += len(line)
+                    if pending > event_cap:
+                        raise too_large(provider, limits, "event", rid)
                     continue
+                pending = 0
                 for out in parser.feed(event):
                     if ttft is None:
                         ttft = time.perf_counter() - start
@@ -367,7 +490,7 @@ async def stream(
             report("error", error)
             raise error from exc
         except ProviderError as exc:
-            if not isinstance(exc, StreamError):
+            if not isinstance(exc, (StreamError, ResponseTooLargeError, ProviderTimeoutError)):
                 exc = StreamError(exc.message, provider=provider, request_id=rid or None)
             elif exc.request_id is None:
                 exc.request_id = rid or None
@@ -402,18 +525,15 @@ async def search(
     retry: RetryPolicy | None = None,
     on_attempt: Callable[[Attempt], None] | None = None,
     timeout: Any = None,
+    limits: Limits | None = None,
 ) -> SearchResult:
     """A Tavily search; ``usage.search_credits`` as Tavily reports it."""
     if spec.wire != "tavily":
         raise ConfigError(f"{spec.name} is not a search provider: use tavily")
     from . import tavily
 
+    params, limits = _call_limits(params, timeout, limits)
     wire_req = tavily.search_request(spec.resolved_base_url(), query, params)
-
-    def parse(data: Any) -> tuple[SearchResult, Usage | None, str | None]:
-        result = tavily.parse_search(query, params, data)
-        return result, result.usage, result.response_id
-
     result, rid, _, latency = await _call(
         spec.name,
         wire_req,
@@ -421,8 +541,10 @@ async def search(
         client=client,
         retry=retry,
         on_attempt=on_attempt,
-        parse=parse,
-        timeout=timeout,
+        parse=tavily.parse_search,
+        parse_args=(query, params),
+        shape=_search_shape,
+        limits=limits,
     )
     result.request_id = result.request_id or rid
     result.latency_s = latency
@@ -450,6 +572,7 @@ async def list_models(
     pages = 0
     while wire_req is not None and pages < 20:
         pages += 1
+        page: list[str]
         (page, wire_req), _, _, _ = await _call(
             spec.name,
             wire_req,
@@ -457,7 +580,7 @@ async def list_models(
             client=client,
             retry=RetryPolicy(max_retries=1, initial_delay=0.2),
             on_attempt=None,
-            parse=lambda data: (wire.parse_models(data), None, None),
+            parse=wire.parse_models,
         )
         names += page
     return sorted(set(names))
@@ -481,6 +604,7 @@ async def check_key(
     else:
         wire_req = wire.models_request(spec.name, spec.resolved_base_url())
     start = time.perf_counter()
+    data: Any
     try:
         data, rid, _, latency = await _call(
             spec.name,
@@ -489,7 +613,7 @@ async def check_key(
             client=client,
             retry=RetryPolicy(max_retries=0),
             on_attempt=None,
-            parse=lambda data: (data, None, None),
+            parse=wire.describe_usage if spec.wire == "tavily" else wire.parse_models,
         )
     except ProviderError as exc:
         if raise_errors:
@@ -503,9 +627,9 @@ async def check_key(
             "models": None,
         }
     if spec.wire == "tavily":
-        detail, models = wire.describe_usage(data), None
+        detail, models = data, None
     else:
-        ids, more = wire.parse_models(data)
+        ids, more = data
         models = len(ids)
         detail = f"{models}{'+' if more else ''} models available"
     return {

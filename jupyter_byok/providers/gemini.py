@@ -9,12 +9,12 @@ chunk with a ``finishReason`` is the last.
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import quote
 
-from ..errors import StreamError
+from ..errors import ModelIdError, StreamError
 from ..types import Message, ProviderResult, StreamEvent, Usage
-from .base import SSEEvent, WireRequest, count
+from .base import SSEEvent, WireRequest, count, wrong_shape
 
 __all__ = [
     "API_VERSION",
@@ -36,6 +36,22 @@ _CONFIG = {
     "stop": "stopSequences",
     "seed": "seed",
 }
+
+
+#: a model name as it may appear in the URL path: letters, digits, ``.``, ``-`` and ``_``
+#: (``gemini-2.5-flash``, ``tunedModels/my-model-123``); nothing that could climb out of
+#: ``/v1beta/models/`` (``..``, ``/``, ``%``, ``?``, ``#``, ``:``, spaces)
+_MODEL_NAME = re.compile(r"(?:models/|tunedModels/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def model_path(provider: str, model: str) -> str:
+    """``models/<model>`` for the URL path, or a 400 for a name outside the safe set."""
+    if _MODEL_NAME.fullmatch(model) is None:
+        raise ModelIdError(
+            f"{provider} model name {model[:80]!r} is not allowed: use letters, digits, '.', "
+            "'-' and '_' only (e.g. gemini-2.5-flash)"
+        )
+    return model if model.startswith(("models/", "tunedModels/")) else "models/" + model
 
 
 def auth_headers(provider: str, key: Any) -> dict[str, str]:
@@ -83,9 +99,8 @@ def chat_request(
     if config:
         body["generationConfig"] = config
     _merge(body, extra)
-    name = model if model.startswith(("models/", "tunedModels/")) else "models/" + model
     method = "streamGenerateContent" if stream else "generateContent"
-    url = f"{base_url}/{API_VERSION}/{quote(name, safe='/.-_')}:{method}"
+    url = f"{base_url}/{API_VERSION}/{model_path(provider, model)}:{method}"
     return WireRequest("POST", url, {}, body, {"alt": "sse"} if stream else None)
 
 
@@ -120,11 +135,20 @@ def _check_error(data: Any) -> None:
 
 def parse_chat(provider: str, model: str, data: Any) -> ProviderResult:
     _check_error(data)
-    candidates = data.get("candidates") or [{}]
-    first = candidates[0] or {}
+    if not isinstance(data, dict):
+        raise wrong_shape(provider, "a Gemini GenerateContentResponse (not a JSON object)")
+    candidates = data.get("candidates")
+    feedback: Any = data.get("promptFeedback")
+    blocked = isinstance(feedback, dict) and feedback.get("blockReason")
+    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        first = candidates[0]
+    elif blocked and not candidates:
+        first = {}
+    else:
+        raise wrong_shape(provider, "a Gemini GenerateContentResponse (no candidates)")
     finish = first.get("finishReason")
-    if finish is None and (data.get("promptFeedback") or {}).get("blockReason"):
-        finish = "BLOCKED:" + str(data["promptFeedback"]["blockReason"])
+    if finish is None and blocked:
+        finish = "BLOCKED:" + str(feedback["blockReason"])
     return ProviderResult(
         text=_candidate_text(first),
         usage=parse_usage(data.get("usageMetadata")),

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import StreamError
 from ..types import Message, ProviderResult, StreamEvent, Usage
-from .base import SSEEvent, WireRequest, count
+from .base import SSEEvent, WireRequest, count, wrong_shape
 
 __all__ = [
     "auth_headers",
@@ -92,9 +92,11 @@ def _check_error(data: Any, provider: str) -> None:
 
 def parse_chat(provider: str, model: str, data: Any) -> ProviderResult:
     _check_error(data, provider)
-    choices = data.get("choices") or [{}]
-    first = choices[0] or {}
-    message = first.get("message") or {}
+    choices = data.get("choices") if isinstance(data, dict) else None
+    first: Any = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(first, dict) or not isinstance(message, dict):
+        raise wrong_shape(provider, "a chat completion (no choices[0].message)")
     content = message.get("content")
     if isinstance(content, list):  # some compatible servers send content parts
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))

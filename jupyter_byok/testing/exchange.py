@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .abuse import ABUSE_FAULTS
 from .wire import Answer, UsagePlan, compact_json, error_response, sse
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ MODELS: dict[str, list[str]] = {
 }
 #: fault kinds that change a stream's body instead of its status
 STREAM_FAULTS = ("drop_stream", "malformed_chunk", "stream_error")
-OTHER_FAULTS = ("slow_first_byte", "drop_connection")
+OTHER_FAULTS = ("slow_first_byte", "drop_connection", *ABUSE_FAULTS)
 
 
 @dataclass

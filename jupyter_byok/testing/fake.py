@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .abuse import ABUSE_FAULTS, abuse
 from .exchange import OTHER_FAULTS, STREAM_FAULTS, Drop, Exchange, Fault, RecordedRequest, send_json
 from .wire import PROVIDERS, UsagePlan
 
@@ -457,7 +458,9 @@ class FakeProviders:
         (409), ``auth``, ``permission``, ``not_found``, ``bad_request``, ``drop_connection``,
         ``slow_first_byte`` (``delay``), and for streams ``drop_stream``, ``malformed_chunk``
         and ``stream_error`` (``after`` = frames sent first; Gemini ``raw=True`` sends a bare
-        JSON body). Options: ``retry_after``,
+        JSON body). Abusive answers (:mod:`.abuse`): ``huge_body``, ``endless_stream``,
+        ``drip``, ``slow_headers``, ``hang``, ``truncated_body``, ``redirect``,
+        ``wrong_shape``. Options: ``retry_after``,
         ``retry_after_ms``, ``should_retry`` (x-should-retry), ``headers``, ``status``,
         ``message``, ``delay``, ``after``.
         """
@@ -515,6 +518,9 @@ class FakeProviders:
                 delay = exchange.begin()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if exchange.fault is not None and exchange.fault.kind in ABUSE_FAULTS:
+                    await abuse(exchange, transport)  # writes by itself, then hangs up
+                    return False
                 exchange.respond()
         except Drop:  # what was written goes out, then the connection is cut (mid-body)
             h.close_connection = True
