@@ -115,8 +115,38 @@ class Turns:
             self._arm()
 
 
+@web.stream_request_body
 class ByokHandler(APIHandler):
+    """The base of every route. Request bodies are streamed (``data_received``) so that a
+    body over ``MAX_BODY`` is refused from its ``Content-Length`` before any of it is read
+    (413 at once, the connection then closed), and a body without one stops being kept
+    past the limit; a body within it is in ``self.request.body`` as usual."""
+
     auth_resource = "jupyter_byok:status"
+
+    async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler.prepare
+        if self.body_refused():
+            return
+        await super().prepare()
+
+    def body_refused(self) -> bool:
+        """Answer 413 (once) if the declared body is over ``MAX_BODY``; whether it was."""
+        if self._finished:
+            return True
+        declared = self.request.headers.get("Content-Length")
+        if declared is None:
+            # chunked: kept up to the limit (data_received), and never read past a hard cap
+            self.request.connection.set_max_body_size(4 * MAX_BODY)  # type: ignore[union-attr]
+            return False
+        size = int(declared) if declared.strip().isdigit() else -1
+        if 0 <= size <= MAX_BODY:
+            return False
+        self.fail(TooLarge(f"request body too large ({size:,} bytes; limit {MAX_BODY:,})"))
+        return True
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self.request.body) <= MAX_BODY:  # past it: body() answers 413
+            self.request.body += chunk
 
     @property
     def service(self) -> ByokService:
@@ -229,22 +259,34 @@ class VerifyHandler(ByokHandler):
 
 class CallHandler(ByokHandler):
     """A handler of provider calls: each request waits for its turn (see :class:`Turns`)
-    before any work on it, authentication included, which then runs as for any handler."""
+    before any work on it, authentication included, which then runs as for any handler.
+
+    A client that goes away (a kernel interrupted, a browser tab closed) cancels its call:
+    the provider request is closed and the attempt recorded as ``cancelled``."""
+
+    _task: asyncio.Task[Any] | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler.prepare
+        if self.body_refused():
+            return
         turn = self.settings["jupyter_byok_turns"].wait()
         if turn is not None:
             await turn
         await super().prepare()
 
+    def on_connection_close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        super().on_connection_close()
+
 
 class CompleteHandler(CallHandler):
     auth_resource = "jupyter_byok:complete"
-    _task: asyncio.Task[Any] | None = None
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
+        self._task = asyncio.current_task()
         try:
             body = self.body()
             request = self.service.parse_request(body)
@@ -256,7 +298,6 @@ class CompleteHandler(CallHandler):
             return
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
-        self._task = asyncio.current_task()
         await self.relay(self.service.stream(request))
 
     async def relay(self, items: Any) -> None:
@@ -313,12 +354,6 @@ class CompleteHandler(CallHandler):
         if not self._finished:
             self.finish(set_content_type="text/event-stream")
 
-    def on_connection_close(self) -> None:
-        # The kernel went away (cell interrupted): stop the provider request too.
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        super().on_connection_close()
-
 
 def _ignore_result(future: asyncio.Future[Any]) -> None:
     """A flush to a client that has gone is not an error (the task is being cancelled)."""
@@ -332,6 +367,7 @@ class SearchHandler(CallHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
+        self._task = asyncio.current_task()
         await self.run_with_body(self.service.search)
 
 
