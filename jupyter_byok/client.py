@@ -192,6 +192,7 @@ class Client:
                 cost_source=str(data.get("cost_source", "unknown")),
                 request_id=str(data.get("request_id", "")),
                 latency_s=float(data.get("latency_s") or 0.0),
+                warnings=[str(w) for w in data.get("warnings") or ()],
             )
         result: SearchResult = await self._engine().asearch(query, **kwargs)
         return result

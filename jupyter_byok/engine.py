@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import threading
 import time
@@ -26,9 +27,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._runner import close_with_loop
 from .config import byok_home
-from .errors import BudgetExceededError, ByokError, LocalModelError
+from .errors import (
+    BudgetExceededError,
+    ByokError,
+    LedgerError,
+    LedgerUnavailableError,
+    LocalModelError,
+)
 from .keystore import Keystore, resolve_key
-from .ledger import new_id
+from .ledger import _is_write_failure, new_id
 from .models import ModelRef, parse_model
 from .redact import Secret
 from .types import (
@@ -145,7 +152,7 @@ class Engine:
         self._in_flight = 0
         #: rows waiting for the next turn of each loop (see :meth:`_write_rows`)
         self._batches: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[list[LedgerRow], asyncio.Future[None]]
+            asyncio.AbstractEventLoop, tuple[list[LedgerRow], asyncio.Future[str | None]]
         ] = weakref.WeakKeyDictionary()
         self._count_lock = threading.Lock()
         self._ledger: Ledger | None = None
@@ -262,6 +269,7 @@ class Engine:
         started = time.monotonic()
         base = self._base_row(request, ref, request_id, stream)
 
+        await self._check_ledger(ref)
         warnings = await self._check_budget(request, ref, base)
 
         cache_key = None
@@ -279,6 +287,7 @@ class Engine:
                 completion.cost_usd = Decimal(0)
                 completion.ledger_id = await self._record(
                     base,
+                    warnings=warnings,
                     status="cache_hit",
                     usage=completion.usage,
                     cost=(Decimal(0), "computed", ""),
@@ -349,7 +358,7 @@ class Engine:
             attempts.append(Attempt(len(attempts) + 1, "ok", completion.latency_s, usage=usage))
         elif attempts[-1].usage is None:
             attempts[-1].usage = usage
-        ids, cost = await self._record_attempts(base, ref, attempts)
+        ids, cost = await self._record_attempts(base, ref, attempts, warnings)
         completion.ledger_id = ids[-1] if ids else None
         completion.cost_usd, completion.cost_source = cost or self._price(ref, usage)
         completion.warnings = warnings
@@ -423,6 +432,7 @@ class Engine:
         request = Request(model=ref.id, messages=[], feature=feature, origin=origin or {})
         request_id = new_id()
         base = self._base_row(request, ref, request_id, False)
+        await self._check_ledger(ref)
         await self._check_budget(request, ref, base)
         secret = await self._secret(ref, key)
         attempts: list[Attempt] = []
@@ -439,7 +449,7 @@ class Engine:
             await self._record_attempts(base, ref, attempts)
             raise
         result.request_id = request_id
-        _, cost = await self._record_attempts(base, ref, attempts)
+        _, cost = await self._record_attempts(base, ref, attempts, result.warnings)
         result.cost_usd, result.cost_source = cost or self._price(ref, result.usage)
         return result
 
@@ -505,6 +515,24 @@ class Engine:
             "stream": stream,
         }
 
+    async def _check_ledger(self, ref: ModelRef) -> None:
+        """Refuse the call, before anything is sent, if the ledger is known not to take its
+        row (:meth:`Ledger.ensure_writable`): remembered state, re-checked at most every
+        ``ledger.CHECK_EVERY_S`` (in the server, on a worker thread)."""
+        try:
+            ledger = self.ledger
+        except OSError as exc:  # its folder could not be made
+            raise LedgerUnavailableError(
+                f"not sending {ref.id}: the usage ledger's folder cannot be used ({exc}); "
+                "fix it or set JUPYTER_BYOK_LEDGER_DIR, then retry"
+            ) from exc
+        if ledger.health_is_fresh():
+            ledger.raise_if_refused(ref.id)
+        elif not self.offload or ledger.check_is_cheap():  # a statvfs and a stat or two
+            ledger.ensure_writable(ref.id)
+        else:  # opening the file, or writing rows kept pending: off the server's loop
+            await asyncio.to_thread(ledger.ensure_writable, ref.id)
+
     async def _check_budget(
         self, request: Request, ref: ModelRef, base: dict[str, Any]
     ) -> list[str]:
@@ -529,9 +557,14 @@ class Engine:
         return result.cost_usd, result.source
 
     async def _record_attempts(
-        self, base: dict[str, Any], ref: ModelRef, attempts: list[Attempt]
+        self,
+        base: dict[str, Any],
+        ref: ModelRef,
+        attempts: list[Attempt],
+        warnings: list[str] | None = None,
     ) -> tuple[list[str], tuple[Decimal | None, str] | None]:
-        """One ledger row per attempt; returns the row ids and the last attempt's cost."""
+        """One ledger row per attempt; returns the row ids and the last attempt's cost
+        (``warnings`` gets the warning of a write that failed; see :meth:`_write_rows`)."""
         from .pricing import compute_cost
 
         rows = []
@@ -557,12 +590,14 @@ class Engine:
                     started_at=attempt.started_at,
                 )
             )
-        ids = await self._write_rows(rows)
+        ids = await self._write_rows(rows, warnings)
         return ids, (cost[0], cost[1]) if cost is not None else None
 
-    async def _record(self, base: dict[str, Any], **fields: Any) -> str:
+    async def _record(
+        self, base: dict[str, Any], warnings: list[str] | None = None, **fields: Any
+    ) -> str:
         row = self._make_row(base, **fields)
-        ids = await self._write_rows([row])
+        ids = await self._write_rows([row], warnings)
         return ids[0]
 
     def _make_row(
@@ -621,42 +656,66 @@ class Engine:
             saved_usd=saved_usd,
         )
 
-    async def _write_rows(self, rows: list[LedgerRow]) -> list[str]:
-        """Record the rows.
+    async def _write_rows(
+        self, rows: list[LedgerRow], warnings: list[str] | None = None
+    ) -> list[str]:
+        """Record the rows; returns their ids once they are committed, never before.
 
-        In the server (``offload``) they go to the ledger's background writer (see
-        :mod:`._group_commit`): concurrent calls share one transaction per batch and the
-        Tornado loop never waits on the disk; readers in the process flush first. In a
-        kernel or script, one call at a time, one short transaction in the caller's thread
-        (tens of microseconds in WAL mode) costs less than handing the rows to another
-        thread. With several calls in flight on one loop, the rows of every call that
-        finishes in the same turn of the loop are committed together, in one transaction at
-        the start of the next turn; each call returns only once its rows are committed.
+        In a kernel or script, one call at a time, one short transaction in the caller's
+        thread (tens of microseconds in WAL mode) costs less than handing the rows to
+        another thread. With several calls in flight on one loop, and always in the server
+        (``offload``), the rows of every call that finishes in the same turn of the loop
+        are committed together at the start of the next turn: on the loop itself, or in
+        the server by the ledger's writer thread (see :mod:`._group_commit`: concurrent
+        turns share its transactions, and the Tornado loop never waits on the disk). Each
+        call returns only once its rows are committed: a reply is never sent for a row that
+        a crash could still lose.
+
+        If the write fails (disk full, I/O error, read-only file), the rows are kept pending
+        in memory by the ledger (:meth:`Ledger.keep_pending`: logged, retried, and new calls
+        refused until they are written) and the one-line warning goes to ``warnings``: an
+        answer the provider already gave (and billed) is never thrown away.
         """
-        if self.offload:
-            from ._group_commit import writer_for
-
-            writer_for(self.ledger).submit(rows)
-            return [row.id for row in rows]
-        if self._in_flight > 1:
+        if self.offload or self._in_flight > 1:
             loop = asyncio.get_running_loop()
             batch = self._batches.get(loop)
             if batch is None:
                 batch = self._batches[loop] = ([], loop.create_future())
                 loop.call_soon(self._commit_batch, loop)
             batch[0].extend(rows)
-            await asyncio.shield(batch[1])  # a cancelled caller's rows are written anyway
-            return [row.id for row in rows]
-        return self.ledger.record_many(rows)
+            # a cancelled caller's rows are written anyway
+            warning = await asyncio.shield(batch[1])
+        else:
+            warning = self.ledger.record_or_keep(rows)
+        if warning is not None and warnings is not None:
+            warnings.append(warning)
+        return [row.id for row in rows]
 
     def _commit_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         rows, done = self._batches.pop(loop)
-        try:
-            self.ledger.record_many(rows)
-        except BaseException as exc:  # every caller in the batch gets the error
-            done.set_exception(exc)
-        else:
-            done.set_result(None)
+        ledger = self.ledger
+        if not self.offload:
+            try:
+                warning = ledger.record_or_keep(rows)
+            except BaseException as exc:  # every caller in the batch gets the error
+                done.set_exception(exc)
+            else:
+                done.set_result(warning)
+            return
+        from ._group_commit import writer_for
+
+        def committed(future: concurrent.futures.Future[list[str]]) -> None:
+            # in the writer thread: a failed write is kept pending whoever still waits
+            exc = future.exception()
+            warning: str | None = None
+            if isinstance(exc, LedgerError) and _is_write_failure(exc):
+                warning, exc = ledger.keep_pending(rows, exc), None
+            try:
+                loop.call_soon_threadsafe(_settle, done, warning, exc)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        writer_for(ledger).submit(rows).add_done_callback(committed)
 
     @property
     def cache(self) -> ResponseCache:
@@ -690,6 +749,17 @@ class Engine:
             ledger_id=None,
             warnings=[],
         )
+
+
+def _settle(
+    done: asyncio.Future[str | None], warning: str | None, exc: BaseException | None
+) -> None:
+    if done.done():
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(warning)
 
 
 _engine: Engine | None = None

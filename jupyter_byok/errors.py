@@ -31,6 +31,7 @@ are translated at the boundary with ``raise ... from exc``::
     ├── LocalModelError             a local GGUF model could not be loaded or run
     ├── BudgetExceededError         a budget blocks the call
     ├── LedgerError                 the usage ledger could not be read or written
+    │   └── LedgerUnavailableError  the ledger cannot take rows now: the call is refused unsent
     └── CancelledCallError          the caller cancelled the call
 """
 
@@ -49,6 +50,7 @@ __all__ = [
     "KeystoreLockedError",
     "KeystorePermissionError",
     "LedgerError",
+    "LedgerUnavailableError",
     "LocalModelError",
     "MachineBindingError",
     "MissingKeyError",
@@ -187,6 +189,11 @@ class BudgetExceededError(ByokError):
 
 class LedgerError(ByokError):
     pass
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger is known not to take rows (disk full, read-only, unreadable, or earlier
+    rows still unwritten): the call is refused before anything is sent to a provider."""
 
 
 class CancelledCallError(ByokError):

@@ -22,6 +22,7 @@ never deleted), so an append itself maintains no aggregate. Writing never import
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -31,6 +32,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -38,7 +40,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, LedgerError
+from .errors import ConfigError, LedgerError, LedgerUnavailableError
 
 if TYPE_CHECKING:
     import pandas
@@ -48,6 +50,7 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "export",
+    "ledger_health",
     "ledger_path",
     "parse_time",
     "usage",
@@ -472,6 +475,62 @@ _BUCKETS = {
 }
 
 
+#: how long a writability check is trusted before the next one (see Ledger.ensure_writable)
+CHECK_EVERY_S = 0.25
+#: calls are refused when the ledger's file system has less than this free
+MIN_FREE_BYTES = 256 * 1024
+
+
+def _size(n: int) -> str:
+    if n < 0:
+        return "unknown space"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause of a ledger failure in a few words (the OS's or SQLite's)."""
+    cause = exc.__cause__ if isinstance(exc, LedgerError) and exc.__cause__ else exc
+    return " ".join(str(cause).split()) or type(cause).__name__
+
+
+def _is_write_failure(exc: LedgerError) -> bool:
+    """A failure of the disk or the file (not a malformed row, which is a bug to raise)."""
+    return isinstance(exc.__cause__, sqlite3.Error | OSError)
+
+
+_with_pending: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+def _track_pending(ledger: Ledger) -> None:
+    _with_pending.add(ledger)
+
+
+@atexit.register
+def _last_retry() -> None:
+    """At exit, one last try for rows kept pending; what still fails is logged, row by row."""
+    for led in list(_with_pending):
+        if led._pending and led._retry_pending() is not None:
+            for r in led._pending:
+                log.error(
+                    "usage row lost at exit (the ledger %s could not be written): %s %s:%s "
+                    "status=%s tokens=%d+%d cost_usd=%s ts_end=%s",
+                    led.path,
+                    r.id,
+                    r.provider,
+                    r.model,
+                    r.status,
+                    r.input_tokens,
+                    r.output_tokens,
+                    r.cost_usd,
+                    r.ts_end,
+                )
+
+
 class Ledger:
     """The usage ledger. Safe to share between threads; re-opens itself after ``fork()``."""
 
@@ -490,6 +549,19 @@ class Ledger:
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
         self._lock = threading.RLock()
+        #: (st_dev, st_ino) of the file the connection has open (see :meth:`check_writable`)
+        self._identity: tuple[int, int] | None = None
+        # Health (see "Failures" in :meth:`check_writable`): rows whose write failed, kept
+        # in memory for the next retry; why calls are refused now (``None``: they are not);
+        # when that was last decided (time.monotonic()).
+        self._health_lock = threading.Lock()
+        self._pending: list[LedgerRow] = []
+        self._refusal: str | None = None
+        self._checked_at = -float("inf")
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._failed_writes = 0
+        self._space: tuple[int, int] = (-1, -1)
 
     @property
     def path(self) -> Path:
@@ -518,12 +590,14 @@ class Ledger:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._sync}")
             migrate(conn)
-        except sqlite3.Error as exc:
+            st = os.stat(path)
+        except (sqlite3.Error, OSError) as exc:
             raise LedgerError(
                 f"cannot open the usage ledger {path} ({exc}); check the disk and permissions, "
                 "or move the file aside to start a new one"
             ) from exc
         self._conn, self._pid = conn, os.getpid()
+        self._identity = (st.st_dev, st.st_ino)
         return conn
 
     def close(self) -> None:
@@ -579,6 +653,199 @@ class Ledger:
                     "went through; check free disk space and file permissions"
                 ) from exc
         return [r.id for r in rows]
+
+    # ------------------------------------------------------------------- health
+    # Failures. A call is sent only while the ledger is known to take rows: the engine asks
+    # :meth:`ensure_writable` first, which answers from remembered state and re-checks at
+    # most every CHECK_EVERY_S (a statvfs and a stat; a real write only to retry rows kept
+    # pending). A write that fails after the provider answered loses nothing: its rows are
+    # kept here (:meth:`keep_pending`), logged, and retried by the next check; until they
+    # are written, calls are refused unsent.
+    def record_or_keep(self, rows: list[LedgerRow]) -> str | None:
+        """Append ``rows``; if the write fails, keep them pending and return the warning
+        for the caller (``None`` once they are committed)."""
+        try:
+            self.record_many(rows)
+        except LedgerError as exc:
+            if not _is_write_failure(exc):
+                raise
+            return self.keep_pending(rows, exc)
+        return None
+
+    def keep_pending(self, rows: list[LedgerRow], exc: BaseException) -> str:
+        """Keep rows whose write failed, in memory, for the next retry; log the failure and
+        refuse calls until they are written. Returns the one-line warning for the caller."""
+        reason = _reason(exc)
+        with self._health_lock:
+            self._pending.extend(rows)
+            pending = len(self._pending)
+            self._failed_writes += 1
+            self._last_error, self._last_error_at = reason, time.time()
+            free = self._measure_space(fresh=True)[0]
+            self._refusal = (
+                f"the usage ledger {self.path} could not be written ({reason}); "
+                f"{pending} row(s) are pending in memory; {_size(free)} free"
+            )
+            self._checked_at = time.monotonic()
+        _track_pending(self)
+        log.error(
+            "could not write %d usage row(s) to %s (%s); %d row(s) pending in memory, retried "
+            "before the next call (calls are refused until they are written)",
+            len(rows),
+            self.path,
+            reason,
+            pending,
+        )
+        return (
+            f"ledger: this call was NOT recorded: the usage ledger {self.path} could not be "
+            f"written ({reason}); its row is kept in memory ({pending} pending) and retried, "
+            f"and new calls are refused until it is written ({_size(free)} free)"
+        )
+
+    def health_is_fresh(self) -> bool:
+        """Whether :meth:`raise_if_refused` alone may answer (no re-check is due)."""
+        return time.monotonic() - self._checked_at < CHECK_EVERY_S
+
+    def raise_if_refused(self, what: str = "the call") -> None:
+        refusal = self._refusal
+        if refusal is not None:
+            raise LedgerUnavailableError(
+                f"not sending {what}: {refusal}; free some space or repair the file or folder "
+                "(or set JUPYTER_BYOK_LEDGER_DIR), then retry"
+            )
+
+    def ensure_writable(self, what: str = "the call") -> None:
+        """Raise :class:`LedgerUnavailableError` (one line: why, where, space free) if the
+        ledger is known not to take rows; re-checks at most every CHECK_EVERY_S."""
+        if not self.health_is_fresh():
+            self.check_writable()
+        self.raise_if_refused(what)
+
+    def check_writable(self, *, probe_write: bool = False) -> str | None:
+        """Check now whether the ledger takes rows; returns why not (``None``: it does).
+
+        Opens the file if needed (a file that is not a database, or a directory where the
+        file should be, is found here), reopens it if the path no longer names the file
+        that is open (replaced or deleted), checks the file system (read-only, less than
+        MIN_FREE_BYTES free) and write permission, and writes the rows kept pending.
+        ``probe_write`` also commits one small write (``meta.health_probe``).
+        """
+        path = self.path
+        reason: str | None = None
+        free, total, read_only = self._measure_space(fresh=True)
+        if read_only:
+            reason = "its file system is read-only"
+        elif 0 <= free < MIN_FREE_BYTES:
+            reason = "its disk is full"
+        try:
+            # the usual case (the file open here is still the one at ``path``) takes no lock:
+            # the writer thread may hold it for a whole commit
+            if reason is None and (probe_write or not self._still_open(path)):
+                with self._lock:
+                    if not self._still_open(path):
+                        self.close()
+                    conn = self._connect()
+                    if probe_write:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO meta VALUES ('health_probe', ?)",
+                            (str(time.time()),),
+                        )
+        except LedgerError as exc:
+            reason = f"it cannot be opened ({_reason(exc)})"
+        except sqlite3.Error as exc:
+            reason = f"a test write failed ({exc})"
+        if reason is None and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            reason = "this user may not write it"
+        if reason is None:
+            reason = self._retry_pending()
+        with self._health_lock:
+            if reason is None:
+                self._refusal = None
+            else:
+                reason = f"{reason}; {_size(free)} free of {_size(total)}"
+                if self._refusal is None:
+                    log.warning("the usage ledger %s cannot take rows: %s", path, reason)
+                self._refusal = f"the usage ledger {path} cannot take rows: {reason}"
+            self._checked_at = time.monotonic()
+        return reason
+
+    def _still_open(self, path: Path) -> bool:
+        """Whether this process has the ledger open and ``path`` still names that file (a
+        file replaced or removed under an open connection would take rows to a lost file)."""
+        if self._conn is None or self._pid != os.getpid():
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != self._identity:
+            log.warning("the usage ledger %s was replaced or removed; reopening it", path)
+            return False
+        return True
+
+    def check_is_cheap(self) -> bool:
+        """Whether :meth:`check_writable` costs only a few system calls now (the file is
+        open, no rows are pending): then it may run on an event loop."""
+        return self._conn is not None and self._pid == os.getpid() and not self._pending
+
+    def _measure_space(self, fresh: bool = False) -> tuple[int, int, bool]:
+        """(bytes free, bytes in all, read-only) of the ledger's file system; -1 unknown."""
+        if not fresh:
+            return (*self._space, False)
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            self._space = (-1, -1)
+            return -1, -1, False
+        # root may use the blocks reserved for it (SQLite running as root does)
+        blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+        self._space = (blocks * st.f_frsize, st.f_blocks * st.f_frsize)
+        return (*self._space, bool(st.f_flag & os.ST_RDONLY))
+
+    def _retry_pending(self) -> str | None:
+        with self._health_lock:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return None
+        try:
+            self.record_many(rows)  # INSERT OR IGNORE: rows written before are not doubled
+        except LedgerError as exc:
+            with self._health_lock:
+                self._pending[:0] = rows
+                self._failed_writes += 1
+                self._last_error, self._last_error_at = _reason(exc), time.time()
+            log.error(
+                "could not write %d pending usage row(s) to %s (%s); still pending",
+                len(rows),
+                self.path,
+                _reason(exc),
+            )
+            return f"{len(rows)} row(s) kept in memory still cannot be written ({_reason(exc)})"
+        log.warning("wrote %d usage row(s) kept pending to %s", len(rows), self.path)
+        return None
+
+    def health(self) -> dict[str, Any]:
+        """What the ledger's health is as last checked (JSON-ready; see :func:`ledger_health`)."""
+        with self._health_lock:
+            pending = list(self._pending)
+            free, total = self._space
+            data: dict[str, Any] = {
+                "path": str(self.path),
+                "writable": self._refusal is None,
+                "error": self._refusal,
+                "pending": len(pending),
+                "pending_cost_usd": str(
+                    sum((r.cost_usd or Decimal(0) for r in pending), Decimal(0))
+                ),
+                "failed_writes": self._failed_writes,
+                "last_error": self._last_error,
+                "last_error_at": None
+                if self._last_error_at is None
+                else datetime.fromtimestamp(self._last_error_at, timezone.utc).isoformat(),
+                "free_bytes": None if free < 0 else free,
+                "total_bytes": None if total < 0 else total,
+            }
+        return data
 
     def fold(self) -> None:
         """Fold every row past the rollup's watermark into it now (appends do it every
@@ -794,6 +1061,20 @@ def default_ledger() -> Ledger:
         if _default is None or _default.path != path:
             _default = Ledger(path)
         return _default
+
+
+def ledger_health(ledger: Ledger | None = None, *, probe_write: bool = False) -> dict[str, Any]:
+    """The health of the usage ledger, checked now (for ``jupyter byok doctor``).
+
+    ``path``; ``writable`` and ``error`` (why calls are refused now, one line, or ``None``);
+    ``pending`` rows (and their ``pending_cost_usd``) whose write failed and that are kept
+    in memory *by this process*; ``failed_writes``; ``last_error`` and ``last_error_at``;
+    ``free_bytes`` and ``total_bytes`` of its file system. ``probe_write`` also commits one
+    small write. A server's own pending rows are in its ``GET /byok/status`` (``ledger``).
+    """
+    led = ledger if ledger is not None else default_ledger()
+    led.check_writable(probe_write=probe_write)
+    return led.health()
 
 
 def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:

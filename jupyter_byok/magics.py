@@ -278,7 +278,7 @@ class ByokMagics(Magics):
             metadata=meta,
         )
         for warning in completion.warnings:
-            _error(f"budget: {warning}")
+            _error(warning if warning.startswith("ledger:") else f"budget: {warning}")
 
     def _show_estimate(self, request: Request) -> None:
         from .engine import estimate_call

@@ -164,6 +164,8 @@ class SearchResult:
     response_id: str | None = None
     latency_s: float = 0.0
     cached: bool = False
+    #: e.g. that the ledger could not record the search (see Engine._write_rows)
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"{r.get('title', '')}: {r.get('url', '')}" for r in self.results]

@@ -305,10 +305,12 @@ def test_server_engine_reads_a_parsed_keystore_without_a_thread_hop(
             await engine.aclose()
 
     assert asyncio.run(calls(3)) == ["Echo: 0", "Echo: 1", "Echo: 2"]
-    assert hops == ["_key_for"]  # the first read parses the file on a worker thread
+    # the first read parses the file on a worker thread; so does the first ledger check,
+    # which opens the ledger (later checks are a statvfs and a stat, on the loop)
+    assert hops == ["ensure_writable", "_key_for"]
     Keystore().set("openai", KEY.replace("h", "j"))  # a new file: parsed off the loop again
     asyncio.run(calls(2))
-    assert hops == ["_key_for", "_key_for"]
+    assert hops == ["ensure_writable", "_key_for", "_key_for"]
     assert fake_providers.requests_for("openai")[-1].auth.endswith(KEY.replace("h", "j")[-8:])
 
 

@@ -48,6 +48,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (errors.BadRequestError, 400),
     (errors.AuthenticationError, 502),
     (errors.ProviderError, 502),
+    (errors.LedgerUnavailableError, 503),
     (errors.LedgerError, 500),
     (errors.ByokError, 500),
 )

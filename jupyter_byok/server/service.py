@@ -197,11 +197,18 @@ class ByokService:
             "keystore": self.keystore.status(),
             "default_model": default_model(settings),
         }
+        ledger = self.engine.ledger
+        # a fresh check (a statvfs; a write only to retry rows kept pending): the status
+        # shows a full disk or a broken file before the next call runs into it
+        ledger.check_writable()
+        health = ledger.health()
+        data["ledger_error"] = health["error"]
+        data["ledger"] = health
         try:
-            data["spend_today_usd"] = str(self.engine.ledger.spend(since="today"))
+            data["spend_today_usd"] = str(ledger.spend(since="today"))
         except ByokError as exc:
             data["spend_today_usd"] = None
-            data["ledger_error"] = str(exc)
+            data["ledger_error"] = data["ledger_error"] or str(exc)
         try:
             from .. import budgets
 
@@ -386,6 +393,7 @@ class ByokService:
             "cost_source": result.cost_source,
             "request_id": result.request_id,
             "latency_s": result.latency_s,
+            "warnings": result.warnings,
         }
 
     # ------------------------------------------------------------------- usage
