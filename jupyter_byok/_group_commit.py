@@ -1,14 +1,17 @@
 """Group commit for ledger rows: one writer thread per ledger and process.
 
-Calls hand their rows to the writer and go on (write-behind); the writer appends everything
-waiting in one ``BEGIN IMMEDIATE`` transaction: one fsync for many rows instead of one
-each, and no call, event loop or worker thread waits on the disk.
+Callers hand their rows to the writer and wait for the future it returns, without blocking
+their event loop; the writer appends everything waiting in one ``BEGIN IMMEDIATE``
+transaction: one fsync for many rows instead of one each, and no event loop waits on the
+disk.
 
-Invariants: rows are committed in submission order; every read of the ledger in this
-process first waits for the rows submitted before it (:func:`flush_all`, called by the
-ledger's readers), so a process always reads its own writes; pending rows are flushed at
-interpreter exit. A future resolves once its rows are committed, for callers that must
-know (tests, or code that needs durability before going on).
+Invariants: rows are committed in submission order; a future resolves once its rows are
+committed, or fails with the write's error. The engine answers a call only once that
+future has resolved (never write-behind: a reply sent before the COMMIT is a row a crash
+can lose), and keeps the rows of a failed write pending (see ``Engine._write_rows``).
+Every read of the ledger in this process first waits for the rows submitted before it
+(:func:`flush_all`, called by the ledger's readers), so a process always reads its own
+writes; rows still queued are flushed at interpreter exit.
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
-"""The one call path: resolve -> budget -> cache -> provider -> cost -> ledger.
+"""The one call path: ledger check -> resolve -> budget -> cache -> provider -> cost -> ledger.
 
 Invariants:
 
 * Every provider attempt (success, error, timeout, cancel), every cache hit and every
   budget block writes exactly one ledger row; a logical call's rows share ``request_id``.
+* A call returns (the server replies) only once its rows are committed, on every path;
+  a call is not sent while the ledger is known not to take its row, and a row whose
+  write failed after the provider answered is kept pending, never dropped silently (see
+  :meth:`Engine._write_rows` and the "Failures" notes in :mod:`.ledger`).
 * The key is resolved just before dispatch and only handed to the provider module,
   which puts it in the request header; it is never stored on the engine or a result.
-* Ledger and keystore work runs in worker threads, off the event loop.
+* In the server (``offload``), ledger and keystore work that touches the disk runs off
+  the event loop (the ledger's writer thread, worker threads).
 * Local models run in the process that owns this engine; an engine made for the
   Jupyter server refuses them (``allow_local=False``), since they belong to kernels.
 """
