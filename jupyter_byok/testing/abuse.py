@@ -99,8 +99,8 @@ def _delta_frame(provider: str, text: str) -> bytes:
 
 def _first_frame(provider: str, model: str) -> bytes:
     if provider == "anthropic":
-        message = {"id": "msg_abuse", "type": "message", "role": "assistant", "model": model}
-        message |= {"content": [], "usage": {"input_tokens": 3, "output_tokens": 1}}
+        message: dict[str, Any] = {"id": "msg_abuse", "type": "message", "role": "assistant"}
+        message |= {"model": model, "content": [], "usage": {"input_tokens": 3, "output_tokens": 1}}
         return sse({"type": "message_start", "message": message}, "message_start")
     return _delta_frame(provider, "")
 
