@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,11 @@ class ResponseCache:
         *,
         ttl_s: float | None = DEFAULT_TTL_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: the wall clock in seconds (a seam: tests pass their own)."""
         self._path = None if path is None else Path(path)
+        self._clock = clock
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
         self._conn: sqlite3.Connection | None = None
@@ -131,7 +134,7 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored answer for ``key``, or ``None`` (missing or expired)."""
-        now = time.time()
+        now = self._clock()
         with self._db() as conn:
             row = conn.execute(
                 "SELECT payload, created FROM entries WHERE key = ?", (key,)
@@ -151,7 +154,7 @@ class ResponseCache:
         """Store an answer and what it cost (the saving a later hit records)."""
         text = json.dumps(payload, separators=(",", ":"), default=str)
         cost = None if cost_usd is None else int((Decimal(cost_usd) * PICO).to_integral_value())
-        now = time.time()
+        now = self._clock()
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,17 +53,29 @@ def test_put_get_saved_cost_and_stats(byok_home: Path) -> None:
     assert again.clear() == 1 and again.get(k) is None
 
 
+class FakeClock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_expiry_and_size_bound(tmp_path: Path) -> None:
-    cache = ResponseCache(tmp_path / "c.db", ttl_s=0.05)
+    clock = FakeClock()
+    cache = ResponseCache(tmp_path / "c.db", ttl_s=60, clock=clock)
     cache.put("a", {"text": "x"})
+    clock.now += 59.9
     assert cache.get("a") == {"text": "x"}
-    time.sleep(0.1)
+    clock.now += 0.2
     assert cache.get("a") is None
-    small = ResponseCache(tmp_path / "s.db", ttl_s=None, max_bytes=300)
+    small = ResponseCache(tmp_path / "s.db", ttl_s=None, max_bytes=300, clock=clock)
     for i in range(10):
         small.put(f"k{i}", {"text": "y" * 90})
         small.get("k0")  # k0 stays recently used
-        time.sleep(0.002)
+        clock.now += 1
     st = small.stats()
     assert st["bytes"] <= 300 and st["entries"] >= 2
     assert small.get("k0") is not None and small.get("k9") is not None
