@@ -55,7 +55,9 @@ def cmd_keys_set(args: argparse.Namespace) -> int:
     label = provider if name == "default" else f"{provider}@{name}"
     value = _read_secret(f"Key for {label} (input hidden): ")
     store = _keystore()
-    info = store.set(provider, value, name, tier=args.tier, base_url=args.base_url)
+    info = store.set(
+        provider, value, name, tier=args.tier, base_url=args.base_url, allow_http=args.allow_http
+    )
     pattern = KEY_PATTERNS.get(provider)
     if pattern is not None and not pattern.fullmatch(value.strip()):
         _out(f"note: this does not look like a usual {provider} key; stored anyway")
@@ -210,7 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="a name for several keys per provider (model ids use @NAME)")
     p.add_argument("--tier", choices=["free", "paid"], help="billing tier of the key")
-    p.add_argument("--base-url", help="send this key to another base URL (proxy, Azure)")
+    p.add_argument(
+        "--base-url", help="send this key's calls to this base URL (proxy, Azure), and only there"
+    )
+    p.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="allow a plain-http --base-url on another machine (the key travels unencrypted)",
+    )
     p.set_defaults(func=cmd_keys_set)
     p = ksub.add_parser("list", help="list stored keys (masked)")
     p.add_argument("--json", action="store_true")
@@ -233,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = ksub.add_parser("init", help="create an empty keystore with a chosen protection tier")
     p.add_argument("--tier", choices=["machine-file", "file", "passphrase"], default="machine-file")
     p.set_defaults(func=cmd_keys_init)
+
+    from .cli_endpoints import register as register_endpoints
+    from .cli_endpoints import register_rebind
+
+    register_rebind(ksub)
+    register_endpoints(sub)
 
     from .cli_local import register as register_local
     from .cli_usage import register as register_usage

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from ._files import atomic_write, ensure_private_dir, file_lock
 from .errors import ConfigError
 
 __all__ = [
+    "ENDPOINT_WIRES",
     "Endpoint",
     "Settings",
     "byok_home",
+    "check_endpoint_name",
     "home_file",
     "load_settings",
     "save_settings",
@@ -53,13 +56,105 @@ _RESOLVED: dict[str | None, Path] = {}
 _ENSURED: set[Path] = set()
 
 
+#: the wire formats an endpoint may speak (chat providers; local models have their own list)
+ENDPOINT_WIRES = ("openai", "anthropic", "gemini")
+#: endpoint names: as key names, and never ``:`` or ``@`` (they delimit model ids)
+ENDPOINT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 @dataclass
 class Endpoint:
-    """A user-registered provider endpoint, e.g. ``ollama`` at ``http://127.0.0.1:11434/v1``."""
+    """A user-registered provider endpoint, e.g. ``ollama`` at ``http://127.0.0.1:11434/v1``.
+
+    ``key_name`` is the stored key its calls use when a model id names none (``@NAME``);
+    ``allow_http`` explicitly allows plain ``http`` to a host other than this machine.
+    Keys stored for an endpoint are bound to its origin: they do not follow a new URL.
+    """
 
     base_url: str
     wire: str = "openai"  # openai | anthropic | gemini
     needs_key: bool = False
+    key_name: str = "default"
+    allow_http: bool = False
+
+    @classmethod
+    def parse(cls, name: str, value: Any, others: Any = ()) -> Endpoint:
+        """A checked endpoint from JSON-like input, or a one-line :class:`ConfigError`.
+
+        ``others`` are the names of the other endpoints (a name may not differ from one of
+        them only by case).
+        """
+        check_endpoint_name(name, others)
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"endpoint {name!r} must be an object with base_url, wire, needs_key, "
+                "key_name and allow_http"
+            )
+        fields = {"base_url", "wire", "needs_key", "key_name", "allow_http"}
+        unknown = sorted(str(k) for k in set(value) - fields)
+        if unknown:
+            raise ConfigError(
+                f"endpoint {name!r} has unknown field(s) {', '.join(unknown)}: "
+                f"use {', '.join(sorted(fields))}"
+            )
+        for flag in ("needs_key", "allow_http"):
+            if not isinstance(value.get(flag, False), bool):
+                raise ConfigError(f"endpoint {name!r}: {flag!r} must be true or false")
+        for text in ("base_url", "wire", "key_name"):
+            if text in value and not isinstance(value[text], str):
+                raise ConfigError(f"endpoint {name!r}: {text!r} must be a string")
+        if "base_url" not in value:
+            raise ConfigError(f"endpoint {name!r} needs a base_url")
+        return cls(**value).checked(name)
+
+    def checked(self, name: str) -> Endpoint:
+        """This endpoint with its base URL cleaned, after checking wire, URL and key name."""
+        from .origin import check_base_url
+
+        if self.wire not in ENDPOINT_WIRES:
+            raise ConfigError(
+                f"endpoint {name!r}: unknown wire {self.wire!r}; use one of "
+                f"{', '.join(ENDPOINT_WIRES)} (local models: `jupyter byok local add`)"
+            )
+        if not isinstance(self.key_name, str) or not ENDPOINT_NAME_RE.match(self.key_name):
+            raise ConfigError(
+                f"endpoint {name!r}: invalid key_name {self.key_name!r}; use 1-64 letters, "
+                "digits, '.', '_' or '-'"
+            )
+        url = check_base_url(
+            self.base_url, allow_http=self.allow_http is True, what=f"endpoint {name!r} base_url"
+        )
+        return Endpoint(url, self.wire, bool(self.needs_key), self.key_name, self.allow_http)
+
+
+def check_endpoint_name(name: Any, others: Any = ()) -> str:
+    """An endpoint name that shadows nothing, or a one-line :class:`ConfigError`.
+
+    Names are compared case-insensitively with the built-in providers, ``secret`` and the
+    other endpoints: ``OpenAI`` or ``google`` would otherwise share a provider's
+    environment variable or key.
+    """
+    from .providers import BUILTIN, SECRET_NAMESPACE
+
+    if not isinstance(name, str) or not ENDPOINT_NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid endpoint name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    reserved = {n.lower() for n in BUILTIN} | {SECRET_NAMESPACE, "google"}
+    for spec in BUILTIN.values():
+        reserved |= {v.lower().removesuffix("_api_key") for v in spec.env_vars}
+    if name.lower() in reserved:
+        raise ConfigError(
+            f"endpoint name {name!r} is reserved for a built-in provider or for named "
+            "secrets: choose another name"
+        )
+    clash = [o for o in others if isinstance(o, str) and o != name and o.lower() == name.lower()]
+    if clash:
+        raise ConfigError(
+            f"endpoint name {name!r} differs from endpoint {clash[0]!r} only by case: "
+            "choose another name"
+        )
+    return name
 
 
 @dataclass

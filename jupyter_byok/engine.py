@@ -38,6 +38,7 @@ from .errors import (
     LedgerError,
     LedgerUnavailableError,
     LocalModelError,
+    MissingKeyError,
 )
 from .keystore import Keystore, resolve_key
 from .ledger import _is_write_failure, new_id
@@ -129,6 +130,10 @@ def estimate_call(ref: ModelRef, messages: list[Message], max_tokens: int | None
 
 class Engine:
     """One engine per process (see :func:`get_engine`); safe to use from several loops."""
+
+    #: the base-URL overrides environment keys are bound to (the server sets the ones it
+    #: saw at start); ``None``: this process's environment at each call
+    env_base_urls: dict[str, str] | None = None
 
     def __init__(
         self,
@@ -496,12 +501,20 @@ class Engine:
         return self._key_for(ref, key)
 
     def _key_for(self, ref: ModelRef, key: str | Secret | None) -> Secret | None:
+        """The key, bound to the origin it may go to (see :func:`resolve_key`). A provider
+        that needs no key goes without when none is stored; a stored key that may not go
+        there is still refused, never dropped silently."""
+        env = self.env_base_urls
         if not ref.spec.needs_key and key is None:
             try:
-                return resolve_key(ref.provider, ref.key_name, store=self.keystore)
-            except ByokError:
+                return resolve_key(
+                    ref.provider, ref.key_name, store=self.keystore, env_base_urls=env
+                )
+            except MissingKeyError:
                 return None
-        return resolve_key(ref.provider, ref.key_name, explicit=key, store=self.keystore)
+        return resolve_key(
+            ref.provider, ref.key_name, explicit=key, store=self.keystore, env_base_urls=env
+        )
 
     def _base_row(
         self, request: Request, ref: ModelRef, request_id: str, stream: bool

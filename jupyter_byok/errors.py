@@ -10,7 +10,8 @@ are translated at the boundary with ``raise ... from exc``::
     ByokError
     ├── ConfigError                 bad configuration file or value
     │   ├── ModelIdError            a model id that does not parse or names nothing known
-    │   └── UnknownProviderError    a provider name nobody registered
+    │   ├── UnknownProviderError    a provider name nobody registered
+    │   └── KeyOriginError          a key asked to go to an origin it is not bound to
     ├── KeystoreError               anything about the encrypted keystore
     │   ├── InvalidSecretError      a key value we refuse to store (empty, spaces, too long, ...)
     │   ├── KeystoreCorruptError    the file fails its integrity checks; it is kept as it is
@@ -45,6 +46,7 @@ __all__ = [
     "CancelledCallError",
     "ConfigError",
     "InvalidSecretError",
+    "KeyOriginError",
     "KeystoreCorruptError",
     "KeystoreError",
     "KeystoreLockedError",
@@ -92,6 +94,11 @@ class ModelIdError(ConfigError):
 
 class UnknownProviderError(ConfigError):
     pass
+
+
+class KeyOriginError(ConfigError):
+    """A key would go to an origin (scheme, host, port) other than the one it is bound to:
+    nothing was sent."""
 
 
 class KeystoreError(ByokError):

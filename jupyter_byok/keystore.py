@@ -64,6 +64,7 @@ from ._files import (
     remove_stale_temps,
 )
 from .errors import (
+    ConfigError,
     InvalidSecretError,
     KeystoreCorruptError,
     KeystoreError,
@@ -74,7 +75,7 @@ from .errors import (
 )
 from .redact import Secret
 
-__all__ = ["KeyInfo", "Keystore", "resolve_key", "validate_secret"]
+__all__ = ["KeyInfo", "Keystore", "bind_key", "resolve_key", "validate_secret"]
 
 log = logging.getLogger("jupyter_byok.keystore")
 
@@ -309,6 +310,14 @@ class Keystore:
             raise KeyError(f"{provider}@{name}")
         return Secret(self._open_entry(store, entry))
 
+    def get_with_info(self, provider: str, name: str = "default") -> tuple[Secret, KeyInfo]:
+        """The key and what may be shown about it (its kind and bound base URL)."""
+        store = self._load_readonly()
+        entry = self._find(store, provider, name) if store else None
+        if store is None or entry is None:
+            raise KeyError(f"{provider}@{name}")
+        return Secret(self._open_entry(store, entry)), self._info(entry)
+
     def has(self, provider: str, name: str = "default") -> bool:
         store = self._load_readonly()
         return bool(store and self._find(store, provider, name))
@@ -321,19 +330,29 @@ class Keystore:
         *,
         tier: str | None = None,
         base_url: str | None = None,
+        allow_http: bool = False,
     ) -> KeyInfo:
-        """Add or replace one key. Bad input raises before anything is written."""
+        """Add or replace one key. Bad input raises before anything is written.
+
+        The key is bound to an origin (see :mod:`jupyter_byok.origin`): ``base_url`` (its
+        calls go there), else the provider's own. A key for an endpoint is bound to the
+        endpoint's URL as it is now: entering it again binds it to the endpoint's current
+        URL. ``allow_http`` allows a plain-http ``base_url`` to another machine.
+        """
         value = validate_secret(secret.reveal() if isinstance(secret, Secret) else secret)
         _check_provider(provider)
         validate_name(name)
         if tier not in (None, "free", "paid"):
             raise KeystoreError(f"invalid tier {tier!r}: use 'free' or 'paid'")
+        bind = binding_for(provider, base_url, allow_http)
         Secret(value)  # registers the value with the redaction filter
         with self._locked() as (store, save):
             if store is None:
                 store = self._create()
             entry = self._find(store, provider, name)
             now = _now()
+            if bind is not None:
+                base_url = bind
             new = {
                 "id": entry["id"] if entry else _random.token_hex(8),
                 "provider": provider,
@@ -352,6 +371,36 @@ class Keystore:
                 store.entries[store.entries.index(entry)] = new
             else:
                 store.entries.append(new)
+            save(store)
+            return self._info(new)
+
+    def rebind(
+        self,
+        provider: str,
+        name: str = "default",
+        base_url: str | None = None,
+        *,
+        allow_http: bool = False,
+    ) -> KeyInfo:
+        """Bind a stored key to a new origin: re-seal it with the new base URL in its
+        associated data. ``base_url=None``: the provider's own URL (an endpoint's current
+        one). Only for a person at a terminal (``jupyter byok keys rebind``): no REST route
+        and no magic call it, so a token holder cannot move a key."""
+        if provider == _secret_namespace():
+            raise KeystoreError("named secrets are never sent anywhere: there is nothing to rebind")
+        _check_provider(provider)
+        bind = binding_for(provider, base_url, allow_http)
+        with self._locked() as (store, save):
+            entry = self._find(store, provider, name) if store else None
+            if store is None or entry is None:
+                label = provider if name == "default" else f"{provider}@{name}"
+                raise KeystoreError(
+                    f"no stored key {label}; `jupyter byok keys list` shows what is stored"
+                )
+            value = self._open_entry(store, entry)
+            new = {**entry, "base_url": bind, "updated": _now(), "last_verified": None}
+            self._seal(store, new, value)
+            store.entries[store.entries.index(entry)] = new
             save(store)
             return self._info(new)
 
@@ -898,31 +947,118 @@ def _check_provider(provider: str) -> None:
         )
 
 
+def _secret_namespace() -> str:
+    from .providers import SECRET_NAMESPACE
+
+    return SECRET_NAMESPACE
+
+
+def binding_for(provider: str, base_url: str | None, allow_http: bool = False) -> str | None:
+    """The base URL a key stored now for ``provider`` is bound to; ``None`` for a built-in
+    provider's own URL (or, on replacing a key, the one it had)."""
+    from .origin import check_base_url, origin_of
+    from .providers import get_spec
+
+    if provider == _secret_namespace():
+        if base_url is not None:
+            raise KeystoreError("named secrets are never sent anywhere: they take no base URL")
+        return None
+    if base_url is not None:
+        base_url = check_base_url(base_url, allow_http=allow_http)
+    spec = get_spec(provider)
+    if spec.builtin:
+        return base_url
+    own = spec.resolved_base_url()
+    if base_url is not None and origin_of(base_url) != origin_of(own):
+        raise ConfigError(
+            f"a key for endpoint {provider} goes to the endpoint's origin {origin_of(own)}, "
+            f"not {origin_of(base_url)}: change the endpoint with `jupyter byok endpoints add`"
+        )
+    return own
+
+
+def bind_key(spec: Any, info: KeyInfo, secret: Secret, *, env: Any = None) -> Secret:
+    """A stored key as a :class:`~jupyter_byok.origin.BoundSecret` with the base URL its
+    calls go to, or :class:`~jupyter_byok.errors.KeyOriginError` when it may not go to
+    ``spec``'s provider at all.
+
+    * generic secrets (``secret@NAME``) are never provider keys;
+    * a key stored with a base URL (``keys set --base-url``) goes there;
+    * a built-in provider's key stored without one goes to the provider's own URL;
+    * an endpoint's key goes to the endpoint's URL only while it has the origin the key was
+      stored for: keys do not follow an endpoint to a new origin.
+    """
+    from .errors import KeyOriginError
+    from .origin import BoundSecret, origin_of
+
+    label = info.label
+    if info.kind != "provider" or info.provider != spec.name:
+        raise KeyOriginError(
+            f"{label} is a named secret, never sent as a provider key: store the provider's "
+            f"key with `jupyter byok keys set {spec.name}`"
+        )
+    how = f"`jupyter byok keys rebind {spec.name}"
+    how += f" --name {info.name}`" if info.name != "default" else "`"
+    if spec.builtin:
+        return BoundSecret(secret, info.base_url or spec.resolved_base_url(env))
+    own = spec.resolved_base_url()
+    if not info.base_url:
+        raise KeyOriginError(
+            f"the key {label} was stored before keys were bound to an origin: run {how} in a "
+            f"terminal to bind it to {origin_of(own)}, or enter it again with "
+            f"`jupyter byok keys set {spec.name}`"
+        )
+    if origin_of(info.base_url) != origin_of(own):
+        raise KeyOriginError(
+            f"the key {label} is bound to {origin_of(info.base_url)}, and endpoint {spec.name} "
+            f"now points to {origin_of(own)}: keys do not follow an endpoint to a new origin; "
+            f"enter the key again with `jupyter byok keys set {spec.name}` or run {how} in a "
+            "terminal"
+        )
+    return BoundSecret(secret, own)
+
+
 def resolve_key(
     provider: str,
     name: str = "default",
     *,
     explicit: str | Secret | None = None,
     store: Keystore | None = None,
+    env_base_urls: Any = None,
 ) -> Secret:
-    """The key for ``provider``: explicit argument > keystore > environment variable."""
+    """The key for ``provider``: explicit argument > keystore > environment variable.
+
+    Keys from the keystore or the environment come bound to their origin (see
+    :func:`bind_key`); an environment key to the built-in provider's URL, or to
+    ``JUPYTER_BYOK_<PROVIDER>_BASE_URL`` as in ``env_base_urls`` (the server passes the
+    values it saw at start; default: this process's environment). Endpoints take keys
+    from the keystore only. An explicit key is the caller's own: it is not bound.
+    """
     if explicit is not None:
         return Secret(
             validate_secret(explicit.reveal() if isinstance(explicit, Secret) else explicit)
         )
+    from .errors import KeyOriginError
+    from .origin import BoundSecret
     from .providers import get_spec
 
+    if provider.lower() == _secret_namespace():
+        raise KeyOriginError(
+            "named secrets are never sent as a provider key: use a provider or endpoint name"
+        )
     spec = get_spec(provider)
     store = store if store is not None else Keystore()
     try:
-        return store.get(provider, name)
+        secret, info = store.get_with_info(provider, name)
     except KeyError:
         pass
-    if name == "default":
+    else:
+        return bind_key(spec, info, secret, env=None)
+    if name == "default" and spec.builtin:
         for var in spec.env_vars:
             value = os.environ.get(var, "").strip()
             if value:
-                return Secret(value)
+                return BoundSecret(value, spec.resolved_base_url(env_base_urls), "environment")
     label = provider if name == "default" else f"{provider}@{name}"
     how = f"run `jupyter byok keys set {provider}"
     how += f" --name {name}`" if name != "default" else "`"

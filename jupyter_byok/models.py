@@ -84,7 +84,7 @@ def _parse(model: str | None, settings: Settings) -> ModelRef:
             f"{DEFAULT_LOCAL_MODEL}); aliases are set with `%byok alias NAME MODEL`"
         )
     spec = get_spec(provider)
-    key_name = "default"
+    key_name = spec.key_name  # an endpoint may name the stored key its calls use
     if spec.wire != "local" and "@" in rest:
         rest, _, key_name = rest.rpartition("@")
         if not rest or not key_name:

@@ -18,8 +18,10 @@ def verify_key(provider: str, name: str = "default") -> str:
     import httpx
 
     from .keystore import Keystore, resolve_key
-    from .providers import dispatch, get_spec
+    from .providers import SECRET_NAMESPACE, dispatch, get_spec
 
+    if provider.lower() == SECRET_NAMESPACE:
+        raise ConfigError("named secrets are never sent to a provider: there is nothing to verify")
     spec = get_spec(provider)
     if spec.wire == "local":
         raise ConfigError(f"{provider} runs locally and needs no key: there is nothing to verify")

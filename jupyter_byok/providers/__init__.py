@@ -8,11 +8,20 @@ resolved through :func:`get_spec`. Wire modules (``openai``, ``anthropic``, ``ge
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import UnknownProviderError
 
-__all__ = ["BUILTIN", "ProviderSpec", "get_spec", "known_provider_names"]
+__all__ = [
+    "BUILTIN",
+    "SECRET_NAMESPACE",
+    "ProviderSpec",
+    "env_base_url_var",
+    "env_base_urls",
+    "get_spec",
+    "known_provider_names",
+]
 
 
 @dataclass(frozen=True)
@@ -23,10 +32,34 @@ class ProviderSpec:
     env_vars: tuple[str, ...] = ()
     needs_key: bool = True
     key_url: str = ""
+    #: a built-in provider (its base URL may be overridden by the environment); an
+    #: endpoint's URL comes from the settings only
+    builtin: bool = True
+    #: the stored key a model id without ``@NAME`` uses
+    key_name: str = "default"
 
-    def resolved_base_url(self) -> str:
-        override = os.environ.get(f"JUPYTER_BYOK_{self.name.upper()}_BASE_URL")
+    def resolved_base_url(self, env: Mapping[str, str] | None = None) -> str:
+        """The base URL: a built-in provider's own, or ``JUPYTER_BYOK_<NAME>_BASE_URL``
+        from ``env`` (default: this process's environment); an endpoint's from settings."""
+        if not self.builtin:
+            return self.base_url.rstrip("/")
+        override = (os.environ if env is None else env).get(env_base_url_var(self.name))
         return (override or self.base_url).rstrip("/")
+
+
+def env_base_url_var(provider: str) -> str:
+    return f"JUPYTER_BYOK_{provider.upper()}_BASE_URL"
+
+
+def env_base_urls() -> dict[str, str]:
+    """The built-in providers' base-URL overrides in the environment now (the server takes
+    this once, at start: environment keys are bound to the origins it saw then)."""
+    found = {}
+    for name in BUILTIN:
+        var = env_base_url_var(name)
+        if os.environ.get(var):
+            found[var] = os.environ[var]
+    return found
 
 
 BUILTIN: dict[str, ProviderSpec] = {
@@ -72,28 +105,64 @@ SECRET_NAMESPACE = "secret"
 
 
 def get_spec(name: str) -> ProviderSpec:
-    """The spec for a built-in provider or a user-registered endpoint."""
-    if name in BUILTIN:
-        return BUILTIN[name]
+    """The spec for a built-in provider or a user-registered endpoint.
+
+    An endpoint is checked on every use, whoever wrote the settings file: its name must not
+    shadow a built-in provider or ``secret`` (in any case), its wire must be a chat wire
+    and its URL http(s). Endpoints take keys from the keystore only, never from the
+    environment.
+    """
+    spec = BUILTIN.get(name)
+    if spec is not None:
+        return spec
     from ..config import load_settings
 
-    endpoint = load_settings().endpoints.get(name)
+    settings = load_settings()
+    seen = _ENDPOINT_SPECS.get(name)
+    if seen is not None and seen[0] is settings:
+        return seen[1]
+    endpoints = settings.endpoints
+    endpoint = endpoints.get(name)
     if endpoint is None:
         known = ", ".join(sorted(known_provider_names()))
         raise UnknownProviderError(
             f"unknown provider {name!r}: use one of {known}, or register an endpoint with "
             f"`jupyter byok endpoints add {name} BASE_URL`"
         )
-    return ProviderSpec(
+    from ..config import check_endpoint_name
+
+    check_endpoint_name(name, endpoints)
+    endpoint = endpoint.checked(name)
+    spec = ProviderSpec(
         name,
         endpoint.wire,
         endpoint.base_url,
-        (f"{name.upper()}_API_KEY",),
+        (),
         needs_key=endpoint.needs_key,
+        builtin=False,
+        key_name=endpoint.key_name,
     )
+    if len(_ENDPOINT_SPECS) > 256:
+        _ENDPOINT_SPECS.clear()
+    _ENDPOINT_SPECS[name] = (settings, spec)
+    return spec
+
+
+#: checked endpoint specs, each with the settings object it was read from (a changed
+#: settings file is a new object)
+_ENDPOINT_SPECS: dict[str, tuple[object, ProviderSpec]] = {}
 
 
 def known_provider_names() -> set[str]:
-    from ..config import load_settings
+    """Built-in providers and the endpoints whose names shadow nothing."""
+    from ..config import check_endpoint_name, load_settings
+    from ..errors import ConfigError
 
-    return set(BUILTIN) | set(load_settings().endpoints)
+    endpoints = load_settings().endpoints
+    names = set(BUILTIN)
+    for name in endpoints:
+        try:
+            names.add(check_endpoint_name(name, endpoints))
+        except ConfigError:
+            continue
+    return names

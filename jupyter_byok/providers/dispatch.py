@@ -7,6 +7,8 @@ Invariants:
 * Streams are retried only before their first byte; a stream that breaks midway raises
   :class:`~jupyter_byok.errors.StreamError` after its attempt (with the usage known so far)
   was reported.
+* A key bound to an origin (every stored or environment key) is sent to that origin only
+  (``_auth``), and its calls go to its own base URL (``_base_url``).
 * The key is revealed only inside each wire module's ``auth_headers``; it never reaches an
   error message, a log line or a URL.
 """
@@ -27,6 +29,7 @@ from ..errors import (
     ResponseTooLargeError,
     StreamError,
 )
+from ..origin import BoundSecret, check_destination
 from ..redact import Secret
 from ..types import Attempt, Message, ProviderResult, SearchResult, StreamEvent, Usage
 from . import ProviderSpec
@@ -78,6 +81,21 @@ def _wire(spec: ProviderSpec) -> Wire:
         module = _WIRES[spec.wire] = importlib.import_module(f"{__package__}.{spec.wire}")
     wire: Wire = module
     return wire
+
+
+def _base_url(spec: ProviderSpec, key: Secret | None) -> str:
+    """Where the call goes: a bound key's own base URL (a key stored with ``--base-url``
+    routes its calls there), else the provider's."""
+    if isinstance(key, BoundSecret):
+        return key.base_url
+    return spec.resolved_base_url()
+
+
+def _auth(wire: Any, spec: ProviderSpec, key: Secret | None, url: str) -> dict[str, str]:
+    """The auth headers for a request to ``url``: a bound key only to its own origin."""
+    check_destination(key, url, spec.name)
+    auth: dict[str, str] = wire.auth_headers(spec.name, key)
+    return auth
 
 
 def _headers(wire_req: WireRequest, auth: dict[str, str]) -> dict[str, str]:
@@ -346,9 +364,9 @@ async def complete(
     wire = _wire(spec)
     params, limits = _call_limits(params, timeout, limits)
     wire_req = wire.chat_request(
-        spec.name, spec.resolved_base_url(), model, messages, params, stream=False
+        spec.name, _base_url(spec, key), model, messages, params, stream=False
     )
-    auth = wire.auth_headers(spec.name, key)
+    auth = _auth(wire, spec, key, wire_req.url)
     result, rid, attempts, latency = await _call(
         spec.name,
         wire_req,
@@ -397,9 +415,9 @@ async def stream(
     wire = _wire(spec)
     params, limits = _call_limits(params, timeout, limits)
     wire_req = wire.chat_request(
-        spec.name, spec.resolved_base_url(), model, messages, params, stream=True
+        spec.name, _base_url(spec, key), model, messages, params, stream=True
     )
-    headers = {**_headers(wire_req, wire.auth_headers(spec.name, key))}
+    headers = {**_headers(wire_req, _auth(wire, spec, key, wire_req.url))}
     headers["content-type"] = "application/json"
     headers["accept"] = "text/event-stream"
     provider = spec.name
@@ -533,11 +551,11 @@ async def search(
     from . import tavily
 
     params, limits = _call_limits(params, timeout, limits)
-    wire_req = tavily.search_request(spec.resolved_base_url(), query, params)
+    wire_req = tavily.search_request(_base_url(spec, key), query, params)
     result, rid, _, latency = await _call(
         spec.name,
         wire_req,
-        tavily.auth_headers(spec.name, key),
+        _auth(tavily, spec, key, wire_req.url),
         client=client,
         retry=retry,
         on_attempt=on_attempt,
@@ -566,12 +584,12 @@ async def list_models(
     wire = _models_wire(spec)
     if spec.wire == "tavily":
         return []
-    wire_req: WireRequest | None = wire.models_request(spec.name, spec.resolved_base_url())
-    auth = wire.auth_headers(spec.name, key)
+    wire_req: WireRequest | None = wire.models_request(spec.name, _base_url(spec, key))
     names: list[str] = []
     pages = 0
     while wire_req is not None and pages < 20:
         pages += 1
+        auth = _auth(wire, spec, key, wire_req.url)  # each page: a next-page URL too
         page: list[str]
         (page, wire_req), _, _, _ = await _call(
             spec.name,
@@ -600,16 +618,16 @@ async def check_key(
     """
     wire = _models_wire(spec)
     if spec.wire == "tavily":
-        wire_req = wire.usage_request(spec.resolved_base_url())
+        wire_req = wire.usage_request(_base_url(spec, key))
     else:
-        wire_req = wire.models_request(spec.name, spec.resolved_base_url())
+        wire_req = wire.models_request(spec.name, _base_url(spec, key))
     start = time.perf_counter()
     data: Any
     try:
         data, rid, _, latency = await _call(
             spec.name,
             wire_req,
-            wire.auth_headers(spec.name, key),
+            _auth(wire, spec, key, wire_req.url),
             client=client,
             retry=RetryPolicy(max_retries=0),
             on_attempt=None,

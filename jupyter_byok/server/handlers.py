@@ -14,6 +14,7 @@ import collections
 import json
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
@@ -22,9 +23,12 @@ from tornado.iostream import StreamClosedError
 
 from .. import errors
 from ..redact import mask_value
-from .service import BadInput, ByokService, NotFound, TooLarge
+from .service import BadInput, ByokService, Forbidden, NotFound, TooLarge
 
 MAX_BODY = 1_000_000
+#: the permission a PUT /byok/config needs, beyond jupyter_byok:config, to add, change or
+#: remove an endpoint
+ENDPOINTS_RESOURCE = "jupyter_byok:endpoints"
 FLUSH_INTERVAL_S = 0.02
 #: calls (complete, search) that may start in one turn of the event loop; see Turns
 STARTS_PER_TURN = 8
@@ -32,6 +36,7 @@ STARTS_PER_TURN = 8
 #: Domain errors -> HTTP status. Order matters: subclasses first.
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (TooLarge, 413),
+    (Forbidden, 403),
     (BadInput, 400),
     (NotFound, 404),
     (errors.InvalidSecretError, 400),
@@ -425,7 +430,26 @@ class ConfigHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def put(self) -> None:
-        await self.run_with_body(self.service.set_config)
+        """A change to the endpoints (where calls, and so keys, may go) needs a permission
+        of its own, ``jupyter_byok:endpoints``, beyond ``jupyter_byok:config``: a deployment
+        can grant kernels ``config`` and ``complete`` and still deny them this."""
+        try:
+            body = self.body()
+            if await self.service.changes_endpoints(body):
+                allowed = await ensure_async(
+                    self.authorizer.is_authorized(
+                        self, self.current_user, "write", ENDPOINTS_RESOURCE
+                    )
+                )
+                if not allowed:
+                    raise Forbidden(
+                        f"changing endpoints needs the {ENDPOINTS_RESOURCE} permission; "
+                        "or use `jupyter byok endpoints add` in a terminal"
+                    )
+        except (errors.ByokError, BadInput) as exc:
+            self.fail(exc)
+            return
+        await self.run(self.service.set_config(body))
 
 
 ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (

@@ -8,6 +8,7 @@ disk; provider calls are async all the way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -19,13 +20,13 @@ from typing import Any, NamedTuple
 from .._version import __version__
 from ..config import Endpoint, load_settings, update_settings
 from ..engine import Engine, build_messages
-from ..errors import ByokError, ConfigError
+from ..errors import ByokError
 from ..keystore import Keystore
-from ..providers import BUILTIN, SECRET_NAMESPACE, get_spec
+from ..providers import BUILTIN, SECRET_NAMESPACE, env_base_urls, get_spec
 from ..redact import mask_value
 from ..types import Completion, Request
 
-__all__ = ["BadInput", "ByokService", "NotFound", "TooLarge"]
+__all__ = ["BadInput", "ByokService", "Forbidden", "NotFound", "TooLarge"]
 
 
 class BadInput(ByokError):
@@ -38,6 +39,10 @@ class NotFound(ByokError):
 
 class TooLarge(BadInput):
     """A request body over the size limit (413)."""
+
+
+class Forbidden(ByokError):
+    """An authorized user without the permission this change needs (403)."""
 
 
 #: a status snapshot nothing has changed since is served for this long (the time windows,
@@ -77,6 +82,31 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def parse_endpoints(value: Any) -> dict[str, Endpoint]:
+    """Endpoints from a request body, each checked (see :meth:`Endpoint.parse`)."""
+    if not isinstance(value, dict):
+        raise BadInput("'endpoints' must map names to {base_url, wire, needs_key, ...} objects")
+    return {name: Endpoint.parse(name, item, value) for name, item in value.items()}
+
+
+def _check_default_model(settings: Any) -> None:
+    """A default model is PROVIDER:MODEL, or an alias of one, naming a known provider."""
+    value = text = settings.default_model
+    seen: set[str] = set()
+    while text in settings.aliases and text not in seen:
+        seen.add(text)
+        text = settings.aliases[text]
+    provider, colon, model = text.partition(":")
+    if not colon or not provider or not model:
+        raise BadInput(
+            f"'default_model' {value!r} is not PROVIDER:MODEL (for example "
+            "openai:gpt-4o-mini) or an alias of one"
+        )
+    if provider not in BUILTIN and provider not in settings.endpoints:
+        known = ", ".join(sorted(set(BUILTIN) | set(settings.endpoints)))
+        raise BadInput(f"'default_model' {value!r}: unknown provider {provider!r}; use {known}")
+
+
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | None:
     value = body.get(name, default)
     if value is not None and not isinstance(value, str):
@@ -87,6 +117,8 @@ def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | N
 class ByokService:
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine if engine is not None else Engine(allow_local=False, offload=True)
+        # environment keys are bound to the provider base URLs this server saw at start
+        self.engine.env_base_urls = env_base_urls()
         self._status_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="byok-status")
         self._snapshot: _Snapshot | None = None
         self._refresh: tuple[_Marks, asyncio.Future[_Snapshot]] | None = None
@@ -277,11 +309,22 @@ class ByokService:
         name = _str(body, "name", "default") or "default"
         tier = _str(body, "tier")
         base_url = _str(body, "base_url")
+        allow_http = body.get("allow_http", False)
+        if not isinstance(allow_http, bool):
+            raise BadInput("'allow_http' must be true or false")
         if provider != SECRET_NAMESPACE:
             get_spec(provider)
         try:
             info = await asyncio.to_thread(
-                self.keystore.set, provider, secret, name, tier=tier, base_url=base_url
+                functools.partial(
+                    self.keystore.set,
+                    provider,
+                    secret,
+                    name,
+                    tier=tier,
+                    base_url=base_url,
+                    allow_http=allow_http,
+                )
             )
         finally:
             self._edited()
@@ -304,15 +347,19 @@ class ByokService:
             self._edited()
 
     async def verify_key(self, key_id: str) -> dict[str, Any]:
+        from ..keystore import bind_key
         from ..providers import dispatch
 
         info = await asyncio.to_thread(self._find, key_id)
         if info.provider == SECRET_NAMESPACE:
             raise BadInput("named secrets have no provider to verify against")
-        secret = await asyncio.to_thread(self.keystore.get, info.provider, info.name)
-        result = await dispatch.check_key(
-            get_spec(info.provider), secret, client=self.engine.client()
+        spec = get_spec(info.provider)
+        secret, stored = await asyncio.to_thread(
+            self.keystore.get_with_info, info.provider, info.name
         )
+        # the same binding as a call: the key goes to the origin it was stored for, or nowhere
+        bound = bind_key(spec, stored, secret)
+        result = await dispatch.check_key(spec, bound, client=self.engine.client())
         if result.get("ok"):
             try:
                 await asyncio.to_thread(self.keystore.mark_verified, info.provider, info.name)
@@ -486,6 +533,18 @@ class ByokService:
 
         return await asyncio.to_thread(collect)
 
+    async def changes_endpoints(self, body: dict[str, Any]) -> bool:
+        """Whether this ``PUT /byok/config`` body adds, changes or removes an endpoint
+        (which needs the ``jupyter_byok:endpoints`` permission, see ConfigHandler)."""
+        if "endpoints" not in body:
+            return False
+        current = await asyncio.to_thread(load_settings)
+        try:
+            proposed = parse_endpoints(body["endpoints"])
+        except ByokError:
+            return True
+        return proposed != current.endpoints
+
     async def set_config(self, body: dict[str, Any]) -> dict[str, Any]:
         allowed = {"default_model", "aliases", "endpoints", "require_server"}
         unknown = set(body) - allowed
@@ -498,7 +557,7 @@ class ByokService:
                 value = body["default_model"]
                 if value is not None and not isinstance(value, str):
                     raise BadInput("'default_model' must be a string or null")
-                settings.default_model = value or None
+                settings.default_model = value.strip() if value else None
             if "aliases" in body:
                 aliases = body["aliases"]
                 if not isinstance(aliases, dict) or not all(
@@ -507,20 +566,11 @@ class ByokService:
                     raise BadInput("'aliases' must map names to model ids")
                 settings.aliases = dict(aliases)
             if "endpoints" in body:
-                endpoints = body["endpoints"]
-                if not isinstance(endpoints, dict):
-                    raise BadInput("'endpoints' must map names to {base_url, wire, needs_key}")
-                try:
-                    settings.endpoints = {
-                        str(name): Endpoint(**value) for name, value in endpoints.items()
-                    }
-                except TypeError as exc:
-                    raise ConfigError(f"invalid endpoint: {exc}") from None
-                clash = set(settings.endpoints) & set(BUILTIN)
-                if clash:
-                    raise BadInput(f"endpoint names clash with built-in providers: {sorted(clash)}")
+                settings.endpoints = parse_endpoints(body["endpoints"])
             if "require_server" in body:
                 settings.require_server = bool(body["require_server"])
+            if "default_model" in body and settings.default_model:
+                _check_default_model(settings)
 
         try:
             await asyncio.to_thread(update_settings, change)
