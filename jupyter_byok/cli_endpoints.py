@@ -32,6 +32,7 @@ def _origin(url: str) -> str:
 # ---------------------------------------------------------------------- endpoints
 def cmd_endpoints_add(args: argparse.Namespace) -> int:
     from .config import Endpoint, Settings, update_settings
+    from .providers import parse_endpoint
 
     value: dict[str, Any] = {
         "base_url": args.base_url,
@@ -44,7 +45,7 @@ def cmd_endpoints_add(args: argparse.Namespace) -> int:
 
     def change(settings: Settings) -> None:
         before.update(settings.endpoints)
-        endpoint = Endpoint.parse(args.name, value, settings.endpoints)
+        endpoint = parse_endpoint(args.name, value, settings.endpoints)
         settings.endpoints[args.name] = endpoint
 
     settings = update_settings(change)

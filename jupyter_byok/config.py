@@ -22,7 +22,6 @@ __all__ = [
     "Endpoint",
     "Settings",
     "byok_home",
-    "check_endpoint_name",
     "home_file",
     "load_settings",
     "save_settings",
@@ -78,13 +77,9 @@ class Endpoint:
     allow_http: bool = False
 
     @classmethod
-    def parse(cls, name: str, value: Any, others: Any = ()) -> Endpoint:
-        """A checked endpoint from JSON-like input, or a one-line :class:`ConfigError`.
-
-        ``others`` are the names of the other endpoints (a name may not differ from one of
-        them only by case).
-        """
-        check_endpoint_name(name, others)
+    def parse(cls, name: str, value: Any) -> Endpoint:
+        """A checked endpoint from JSON-like input, or a one-line :class:`ConfigError`
+        (its name is checked by :func:`jupyter_byok.providers.parse_endpoint`)."""
         if not isinstance(value, dict):
             raise ConfigError(
                 f"endpoint {name!r} must be an object with base_url, wire, needs_key, "
@@ -125,36 +120,6 @@ class Endpoint:
             self.base_url, allow_http=self.allow_http is True, what=f"endpoint {name!r} base_url"
         )
         return Endpoint(url, self.wire, bool(self.needs_key), self.key_name, self.allow_http)
-
-
-def check_endpoint_name(name: Any, others: Any = ()) -> str:
-    """An endpoint name that shadows nothing, or a one-line :class:`ConfigError`.
-
-    Names are compared case-insensitively with the built-in providers, ``secret`` and the
-    other endpoints: ``OpenAI`` or ``google`` would otherwise share a provider's
-    environment variable or key.
-    """
-    from .providers import BUILTIN, SECRET_NAMESPACE
-
-    if not isinstance(name, str) or not ENDPOINT_NAME_RE.match(name):
-        raise ConfigError(
-            f"invalid endpoint name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
-        )
-    reserved = {n.lower() for n in BUILTIN} | {SECRET_NAMESPACE, "google"}
-    for spec in BUILTIN.values():
-        reserved |= {v.lower().removesuffix("_api_key") for v in spec.env_vars}
-    if name.lower() in reserved:
-        raise ConfigError(
-            f"endpoint name {name!r} is reserved for a built-in provider or for named "
-            "secrets: choose another name"
-        )
-    clash = [o for o in others if isinstance(o, str) and o != name and o.lower() == name.lower()]
-    if clash:
-        raise ConfigError(
-            f"endpoint name {name!r} differs from endpoint {clash[0]!r} only by case: "
-            "choose another name"
-        )
-    return name
 
 
 @dataclass

@@ -512,7 +512,7 @@ GOOD = {"base_url": "https://llm.example.com/v1", "wire": "openai", "needs_key":
         ({"endpoints": {"a@b": GOOD}}, "invalid endpoint name"),
         ({"endpoints": {"": GOOD}}, "invalid endpoint name"),
         ({"endpoints": {"corp": GOOD, "Corp": GOOD}}, "only by case"),
-        ({"endpoints": ["corp"]}, "must map names"),
+        ({"endpoints": ["corp"]}, "endpoints"),
     ],
 )
 async def test_put_config_refuses(

@@ -10,17 +10,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UnknownProviderError
+
+if TYPE_CHECKING:
+    from ..config import Endpoint
 
 __all__ = [
     "BUILTIN",
     "SECRET_NAMESPACE",
     "ProviderSpec",
+    "check_endpoint_name",
     "env_base_url_var",
     "env_base_urls",
     "get_spec",
     "known_provider_names",
+    "parse_endpoint",
 ]
 
 
@@ -104,6 +110,45 @@ BUILTIN: dict[str, ProviderSpec] = {
 SECRET_NAMESPACE = "secret"
 
 
+def check_endpoint_name(name: Any, others: Any = ()) -> str:
+    """An endpoint name that shadows nothing, or a one-line :class:`ConfigError`.
+
+    Names are compared case-insensitively with the built-in providers, ``secret`` and the
+    other endpoints: ``OpenAI`` or ``google`` would otherwise share a provider's
+    environment variable or key.
+    """
+    from ..config import ENDPOINT_NAME_RE
+    from ..errors import ConfigError
+
+    if not isinstance(name, str) or not ENDPOINT_NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid endpoint name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    reserved = {n.lower() for n in BUILTIN} | {SECRET_NAMESPACE, "google"}
+    for spec in BUILTIN.values():
+        reserved |= {v.lower().removesuffix("_api_key") for v in spec.env_vars}
+    if name.lower() in reserved:
+        raise ConfigError(
+            f"endpoint name {name!r} is reserved for a built-in provider or for named "
+            "secrets: choose another name"
+        )
+    clash = [o for o in others if isinstance(o, str) and o != name and o.lower() == name.lower()]
+    if clash:
+        raise ConfigError(
+            f"endpoint name {name!r} differs from endpoint {clash[0]!r} only by case: "
+            "choose another name"
+        )
+    return name
+
+
+def parse_endpoint(name: Any, value: Any, others: Any = ()) -> Endpoint:
+    """A checked endpoint (name, wire, URL, fields) from JSON-like input, or a one-line
+    :class:`~jupyter_byok.errors.ConfigError`; ``others``: the other endpoints' names."""
+    from ..config import Endpoint
+
+    return Endpoint.parse(check_endpoint_name(name, others), value)
+
+
 def get_spec(name: str) -> ProviderSpec:
     """The spec for a built-in provider or a user-registered endpoint.
 
@@ -129,8 +174,6 @@ def get_spec(name: str) -> ProviderSpec:
             f"unknown provider {name!r}: use one of {known}, or register an endpoint with "
             f"`jupyter byok endpoints add {name} BASE_URL`"
         )
-    from ..config import check_endpoint_name
-
     check_endpoint_name(name, endpoints)
     endpoint = endpoint.checked(name)
     spec = ProviderSpec(
@@ -155,7 +198,7 @@ _ENDPOINT_SPECS: dict[str, tuple[object, ProviderSpec]] = {}
 
 def known_provider_names() -> set[str]:
     """Built-in providers and the endpoints whose names shadow nothing."""
-    from ..config import check_endpoint_name, load_settings
+    from ..config import load_settings
     from ..errors import ConfigError
 
     endpoints = load_settings().endpoints

@@ -86,7 +86,9 @@ def parse_endpoints(value: Any) -> dict[str, Endpoint]:
     """Endpoints from a request body, each checked (see :meth:`Endpoint.parse`)."""
     if not isinstance(value, dict):
         raise BadInput("'endpoints' must map names to {base_url, wire, needs_key, ...} objects")
-    return {name: Endpoint.parse(name, item, value) for name, item in value.items()}
+    from ..providers import parse_endpoint
+
+    return {name: parse_endpoint(name, item, value) for name, item in value.items()}
 
 
 def _check_default_model(settings: Any) -> None:
