@@ -1057,6 +1057,9 @@ def default_ledger() -> Ledger:
     path = _paths.get(home)
     if path is None:  # reading /proc/mounts on every call would cost more than the write
         path = _paths[home] = ledger_path(home)
+    current = _default
+    if current is not None and current._path is path:  # twice a call: no lock, no Path ==
+        return current
     with _default_lock:
         if _default is None or _default.path != path:
             _default = Ledger(path)
