@@ -10,7 +10,6 @@ and no output or metadata ever carries a key.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import re
 import shlex
@@ -34,6 +33,38 @@ __all__ = ["ByokMagics", "footer_text", "load_ipython_extension"]
 FORMATS = ("markdown", "text", "code", "json", "html")
 _FENCE = re.compile(r"^```[\w+-]*\s*\n(.*?)\n```\s*$", re.DOTALL)
 _STREAM_INTERVAL_S = 0.05
+#: The key form of ``%byok keys set``, rendered by the labextension (``keyform.ts``).
+KEYFORM_MIME = "application/vnd.jupyter.byok.keyform+json"
+
+
+def keyform_bundle(provider: str, name: str = "default", tier: str | None = None) -> dict[str, Any]:
+    """The display bundle of ``%byok keys set``: a key form the labextension renders.
+
+    The browser posts the key typed into it straight to the server's ``POST /byok/keys``,
+    so no key ever passes through the kernel or lands in the notebook; the bundle holds only
+    what names the key. Where nothing renders the form, ``text/plain`` says what to do.
+    """
+    from .keystore import validate_name
+    from .providers import SECRET_NAMESPACE, known_provider_names
+
+    if provider == "local" or (
+        provider != SECRET_NAMESPACE and provider not in known_provider_names()
+    ):
+        known = ", ".join(sorted(known_provider_names() - {"local"}))
+        raise ByokError(f"unknown provider {provider!r}: use one of {known} or 'secret'")
+    validate_name(name)
+    label = provider if name == "default" else f"{provider}@{name}"
+    command = f"jupyter byok keys set {provider}"
+    command += "" if name == "default" else f" --name {name}"
+    command += f" --tier {tier}" if tier else ""
+    return {
+        KEYFORM_MIME: {"provider": provider, "name": name, "tier": tier, "label": label},
+        "text/plain": (
+            f"To store the {label} key, use `{command}` in a terminal, or the BYOK panel in "
+            "JupyterLab (keys never pass through the kernel; this front end cannot show the "
+            "key form)."
+        ),
+    }
 
 
 def _error(message: str) -> None:
@@ -332,7 +363,6 @@ class ByokMagics(Magics):
         from .keystore import Keystore
         from .providers import BUILTIN
 
-        store = Keystore()
         if rest and rest[0] in ("set", "delete"):
             parser = argparse.ArgumentParser(prog=f"%byok keys {rest[0]}", add_help=False)
             parser.add_argument("provider")
@@ -342,18 +372,14 @@ class ByokMagics(Magics):
             provider, _, at_name = args.provider.partition("@")
             name = args.name or at_name or "default"
             label = provider if name == "default" else f"{provider}@{name}"
-            if rest[0] == "delete":
-                if not store.delete(provider, name):
-                    raise ByokError(f"no stored key {label}")
-                print(f"deleted {label}")
+            if rest[0] == "set":
+                display(keyform_bundle(provider, name, args.tier), raw=True)
                 return
-            value = getpass.getpass(f"Key for {label} (hidden): ")
-            info = store.set(provider, value, name, tier=args.tier)
-            del value
-            print(f"stored {info.label} (…{info.last4 or '****'})")
-            if info.warning:
-                _error(info.warning)
+            if not Keystore().delete(provider, name):
+                raise ByokError(f"no stored key {label}")
+            print(f"deleted {label}")
             return
+        store = Keystore()
         infos = store.list()
         import os
 

@@ -239,17 +239,69 @@ def test_line_magics(
     assert "unknown subcommand 'nonsense'" in cap.stderr
 
 
-def test_keys_set_reads_a_hidden_prompt(
+def test_keys_set_shows_a_key_form_and_no_key_enters_the_kernel(
     shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "xai-" + "K" * 80
-    monkeypatch.setattr("getpass.getpass", lambda prompt="": secret)
+    """``%byok keys set`` displays a form the labextension renders; the browser posts the key
+    to the server. In the kernel nothing may read a key, wrap one or open the keystore."""
+    import builtins
+    import getpass
+
+    from jupyter_byok.keystore import Secret
+    from jupyter_byok.magics import KEYFORM_MIME
+
+    touched: list[str] = []
+
+    def refuse(what: str) -> Any:
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            touched.append(what)
+            raise AssertionError(f"{what} was called in the kernel")
+
+        return spy
+
+    monkeypatch.setattr(getpass, "getpass", refuse("getpass.getpass"))
+    monkeypatch.setattr(builtins, "input", refuse("input"))
+    monkeypatch.setattr(Secret, "__init__", refuse("Secret()"))
+    monkeypatch.setattr(Keystore, "__init__", refuse("Keystore()"))
+    monkeypatch.setattr(shell, "ask_yes_no", refuse("ask_yes_no"), raising=False)
+
     with capture_output() as cap:
-        shell.run_line_magic("byok", "keys set xai --name work")
-    assert "stored xai@work" in cap.stdout and secret not in cap.stdout
-    assert Keystore().get("xai", "work").reveal() == secret
-    history = "\n".join(str(h) for h in shell.history_manager.input_hist_raw)
-    assert secret not in history
+        shell.run_line_magic("byok", "keys set openai --name work")
+        shell.run_line_magic("byok", "keys set gemini --tier free")
+    assert touched == [], touched
+    assert cap.stderr == "" and cap.stdout == ""
+    assert len(cap.outputs) == 2
+    work, gemini = (o.data for o in cap.outputs)
+    assert set(work) == {KEYFORM_MIME, "text/plain"}
+    assert work[KEYFORM_MIME] == {
+        "provider": "openai",
+        "name": "work",
+        "tier": None,
+        "label": "openai@work",
+    }
+    assert gemini[KEYFORM_MIME] == {
+        "provider": "gemini",
+        "name": "default",
+        "tier": "free",
+        "label": "gemini",
+    }
+    # where no labextension renders the form (a console, nbclient): what to do instead
+    assert "use `jupyter byok keys set openai --name work` in a terminal" in work["text/plain"]
+    assert "the BYOK panel in JupyterLab" in work["text/plain"]
+    assert "`jupyter byok keys set gemini --tier free`" in gemini["text/plain"]
+    # the bundle names the key and holds nothing else: no field could carry a value
+    for bundle in (work, gemini):
+        assert set(bundle[KEYFORM_MIME]) == {"provider", "name", "tier", "label"}
+    assert all(not o.metadata for o in cap.outputs)
+
+    # a typo is caught in the kernel, before any form is shown
+    with capture_output() as cap:
+        shell.run_line_magic("byok", "keys set opneai")
+        shell.run_line_magic("byok", "keys set local")
+        shell.run_line_magic("byok", "keys set openai --name 'bad name'")
+    assert cap.outputs == []
+    assert cap.stderr.count("unknown provider") == 2 and "invalid key name" in cap.stderr
+    assert touched == []
 
 
 def test_search_line_magic(shell: InteractiveShell, fake_providers: FakeProviders) -> None:

@@ -57,12 +57,10 @@ def add(builder: PipelineBuilder, kind: str, name: str, model: str | None = None
 def test_mixed_pipeline_built_and_run_from_the_widgets(fake: FakeProviders, tmp_path: Path) -> None:
     builder = PipelineBuilder()
     builder.name.value = "mixed"
-    # the key is typed into the builder: stored, then the field is empty at once
-    builder.key_provider.value = "anthropic"
-    builder.key_value.value = CANARY
-    builder.key_button.click()
-    assert builder.key_value.value == ""
-    assert Keystore().has("anthropic")
+    assert "anthropic:claude-haiku-4-5" not in {v for _, v in builder.new_model.options}
+    # the key is added in the BYOK panel (the server's keystore), then the lists refresh
+    Keystore().set("anthropic", CANARY)
+    builder.refresh_button.click()
 
     options = dict((v, label) for label, v in builder.new_model.options)
     assert "openai:gpt-4o-mini" in options and "$0.15 in" in options["openai:gpt-4o-mini"]
@@ -172,3 +170,25 @@ def test_code_and_builder_stay_in_sync_and_errors_show_on_nodes(fake: FakeProvid
     builder.new_name.value = "bad"
     builder.add_button.click()
     assert "cannot import" in builder.status.value and "bad" not in builder.pipeline
+
+
+def all_widgets(widget: w.Widget) -> list[w.Widget]:
+    found = [widget]
+    for child in getattr(widget, "children", ()):
+        found += all_widgets(child)
+    return found
+
+
+def test_builder_has_no_key_field_and_links_to_the_panel(fake: FakeProviders) -> None:
+    """Keys never pass through a kernel: the builder offers no field to type one into,
+    only a link that runs the BYOK panel's add-key command in JupyterLab."""
+    builder = PipelineBuilder()
+    widgets = all_widgets(builder)
+    assert not [x for x in widgets if isinstance(x, w.Password)]
+    assert not [x for x in widgets if isinstance(x, w.Text) and "key" in str(x.description).lower()]
+    assert not hasattr(builder, "store_key")
+    assert builder.keys_hint in widgets
+    hint = builder.keys_hint.value
+    assert "data-commandlinker-command='byok:add-key'" in hint
+    assert "BYOK: Add an API Key" in hint and "jupyter byok keys set PROVIDER" in hint
+    assert builder.refresh_button in widgets

@@ -5,8 +5,8 @@ Invariants:
 * ``builder.pipeline`` is the one source of truth: every edit in the widgets is written to
   it at once, and :meth:`PipelineBuilder.refresh` redraws the widgets from it (after code
   changed the pipeline, or after a load).
-* A key typed into the key field goes to the keystore and the field is emptied in the same
-  call, so no widget state (which a notebook may save) ever holds it.
+* The builder has no key field: keys never pass through a kernel or widget state. It links
+  to the BYOK panel's "add key" command instead (the browser posts the key to the server).
 * Everything a user can click is reachable from Python (``builder.run_all_button.click()``),
   which is how the tests drive it.
 """
@@ -28,7 +28,14 @@ from ..pipeline._map import DEFAULT_MAX_TOKENS
 
 __all__ = ["NodePanel", "PipelineBuilder", "model_options"]
 
-KEY_PROVIDERS = ("openai", "anthropic", "gemini", "xai", "tavily")
+#: JupyterLab's command linker runs ``byok:add-key`` (the labextension's) on a click.
+KEYS_HINT = (
+    "<span class='jp-byok-builder-keys'>Keys are never typed here, so they never pass "
+    "through the kernel: <a href='#' data-commandlinker-command='byok:add-key' "
+    "title='BYOK: Add an API Key'>add a key in the BYOK panel</a> (or run <b>BYOK: Add an "
+    "API Key</b> from the command palette, or <code>jupyter byok keys set PROVIDER</code> in "
+    "a terminal), then click <b>Refresh models</b>.</span>"
+)
 
 
 def _price_label(model_id: str) -> str:
@@ -250,13 +257,9 @@ class PipelineBuilder(w.VBox):
         self.load_button.on_click(lambda _: self.load())
         self.code_button.on_click(lambda _: self.show_code())
 
-        self.key_provider = w.Dropdown(description="key for", options=list(KEY_PROVIDERS))
-        self.key_name = w.Text(value="default", description="name")
-        self.key_value = w.Password(
-            description="key", placeholder="paste a key; it is stored at once"
-        )
-        self.key_button = w.Button(description="Store key", icon="key")
-        self.key_button.on_click(lambda _: self.store_key())
+        self.keys_hint = w.HTML(KEYS_HINT)
+        self.refresh_button = w.Button(description="Refresh models", icon="refresh")
+        self.refresh_button.on_click(lambda _: self.refresh())
 
         self.dag = w.Output()
         self.dag_button = w.Button(description="DAG picture", icon="sitemap")
@@ -282,7 +285,7 @@ class PipelineBuilder(w.VBox):
                 self.status,
                 w.HBox([self.path, self.save_button, self.load_button, self.code_button]),
                 self.export,
-                w.HBox([self.key_provider, self.key_name, self.key_value, self.key_button]),
+                w.HBox([self.keys_hint, self.refresh_button]),
                 self.dag,
             ]
         )
@@ -420,25 +423,6 @@ class PipelineBuilder(w.VBox):
 
     def show_code(self) -> None:
         self.export.value = self.pipeline.to_python()
-
-    def store_key(self) -> None:
-        """Write the typed key to the keystore and clear the field in the same call."""
-        from ..keystore import Keystore
-
-        value, self.key_value.value = self.key_value.value, ""
-        try:
-            if not value.strip():
-                raise ByokError("paste a key first")
-            Keystore().set(
-                self.key_provider.value, value.strip(), name=self.key_name.value or "default"
-            )
-        except ByokError as exc:
-            self.status.value = _error_html(exc.message)
-            return
-        finally:
-            del value
-        self.status.value = f"key stored for {html.escape(self.key_provider.value)}"
-        self.refresh()
 
     # --------------------------------------------------------------------- DAG
     def dag_figure(self) -> Any:

@@ -15,6 +15,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { api } from './api';
 import { messageOf } from './errors';
+import { KEYS_CHANGED_EVENT } from './keyform';
 import { ByokPanel, byokIcon, TabName } from './panel';
 import { SpendModel, SpendStatus } from './statusbar';
 
@@ -103,6 +104,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       void model.refresh();
     });
     model.changed.connect(() => panel.refreshVisible());
+    // A key stored from a notebook's key form (`%byok keys set`, mime.ts) shows in the panel.
+    document.addEventListener(KEYS_CHANGED_EVENT, () => panel.refreshVisible());
     themes?.themeChanged.connect(() => panel.usage.redraw());
 
     const apply = (loaded: ISettingRegistry.ISettings) => {
