@@ -29,6 +29,7 @@ __all__ = [
     "BudgetDecision",
     "check",
     "get_budgets",
+    "merge_budgets",
     "remove_budget",
     "replace_budgets",
     "set_budget",
@@ -225,6 +226,30 @@ def replace_budgets(items: list[dict[str, Any]]) -> list[Budget]:
     with _lock():
         _save(budgets)
     return budgets
+
+
+def merge_budgets(
+    items: list[dict[str, Any]], *, replace: bool = False, dry_run: bool = False
+) -> list[tuple[str, str]]:
+    """Merge budgets (``jupyter byok restore``) in one write: ``(name, outcome)`` per item,
+    ``added``, ``same``, ``conflict`` (another limit: kept) or ``replaced``. Invalid input
+    changes nothing."""
+    incoming = [Budget.from_json(item) for item in items]
+    with _lock():
+        current = {b.name: b for b in get_budgets()}
+        outcomes: list[tuple[str, str]] = []
+        for budget in incoming:
+            old = current.get(budget.name)
+            if old == budget:
+                outcomes.append((budget.name, "same"))
+            elif old is not None and not replace:
+                outcomes.append((budget.name, "conflict"))
+            else:
+                outcomes.append((budget.name, "added" if old is None else "replaced"))
+                current[budget.name] = budget
+        if not dry_run and any(o in ("added", "replaced") for _, o in outcomes):
+            _save(list(current.values()))
+    return outcomes
 
 
 # --------------------------------------------------------------------------- checks

@@ -255,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_local(sub)
     register_usage(sub)
 
+    from .cli_backup import register as register_backup
+
+    register_backup(sub)
+
     p = sub.add_parser("status", help="what jupyter_byok sees on this machine")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("doctor", help="versions, CPU, local-model checks, keystore, ledger")

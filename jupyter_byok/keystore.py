@@ -99,7 +99,7 @@ TIERS = {
 }
 RECOVERY = (
     "run `jupyter byok keys reset` to set the old files aside and start a fresh store, "
-    "then add your keys again"
+    "then `jupyter byok restore BACKUP` if you have a backup (or add your keys again)"
 )
 
 
@@ -467,6 +467,98 @@ class Keystore:
                     moved.append(target)
             self._kek_cache.clear()
         return moved
+
+    # ------------------------------------------------------- backup and restore
+    #: what :meth:`export_entries` carries of an entry besides its value
+    EXPORTED = ("id", "provider", "name", "created", "updated", "last_verified", "tier", "base_url")
+
+    def export_entries(self) -> builtins.list[tuple[dict[str, Any], Secret]]:
+        """Every entry's metadata (:attr:`EXPORTED`, with its origin binding ``base_url``)
+        and its value, for ``jupyter byok backup``; raises as :meth:`list` does."""
+        store = self._load_readonly()
+        if store is None:
+            return []
+        return [
+            ({k: e.get(k) for k in self.EXPORTED}, Secret(self._open_entry(store, e)))
+            for e in store.entries
+        ]
+
+    def import_entries(
+        self,
+        items: builtins.list[tuple[dict[str, Any], Secret]],
+        *,
+        replace: bool = False,
+        dry_run: bool = False,
+    ) -> builtins.list[tuple[str, str]]:
+        """Merge exported entries into this store, re-sealed under its data key (a new store
+        gets this machine's default tier), in one write. Each entry keeps its origin binding
+        (``base_url``) as exported. Returns ``(label, outcome)`` per item: ``added``,
+        ``same`` (same value: skipped), ``conflict`` (another value: kept) or ``replaced``
+        (``replace=True``). ``dry_run`` checks and answers without writing."""
+        checked = []
+        for meta, secret in items:
+            provider, name = meta.get("provider"), meta.get("name")
+            if not isinstance(provider, str) or not NAME_RE.match(provider):
+                raise KeystoreError(f"invalid provider name {provider!r} in the entries")
+            validate_name(str(name))
+            base_url = meta.get("base_url")
+            if not isinstance(base_url, (str, type(None))) or meta.get("tier") not in (
+                None,
+                "free",
+                "paid",
+            ):
+                raise KeystoreError(f"malformed entry {provider}@{name}")
+            checked.append((meta, validate_secret(secret.reveal())))
+        outcomes: builtins.list[tuple[str, str]] = []
+        with self._locked() as (store, save):
+            if store is None:
+                if dry_run:
+                    return [(_label(m), "added") for m, _ in checked]
+                store = self._create()
+            ids = {e.get("id") for e in store.entries}
+            changed = False
+            for meta, value in checked:
+                provider, name = str(meta["provider"]), str(meta["name"])
+                entry = self._find(store, provider, name)
+                if entry is not None and hmac.compare_digest(
+                    self._open_entry(store, entry).encode(), value.encode()
+                ):
+                    outcomes.append((_label(meta), "same"))
+                    continue
+                if entry is not None and not replace:
+                    outcomes.append((_label(meta), "conflict"))
+                    continue
+                if dry_run:
+                    outcomes.append((_label(meta), "replaced" if entry is not None else "added"))
+                    continue
+                new_id = meta.get("id")
+                if entry is not None:
+                    new_id = entry["id"]
+                elif not isinstance(new_id, str) or not new_id or new_id in ids:
+                    new_id = _random.token_hex(8)
+                ids.add(new_id)
+                new = {
+                    "id": new_id,
+                    "provider": provider,
+                    "name": name,
+                    "kind": "secret" if provider == _secret_namespace() else "provider",
+                    "created": str(meta.get("created") or _now()),
+                    "updated": str(meta.get("updated") or _now()),
+                    "last_verified": meta.get("last_verified"),
+                    "tier": meta.get("tier"),
+                    "base_url": meta.get("base_url"),
+                }
+                Secret(value)  # registers the value with the redaction filter
+                self._seal(store, new, value)
+                if entry is not None:
+                    store.entries[store.entries.index(entry)] = new
+                else:
+                    store.entries.append(new)
+                outcomes.append((_label(meta), "replaced" if entry is not None else "added"))
+                changed = True
+            if changed:
+                save(store)
+        return outcomes
 
     # ------------------------------------------------------------------ internals
     def _cleanup(self) -> None:
@@ -951,6 +1043,11 @@ def _secret_namespace() -> str:
     from .providers import SECRET_NAMESPACE
 
     return SECRET_NAMESPACE
+
+
+def _label(meta: dict[str, Any]) -> str:
+    provider, name = meta.get("provider"), meta.get("name")
+    return f"{provider}" if name == "default" else f"{provider}@{name}"
 
 
 def binding_for(provider: str, base_url: str | None, allow_http: bool = False) -> str | None:

@@ -116,6 +116,12 @@ def _keystore() -> dict[str, Any]:
         "modes": {name: _mode(path) for name, path in files.items()},
         "error": status.get("error"),
     }
+    if status.get("error"):
+        report["recovery"] = (
+            "`jupyter byok keys reset` sets the unreadable store aside; then "
+            "`jupyter byok restore BACKUP` brings back keys, ledger and settings from a "
+            "backup made with `jupyter byok backup` (or add the keys again)"
+        )
     keys: list[dict[str, Any]] = []
     if not status.get("error"):
         keys = [
@@ -277,6 +283,8 @@ def render_text(report: dict[str, Any]) -> str:
         )
     if keystore.get("error"):
         row("problem", keystore["error"])
+    if keystore.get("recovery"):
+        row("recovery", keystore["recovery"])
     if "keys" in keystore:
         stored = [
             f"{k['label']} (…{k['last4'] or '****'}, {k['fingerprint']})" for k in keystore["keys"]
