@@ -85,6 +85,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     _out(_line("budgets", report["budgets"]))
     if report["prices"]:
         _out(f"price overrides: {report['prices']}")
+    if report["local_registry"]:
+        _out(f"registry of pulled local models: {report['local_registry']}")
     if report["model_files"]:
         _out("model files: " + ", ".join(f"{n} {k}" for k, n in report["model_files"].items()))
     led = report["ledger"]

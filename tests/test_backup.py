@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import stat
 import struct
 import sys
@@ -516,3 +517,116 @@ def test_the_other_machine_error_and_doctor_name_restore(
     assert "another machine" in report["keystore"]["error"]
     assert "jupyter byok restore BACKUP" in report["keystore"]["recovery"]
     assert "recovery" in render_text(report) and "jupyter byok backup" in render_text(report)
+
+
+def test_price_overrides_registry_and_model_files_travel(
+    byok_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_byok.pricing import BUILTIN_PATH, update_prices
+
+    update_prices(BUILTIN_PATH)
+    (byok_home / "local-models.json").write_text('{"default": "tiny", "models": {}}\n')
+    model = tmp_path / "weights" / "tiny.gguf"
+    model.parent.mkdir()
+    model.write_bytes(b"GGUF" + os.urandom(300_000))
+    update_settings(lambda s: s.local_models.__setitem__("tiny", str(model)))
+    store = Keystore(machine_id=MACHINE_A)
+    out = tmp_path / "m.byokbak"
+    with pytest.raises(BackupError, match="missing"):
+        update_settings(lambda s: s.local_models.__setitem__("gone", str(tmp_path / "no.gguf")))
+        create_backup(out, PASS, keystore=store, kdf=CHEAP, with_models=True)
+    assert not out.exists()
+    update_settings(lambda s: s.local_models.pop("gone"))
+    manifest = create_backup(out, PASS, keystore=store, kdf=CHEAP, with_models=True)
+    assert manifest["counts"]["model_files"] == 1 and manifest["counts"]["price_overrides"]
+    original = model.read_bytes()
+    model.unlink()  # the new machine does not have it
+
+    home_b, store_b = to_machine_b(monkeypatch, tmp_path)
+    report = restore_backup(out, PASS, keystore=store_b)
+    assert report["prices"] == "added" and report["local_registry"] == "added"
+    assert report["model_files"] == {"added": 1}
+    restored = Path(load_settings(fresh=True).local_models["tiny"])
+    assert restored == home_b / "models" / "tiny.gguf" and restored.read_bytes() == original
+    assert json.loads((home_b / "prices.json").read_text()) == json.loads(BUILTIN_PATH.read_text())
+    assert json.loads((home_b / "local-models.json").read_text())["default"] == "tiny"
+    again = restore_backup(out, PASS, keystore=store_b)
+    assert again["model_files"] == {"same": 1} and again["prices"] == "same"
+    assert sorted(p.name for p in (home_b / "models").iterdir()) == ["tiny.gguf"]
+
+
+# ---------------------------------------------------------------------- live backup
+WRITER = """
+import sys, time
+from pathlib import Path
+from decimal import Decimal
+from jupyter_byok.ledger import Ledger, LedgerRow, ledger_path
+led = Ledger(ledger_path())
+stop = Path(sys.argv[2])
+n = 0
+while not stop.exists():
+    row = LedgerRow("openai", "gpt-4o-mini", "ok", cost_usd=Decimal("0.000001"),
+                    feature="w" + sys.argv[1], input_tokens=n)
+    led.record(row)          # returns once committed: the row is acknowledged
+    print(row.id, flush=True)
+    n += 1
+"""
+
+
+def test_live_backup_while_4_processes_write(
+    byok_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import threading
+
+    Ledger(ledger_path()).count()  # create it before the writers race to
+    stop = tmp_path / "stop"
+    acked: list[str] = []
+    lock = threading.Lock()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(n), str(stop)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        for n in range(4)
+    ]
+
+    def collect(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with lock:
+                acked.append(line.strip())
+
+    readers = [threading.Thread(target=collect, args=(p,)) for p in procs]
+    for t in readers:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(acked) < 400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with lock:
+            before_snapshot = set(acked)
+        assert len(before_snapshot) >= 400
+        out = tmp_path / "live.byokbak"
+        manifest = create_backup(out, PASS, keystore=Keystore(machine_id=MACHINE_A), kdf=CHEAP)
+        time.sleep(0.3)  # the writers go on after the snapshot
+    finally:
+        stop.touch()
+        for p in procs:
+            p.wait(timeout=60)
+        for t in readers:
+            t.join(timeout=10)
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    assert len(acked) > len(before_snapshot)
+
+    home_b, store_b = to_machine_b(monkeypatch, tmp_path)
+    report = restore_backup(out, PASS, keystore=store_b)
+    led = Ledger(ledger_path(home_b))
+    assert led.integrity_check() == "ok"
+    ids = set(led.frame()["id"])
+    assert before_snapshot <= ids, f"{len(before_snapshot - ids)} acknowledged rows missing"
+    assert ids <= set(acked)
+    assert report["ledger"]["added"] == len(ids) == manifest["counts"]["ledger_rows"]
+    led.close()

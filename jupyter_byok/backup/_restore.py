@@ -27,7 +27,7 @@ from typing import Any
 
 from ..redact import Secret
 from ._format import BackupCorruptError, BackupError, Reader, open_reader
-from ._snapshot import FreeBytes, _need_space, free_bytes
+from ._snapshot import WHOLE_FILES, FreeBytes, _need_space, free_bytes
 
 OUTCOMES = ("added", "same", "conflict", "replaced")
 
@@ -191,7 +191,7 @@ def restore_backup(
     """Check ``source`` whole, then merge it into this JUPYTER_BYOK_HOME; returns counts
     per kind (``added``, ``same``, ``conflict``, ``replaced``; ledger ``added`` and
     ``present``) and the backup's manifest. On any failure nothing is changed."""
-    from .._files import atomic_write, ensure_private_dir
+    from .._files import atomic_write, ensure_private_dir, file_lock
     from ..budgets import get_budgets, merge_budgets
     from ..config import Settings, byok_home, home_file, load_settings, update_settings
     from ..keystore import Keystore
@@ -229,7 +229,7 @@ def restore_backup(
                     keys.append((data, value))
             files = {
                 s: _json_section(reader, s)
-                for s in ("settings", "budgets", "prices")
+                for s in ("settings", "budgets", *WHOLE_FILES)
                 if s in sections
             }
             snapshot = None
@@ -271,20 +271,25 @@ def restore_backup(
         Settings.from_json(merged)  # a malformed setting fails here
         budget_items = (files.get("budgets") or {}).get("budgets", [])
         budget_outcomes = merge_budgets(budget_items, replace=replace, dry_run=True)
-        prices_outcome = None
-        prices_raw = None
-        if "prices" in files:
-            validate_prices(files["prices"], where="the backup's price overrides")
-            prices_raw = json.dumps(files["prices"], indent=2).encode("utf-8") + b"\n"
-            prices_path = home_file(OVERRIDE_NAME, home)
-            if not prices_path.exists():
-                prices_outcome = "added"
-            else:
-                try:
-                    same = json.loads(prices_path.read_bytes()) == files["prices"]
-                except ValueError:
-                    same = False
-                prices_outcome = "same" if same else ("replaced" if replace else "conflict")
+        # whole files: the user's price overrides, and the registry of pulled local models
+        whole: dict[str, tuple[Path, bytes, str]] = {}
+        for section, name in WHOLE_FILES.items():
+            if section not in files:
+                continue
+            if section == "prices":
+                validate_prices(files[section], where="the backup's price overrides")
+            elif not isinstance(files[section], dict):
+                raise BackupCorruptError(f"the backup's {name} is malformed")
+            target = home_file(OVERRIDE_NAME if section == "prices" else name, home)
+            try:
+                same = json.loads(target.read_bytes()) == files[section]
+                outcome = "same" if same else ("replaced" if replace else "conflict")
+            except FileNotFoundError:
+                outcome = "added"
+            except ValueError:
+                outcome = "replaced" if replace else "conflict"
+            raw = json.dumps(files[section], indent=2).encode("utf-8") + b"\n"
+            whole[section] = (target, raw, outcome)
         store.import_entries(keys, replace=replace, dry_run=True)
 
         # ---- write
@@ -295,8 +300,10 @@ def restore_backup(
         if any(o in ("added", "replaced") for _, o in settings_outcomes):
             update_settings(change, home)
         budget_outcomes = merge_budgets(budget_items, replace=replace)
-        if prices_raw is not None and prices_outcome in ("added", "replaced"):
-            atomic_write(home_file(OVERRIDE_NAME, home), prices_raw)
+        for target, raw, outcome in whole.values():
+            if outcome in ("added", "replaced"):
+                with file_lock(target.with_suffix(".lock")):
+                    atomic_write(target, raw)
         model_report: Counter[str] = Counter()
         for _name, (tmp, target) in model_targets.items():
             if target is None:
@@ -320,7 +327,8 @@ def restore_backup(
         "keys": _tally(key_outcomes),
         "settings": _tally(settings_outcomes),
         "budgets": _tally(budget_outcomes),
-        "prices": prices_outcome,
+        "prices": whole["prices"][2] if "prices" in whole else None,
+        "local_registry": whole["local_registry"][2] if "local_registry" in whole else None,
         "model_files": dict(model_report),
         "ledger": ledger_report,
     }

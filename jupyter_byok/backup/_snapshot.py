@@ -30,7 +30,14 @@ from ._format import (
 
 #: the settings files a backup carries, by section id (all hold names, URLs and numbers,
 #: never a key value)
-SETTINGS_FILES = {"settings": "config.json", "budgets": "budgets.json", "prices": "prices.json"}
+SETTINGS_FILES = {
+    "settings": "config.json",
+    "budgets": "budgets.json",
+    "prices": "prices.json",
+    "local_registry": "local-models.json",
+}
+#: the settings files restored whole (the others merge item by item)
+WHOLE_FILES = {"prices": "prices.json", "local_registry": "local-models.json"}
 #: bytes kept free beyond what a backup or restore needs
 MARGIN = 16 << 20
 
@@ -202,6 +209,7 @@ def create_backup(
             "endpoints": len(settings.endpoints),
             "local_models": len(settings.local_models),
             "price_overrides": "prices" in files,
+            "local_registry": "local_registry" in files,
             "model_files": len(models),
         }
         if "budgets" in files:
