@@ -53,6 +53,7 @@ def test_cli_doctor_reports_every_section_without_key_values(
     assert f"openai@work (…{CANARY[-4:]}" in out
     assert "keys from environment  ANTHROPIC_API_KEY" in out
     assert "integrity check        ok" in out
+    assert "takes new rows         yes (" in out
     assert "; rows: 1\n" in out
     assert "server extension" in out and "labextension" in out
     assert str(byok_home) in out
@@ -68,6 +69,7 @@ def test_doctor_json_is_plain_data_and_checks_the_ledger(
     report = json.loads(raw)
     assert report["ledger"]["integrity"] == "ok"
     assert report["ledger"]["rows"] >= 1
+    assert report["ledger"]["writable"] is True and report["ledger"]["pending_rows"] == 0
     assert report["keystore"]["modes"]["keystore"] == "0o600"
     assert report["keystore"]["modes"]["home"] == "0o700"
     assert [k["label"] for k in report["keystore"]["keys"]] == ["openai@work"]

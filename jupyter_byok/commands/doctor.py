@@ -160,6 +160,14 @@ def _ledger() -> dict[str, Any]:
         report["integrity"] = "ok" if result == ["ok"] else "; ".join(map(str, result[:5]))
     except sqlite3.Error as exc:
         report["integrity"] = f"cannot check ({exc})"
+    from ..ledger import ledger_health
+
+    health = ledger_health()
+    report["writable"] = health.get("writable")
+    report["refusing"] = health.get("error")
+    report["pending_rows"] = health.get("pending")
+    report["last_error"] = health.get("last_error")
+    report["free_bytes"] = health.get("free_bytes")
     return report
 
 
@@ -303,9 +311,17 @@ def render_text(report: dict[str, Any]) -> str:
         else:
             row("size", f"{_size(ledger['size_bytes'])}; rows: {ledger.get('rows', '?')}")
             row("integrity check", ledger.get("integrity"))
-        for name in ("pending_rows", "last_error"):
-            if ledger.get(name) is not None:
-                row(name.replace("_", " "), ledger[name])
+        if ledger.get("writable") is not None:
+            free = ledger.get("free_bytes")
+            row(
+                "takes new rows",
+                ("yes" if ledger["writable"] else f"NO: {ledger.get('refusing')}")
+                + (f" ({_size(free)} free)" if isinstance(free, int) else ""),
+            )
+        if ledger.get("pending_rows"):
+            row("rows pending", f"{ledger['pending_rows']} (kept in memory, retried)")
+        if ledger.get("last_error"):
+            row("last write error", ledger["last_error"])
 
     jupyter = report["jupyter"]
     lines.append("jupyter")
