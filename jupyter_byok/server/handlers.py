@@ -452,6 +452,9 @@ class ConfigHandler(ByokHandler):
         await self.run(self.service.set_config(body))
 
 
+# The panel's backup and restore: a module of their own, subclasses of ByokHandler (above).
+from .backup_handlers import BackupHandler, RestoreHandler, RestoreUploadHandler  # noqa: E402
+
 ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (
     ("status", StatusHandler),
     ("keys", KeysHandler),
@@ -464,6 +467,9 @@ ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (
     ("prices", PricesHandler),
     ("budgets", BudgetsHandler),
     ("config", ConfigHandler),
+    ("backup", BackupHandler),
+    ("restore/upload", RestoreUploadHandler),
+    ("restore", RestoreHandler),
 )
 
 
