@@ -14,7 +14,7 @@ from .config import Settings, load_settings
 from .errors import ModelIdError
 from .providers import ProviderSpec, get_spec
 
-__all__ = ["DEFAULT_LOCAL_MODEL", "ModelRef", "default_model", "parse_model"]
+__all__ = ["DEFAULT_LOCAL_MODEL", "ModelRef", "default_local_model", "default_model", "parse_model"]
 
 DEFAULT_LOCAL_MODEL = "local:smollm2"
 
@@ -107,4 +107,19 @@ def default_model(settings: Settings | None = None) -> str:
         provider = candidate.split(":", 1)[0]
         if provider in stored or any(os.environ.get(v) for v in get_spec(provider).env_vars):
             return candidate
+    return default_local_model()
+
+
+def default_local_model() -> str:
+    """``local:NAME`` for the default local model (``jupyter byok local default NAME``),
+    else the embedded one."""
+    from .providers.local._files import registered_paths
+    from .providers.local._registry import load_registry
+
+    try:
+        name = load_registry()["default"]
+        if name and name in registered_paths():
+            return f"local:{name}"
+    except Exception:  # a damaged registry must not break the offline default
+        pass
     return DEFAULT_LOCAL_MODEL

@@ -42,20 +42,23 @@ def test_add_list_remove_round_trip(
     capsys.readouterr()
     assert run("local", "list") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("local:smollm2") and "embedded" in lines[0] and " ok " in lines[0]
-    assert lines[1].startswith("local:tiny") and str(gguf) in lines[1] and "72 B" in lines[1]
+    assert lines[0].startswith("NAME ")
+    assert lines[1].startswith("local:smollm2 *") and "Q4_1" in lines[1]  # * the default
+    assert lines[2].startswith("local:tiny") and str(gguf) in lines[2] and "72 B" in lines[2]
+    assert "MISSING" not in lines[2] and "smollm2 embedded, tiny registered" in lines[-1]
 
     gguf.unlink()
     assert run("local", "list", "--json") == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["smollm2"]["exists"] and rows["smollm2"]["size_bytes"] > 50_000_000
-    assert rows["tiny"] == {
+    assert {k: rows["tiny"][k] for k in ("name", "path", "source", "exists", "size_bytes")} == {
         "name": "tiny",
         "path": str(gguf),
         "source": "registered",
         "exists": False,
         "size_bytes": None,
     }
+    assert rows["tiny"]["downloaded"] is False and rows["tiny"]["default"] is False
     with pytest.raises(LocalModelError, match="not found"):
         local.resolve_local_model("tiny")
 

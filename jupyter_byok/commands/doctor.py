@@ -88,6 +88,10 @@ def _llama(probe: bool) -> dict[str, Any]:
         "extra_buffers_decision": "on" if _guard.decide_extra_buffers(setting, info) else "off",
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
     }
+    from ..providers.local._gpu import decide_gpu_layers, gpu_backends
+
+    report["gpu_backends"] = gpu_backends(info)
+    report["gpu_layers_auto"] = decide_gpu_layers("auto", report["gpu_offload"])
     if probe:
         from ..providers.local import embedded_model_path
 
@@ -264,7 +268,14 @@ def render_text(report: dict[str, Any]) -> str:
             "extra buffer types",
             f"{llama['extra_buffers_decision']} (setting: {llama['extra_buffers_setting']})",
         )
-        row("GPU offload", "available" if llama["gpu_offload"] else "none (CPU only)")
+        backends = ", ".join(llama.get("gpu_backends") or []) or "backend not named"
+        row(
+            "GPU offload",
+            f"available ({backends})" if llama["gpu_offload"] else "none (CPU only)",
+        )
+        auto = llama.get("gpu_layers_auto")
+        if auto is not None:
+            row("n_gpu_layers auto", "all layers (-1)" if auto == -1 else f"{auto} (CPU)")
         if "probe" in llama:
             row("probe (embedded)", llama["probe"])
         if not llama["verdicts"]:

@@ -1,7 +1,9 @@
-"""Pytest plugin: a ``fake_providers`` fixture (one server per session, reset per test).
+"""Pytest plugin: a ``fake_providers`` fixture (one server per session, reset per test)
+and a ``fake_hub`` fixture (a loopback Hugging Face Hub serving the embedded model).
 
 Register it with ``pytest_plugins = ["jupyter_byok.testing.pytest_plugin"]``. The fixture
-points every ``JUPYTER_BYOK_<PROVIDER>_BASE_URL`` at the fake for the test's duration.
+points every ``JUPYTER_BYOK_<PROVIDER>_BASE_URL`` at the fake for the test's duration;
+``fake_hub`` points ``HF_ENDPOINT`` at a new fake Hub for the test.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from .fake import FakeProviders
+from .hub import FakeHub, serve_embedded
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +32,14 @@ def fake_providers(
         monkeypatch.setenv(name, value)
     yield fake
     fake.reset()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A fake Hub for this test, serving the embedded SmolLM2 file as
+    ``hub.EMBEDDED_REPO/hub.EMBEDDED_FILENAME``; ``HF_ENDPOINT`` points at it."""
+    with serve_embedded(FakeHub()) as hub:
+        for name, value in hub.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        yield hub

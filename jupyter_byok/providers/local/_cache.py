@@ -136,16 +136,24 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def _load_options(params: dict[str, Any]) -> dict[str, Any]:
+def _load_options(params: dict[str, Any], path: Path | None = None) -> dict[str, Any]:
+    from ._gpu import decide_gpu_layers, gpu_offload_supported
+    from ._registry import gpu_layers_option
+
     n_ctx = _int_param(params, "n_ctx", DEFAULT_N_CTX, minimum=16)
     n_threads = _int_param(params, "n_threads", physical_cores(), minimum=1)
-    n_gpu_layers = _int_param(params, "n_gpu_layers", 0, minimum=-1)
+    # the call's n_gpu_layers, else the model's, else auto (all layers on a GPU build)
+    requested = params.get("n_gpu_layers")
+    if requested is None and path is not None:
+        requested = gpu_layers_option(path)
+    offload = requested != 0 and gpu_offload_supported()
+    n_gpu_layers = decide_gpu_layers(requested, offload)
     return {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers}
 
 
 def _acquire(path: Path, params: dict[str, Any]) -> _Entry:
     """The cached entry for this model, loaded, with its lock HELD (the caller releases it)."""
-    options = _load_options(params)
+    options = _load_options(params, path)
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns, *sorted(options.items()))
     with _registry_lock:
@@ -202,6 +210,9 @@ def _load(entry: _Entry, *, verbose: bool) -> None:
         atexit.register(_unload_at_exit)
     entry.llama = llama
     entry.extra_buffers = extra_buffers
+    from ._registry import record_use
+
+    record_use(entry.path)  # "last used" in `jupyter byok local list`
     entry.load_s = time.perf_counter() - started
     _load_counts[entry.key] += 1
 

@@ -87,22 +87,36 @@ def resolve_local_model(model: str) -> Path:
     elif _looks_like_path(name):
         path = Path(name).expanduser().absolute()
     else:
-        from ...config import load_settings
-
-        registered = load_settings().local_models
+        registered = registered_paths()
         if name not in registered:
             known = ", ".join([EMBEDDED_NAME, *sorted(registered)])
             raise ModelIdError(
-                f"unknown local model {name!r} (known: {known}): register it with "
-                f"`jupyter byok local add {name} /path/to/model.gguf` or pass a path"
+                f"unknown local model {name!r} (known: {known}): pull it with "
+                f"`jupyter byok local pull hf:OWNER/REPO/FILE.gguf --name {name}`, register "
+                f"a file with `jupyter byok local add {name} /path/to/model.gguf`, or pass a path"
             )
         path = Path(registered[name]).expanduser()
     check_gguf(path)
     return path
 
 
+def registered_paths() -> dict[str, str]:
+    """Every registered name and its file: added by hand (settings) and pulled (registry)."""
+    from ...config import load_settings
+    from ._registry import load_registry
+
+    names = {
+        name: str(entry["path"])
+        for name, entry in load_registry()["models"].items()
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str)
+    }
+    names.update(load_settings().local_models)
+    return names
+
+
 def available_models() -> list[dict[str, Any]]:
-    """The embedded default and every registered model, with sizes and whether the file exists."""
+    """The embedded default and every registered model (added or pulled), with sizes and
+    whether the file exists."""
     from ...config import load_settings
 
     rows: list[dict[str, Any]] = []
@@ -111,8 +125,10 @@ def available_models() -> list[dict[str, Any]]:
     except LocalModelError:
         embedded = None
     rows.append(_describe(EMBEDDED_NAME, embedded, "embedded"))
-    for name, raw in sorted(load_settings().local_models.items()):
-        rows.append(_describe(name, Path(raw).expanduser(), "registered"))
+    added = load_settings().local_models
+    for name, raw in sorted(registered_paths().items()):
+        source = "registered" if name in added else "pulled"
+        rows.append(_describe(name, Path(raw).expanduser(), source))
     return rows
 
 

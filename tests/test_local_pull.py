@@ -1,0 +1,375 @@
+"""``local pull`` against the loopback Hub (``jupyter_byok.testing.hub``), which serves the
+embedded SmolLM2 file: progress, resume, verification, refusals, the token, the registry.
+
+Every pull here goes through huggingface_hub to 127.0.0.1 (``HF_ENDPOINT``); nothing
+leaves the machine. The Hub token is a canary: it must appear nowhere but in the
+``Authorization`` header the fake Hub checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import secrets
+import threading
+from pathlib import Path
+
+import pytest
+
+import jupyter_byok
+from jupyter_byok.cli_local import register
+from jupyter_byok.config import load_settings
+from jupyter_byok.errors import LocalModelError, ModelIdError
+from jupyter_byok.keystore import Keystore
+from jupyter_byok.local_models import (
+    Progress,
+    PullCancelled,
+    list_local_models,
+    models_dir,
+    pull,
+    remove_model,
+    set_default,
+)
+from jupyter_byok.models import default_model
+from jupyter_byok.providers import local
+from jupyter_byok.providers.local._registry import REGISTRY_FILE, load_registry
+from jupyter_byok.testing.hub import EMBEDDED_FILENAME, EMBEDDED_REPO, FakeHub
+
+SPEC = f"hf:{EMBEDDED_REPO}/{EMBEDDED_FILENAME}"
+NAME = "smollm2-135m-instruct-q4_1"
+TOKEN = "hf_byokcanary" + secrets.token_hex(16)
+MiB = 1024**2
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="jupyter byok")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    result: int = args.func(args)
+    return result
+
+
+@pytest.fixture
+def embedded() -> Path:
+    return local.embedded_model_path()
+
+
+@pytest.fixture
+def size(embedded: Path) -> int:
+    return embedded.stat().st_size
+
+
+def _resolve_gets(hub: FakeHub) -> int:
+    return sum(1 for method, path, _ in hub.requests if method == "GET" and "/resolve/" in path)
+
+
+def _left_in_models_dir() -> list[str]:
+    return sorted(str(p.relative_to(models_dir())) for p in models_dir().rglob("*") if p.is_file())
+
+
+def test_pull_shows_progress_verifies_registers_and_answers_a_local_call(
+    fake_hub: FakeHub, size: int, embedded: Path
+) -> None:
+    seen: list[tuple[int, int, str]] = []
+
+    def on_progress(progress: Progress) -> None:
+        seen.append((progress.done_bytes, progress.total_bytes, progress.phase))
+
+    fake_hub.set_rate(150 * MiB)  # ~0.6 s: several progress reports
+    result = pull(SPEC, on_progress=on_progress)
+
+    assert result.status == "pulled" and result.name == NAME
+    assert result.downloaded_bytes == size and result.resumed_from == 0
+    path = Path(result.path)
+    assert path.parent.parent == models_dir() and path.name == EMBEDDED_FILENAME
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == result.sha256
+    assert result.sha256 == hashlib.sha256(embedded.read_bytes()).hexdigest()
+    # progress: several reports, growing, with the Hub's size as the total, then verify/done
+    downloads = [s for s in seen if s[2] == "download"]
+    assert len(downloads) >= 3
+    assert [d for d, _, _ in downloads] == sorted(d for d, _, _ in downloads)
+    assert all(total == size for _, total, _ in seen)
+    assert seen[-1] == (size, size, "done") and any(s[2] == "verify" for s in seen)
+    # the facts, read from the GGUF header
+    assert result.facts["architecture"] == "llama"
+    assert result.facts["quantization"] == "Q4_1"
+    assert result.facts["context_length"] == 8192
+    assert result.facts["chat_template"] is True
+    assert 130e6 < result.facts["parameters"] < 140e6
+    assert result.facts["ram_estimate_bytes"] > size
+    # registered: resolvable, listed with its facts, usable in a real local: call
+    assert local.resolve_local_model(NAME) == path
+    row = next(r for r in list_local_models() if r["name"] == NAME)
+    assert row["source"] == "pulled" and row["downloaded"] and row["repo"] == EMBEDDED_REPO
+    assert row["quantization"] == "Q4_1" and row["last_used"] is None
+    try:
+        answer = jupyter_byok.complete(
+            f"local:{NAME}", "What is the capital of France?", max_tokens=8, temperature=0
+        )
+        assert answer.text.strip() and answer.usage.output_tokens > 0
+        assert answer.model == f"local:{NAME}"
+    finally:
+        local.unload_all()
+    row = next(r for r in list_local_models() if r["name"] == NAME)
+    assert row["last_used"] is not None  # recorded when the model loaded
+
+
+def test_cli_pull_draws_a_terminal_bar_and_lists_the_model(
+    fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("local", "pull", SPEC, "--name", "tiny") == 0
+    out, err = capsys.readouterr()
+    assert "pulled local:tiny (93.8 MiB, sha256 verified)" in out
+    assert "llama · 135M parameters · Q4_1 · context 8192 · chat template" in out
+    # tqdm's bar on stderr: the file, bytes done of the total, a speed
+    assert EMBEDDED_FILENAME in err and "93.8M/93.8M" in err and "B/s" in err
+
+    assert run("local", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "NAME",
+        "SIZE",
+        "QUANT",
+        "PARAMS",
+        "CONTEXT",
+        "RAM",
+        "EST.",
+        "LAST",
+        "USED",
+        "FILE",
+    ]
+    tiny = next(line for line in lines if line.startswith("local:tiny"))
+    assert "93.8 MiB" in tiny and "Q4_1" in tiny and "135M" in tiny and "8192" in tiny
+    assert "never" in tiny and EMBEDDED_FILENAME in tiny
+    assert lines[1].startswith("local:smollm2 *")  # the default local model until changed
+
+    # pulling it again: nothing downloaded, and it says so
+    gets = _resolve_gets(fake_hub)
+    assert run("local", "pull", SPEC, "--name", "tiny", "--quiet") == 0
+    assert "local:tiny is already present and verified: nothing to do" in capsys.readouterr().out
+    assert _resolve_gets(fake_hub) == gets
+
+
+def test_already_present_is_a_no_op(fake_hub: FakeHub) -> None:
+    first = pull(SPEC)
+    mtime = Path(first.path).stat().st_mtime_ns
+    requests = len(fake_hub.requests)
+    again = pull(SPEC)
+    assert again.status == "present" and again.name == first.name
+    assert again.downloaded_bytes == 0 and "nothing to do" in again.message
+    assert fake_hub.bytes_sent() == first.size_bytes  # one body in all
+    # the only request was the file list (to learn the current checksum)
+    assert [m for m, p, _ in fake_hub.requests[requests:] if "/resolve/" in p] == []
+    assert Path(first.path).stat().st_mtime_ns == mtime
+
+
+def test_interrupted_pull_resumes_with_fewer_bytes(fake_hub: FakeHub, size: int) -> None:
+    cancel = threading.Event()
+
+    def stop_midway(progress: Progress) -> None:
+        if progress.done_bytes >= size // 2:
+            cancel.set()
+
+    fake_hub.set_rate(200 * MiB)
+    with pytest.raises(PullCancelled, match="pull again to resume"):
+        pull(SPEC, on_progress=stop_midway, cancel=cancel)
+    part = models_dir() / EMBEDDED_REPO.replace("/", "--") / (EMBEDDED_FILENAME + ".part")
+    kept = part.stat().st_size
+    assert size // 2 <= kept < size
+    assert load_registry()["models"] == {}  # nothing registered meanwhile
+    with pytest.raises(ModelIdError, match="unknown local model"):
+        local.resolve_local_model(NAME)
+
+    fake_hub.set_rate(None)
+    result = pull(SPEC)
+    (second,) = [t for t in fake_hub.transfers if t.status == 206]
+    assert second.start == kept
+    assert second.sent == size - kept < size  # fewer bytes the second time
+    assert result.status == "pulled" and result.resumed_from == kept
+    assert result.downloaded_bytes == size - kept
+    assert "resumed from" in result.message
+    assert hashlib.sha256(Path(result.path).read_bytes()).hexdigest() == result.sha256
+    assert not part.exists()
+
+
+def test_a_dropped_connection_resumes_within_the_pull(fake_hub: FakeHub, size: int) -> None:
+    fake_hub.cut_after(20 * MiB)
+    result = pull(SPEC)
+    bodies = [t for t in fake_hub.transfers]
+    assert [t.sent for t in bodies] == [20 * MiB, size - 20 * MiB]
+    assert bodies[1].start == 20 * MiB and bodies[1].status == 206
+    assert result.status == "pulled" and result.size_bytes == size
+
+
+def test_checksum_mismatch_leaves_no_file_and_no_entry(fake_hub: FakeHub, embedded: Path) -> None:
+    fake_hub.add_file("evil/SmolLM2-GGUF", "model.gguf", embedded, advertise="ab" * 32)
+    with pytest.raises(LocalModelError) as info:
+        pull("hf:evil/SmolLM2-GGUF/model.gguf", name="evil")
+    message = str(info.value)
+    assert message.startswith("checksum mismatch for model.gguf: expected sha256 " + "ab" * 32)
+    assert "deleted and nothing was registered" in message and "\n" not in message
+    assert _left_in_models_dir() == []
+    assert load_registry()["models"] == {}
+    assert "evil" not in {row["name"] for row in list_local_models()}
+
+
+def test_non_gguf_files_are_refused(fake_hub: FakeHub) -> None:
+    page = b"<!doctype html><html><body>" + b"not a model " * 200_000 + b"</body></html>"
+    fake_hub.add_file("someone/not-a-model", "model.gguf", page)
+    with pytest.raises(
+        LocalModelError, match=r"model.gguf is not a GGUF file \(it starts with b'<!do'\)"
+    ):
+        pull("hf:someone/not-a-model/model.gguf")
+    assert _left_in_models_dir() == []
+    assert load_registry()["models"] == {}
+    # refused from its first chunk, not after the whole body
+    assert fake_hub.transfers[-1].sent <= 11 * MiB
+
+    # a file name that is not .gguf is refused before anything is asked of the Hub
+    before = len(fake_hub.requests)
+    with pytest.raises(LocalModelError, match=r"model\.safetensors is not a GGUF file"):
+        pull("hf:someone/not-a-model/model.safetensors")
+    assert len(fake_hub.requests) == before
+
+    # a GGUF magic over a truncated header is refused once downloaded, and deleted
+    broken = b"GGUF" + (3).to_bytes(4, "little") + b"\xff" * 4096
+    fake_hub.add_file("someone/broken", "broken.gguf", broken)
+    with pytest.raises(LocalModelError, match=r"broken\.gguf was refused"):
+        pull("hf:someone/broken/broken.gguf")
+    assert _left_in_models_dir() == []
+
+
+def test_gated_repo_without_then_with_the_keystore_token(
+    fake_hub: FakeHub, embedded: Path, caplog: pytest.LogCaptureFixture, byok_home: Path
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake_hub.add_repo("meta-llama/Gated-GGUF", gated=True, token=TOKEN)
+    fake_hub.add_file("meta-llama/Gated-GGUF", "gated-q4_1.gguf", embedded)
+    spec = "hf:meta-llama/Gated-GGUF/gated-q4_1.gguf"
+
+    with pytest.raises(LocalModelError) as info:
+        pull(spec)
+    message = str(info.value)
+    assert message.startswith("meta-llama/Gated-GGUF is a gated repository and no Hub token")
+    assert "jupyter byok keys set secret --name huggingface" in message
+    assert not any(auth for *_, auth in fake_hub.requests)  # no token from anywhere else
+    assert load_registry()["models"] == {} and _left_in_models_dir() == []
+
+    Keystore().set("secret", "hf_wrong" + secrets.token_hex(16), "huggingface")
+    with pytest.raises(LocalModelError, match="gated and the stored Hub token has no access"):
+        pull(spec)
+
+    Keystore().set("secret", TOKEN, "huggingface")
+    before = len(fake_hub.requests)
+    result = pull(spec)
+    assert result.status == "pulled" and result.name == "gated-q4_1"
+    resolve = [auth for _, path, auth in fake_hub.requests[before:] if "/resolve/" in path]
+    assert resolve and all(resolve)
+
+    # the token went only into the Authorization header
+    for text in (
+        json.dumps(result.to_dict()),
+        (byok_home / REGISTRY_FILE).read_text(),
+        json.dumps(list_local_models()),
+        caplog.text,
+        message,
+    ):
+        assert TOKEN not in text
+
+
+def test_missing_repo_file_and_revision_name_what_to_do(fake_hub: FakeHub) -> None:
+    with pytest.raises(LocalModelError) as info:
+        pull("hf:nobody/no-such-repo/model.gguf")
+    assert str(info.value) == (
+        f"repository nobody/no-such-repo was not found on {fake_hub.url}: check the name; "
+        "if it is private or gated, store a token with "
+        "`jupyter byok keys set secret --name huggingface`"
+    )
+    with pytest.raises(LocalModelError, match=f"{EMBEDDED_REPO} has no file 'missing.gguf'"):
+        pull(f"hf:{EMBEDDED_REPO}/missing.gguf")
+    with pytest.raises(LocalModelError, match="has no revision 'v9'"):
+        pull(f"hf:{EMBEDDED_REPO}/{EMBEDDED_FILENAME}@v9")
+    assert load_registry()["models"] == {}
+
+
+def test_disk_space_is_checked_before_downloading(fake_hub: FakeHub, size: int) -> None:
+    with pytest.raises(LocalModelError) as info:
+        pull(SPEC, free_space=lambda folder: 40 * MiB)
+    message = str(info.value)
+    assert message.startswith(f"not enough disk space for {EMBEDDED_FILENAME}: it needs 109.8 MiB")
+    assert "has 40.0 MiB free" in message and "JUPYTER_BYOK_MODELS_DIR" in message
+    assert _resolve_gets(fake_hub) == 0 and fake_hub.bytes_sent() == 0
+    assert load_registry()["models"] == {}
+    # with room, the same pull proceeds; the seam sees the models folder
+    folders: list[Path] = []
+    result = pull(SPEC, free_space=lambda folder: folders.append(folder) or 10 * size)
+    assert result.status == "pulled" and folders == [Path(result.path).parent]
+
+
+def test_quantization_choice_and_listing(fake_hub: FakeHub, embedded: Path) -> None:
+    repo = "bartowski/SmolLM2-GGUF"
+    fake_hub.add_file(repo, "SmolLM2-Q4_1.gguf", embedded)
+    fake_hub.add_file(repo, "SmolLM2-Q8_0.gguf", b"GGUF" + b"\0" * 100)
+    fake_hub.add_file(repo, "README.md", b"# readme", lfs=False)
+    with pytest.raises(LocalModelError) as info:
+        pull(f"hf:{repo}")
+    assert "has 2 GGUF files: choose one with --quant" in str(info.value)
+    assert "SmolLM2-Q4_1.gguf (93.8 MiB), SmolLM2-Q8_0.gguf (104 B)" in str(info.value)
+    with pytest.raises(LocalModelError, match="no GGUF file with 'Q2_K'"):
+        pull(f"hf:{repo}", quant="Q2_K")
+    result = pull(f"hf:{repo}", quant="q4_1")
+    assert result.name == "smollm2-q4_1" and Path(result.path).name == "SmolLM2-Q4_1.gguf"
+
+
+def test_url_pull_needs_a_checksum_and_never_sends_the_token(
+    fake_hub: FakeHub, embedded: Path
+) -> None:
+    Keystore().set("secret", TOKEN, "huggingface")
+    url = fake_hub.add_url("SmolLM2.gguf", embedded)
+    digest = hashlib.sha256(embedded.read_bytes()).hexdigest()
+    with pytest.raises(
+        LocalModelError, match="a URL pull needs the file's checksum: pass --sha256"
+    ):
+        pull(url)
+    with pytest.raises(LocalModelError, match=r"refusing plain http for example\.com"):
+        pull("http://example.com/model.gguf", sha256=digest)
+    result = pull(url, sha256=digest, name="from-url")
+    assert result.status == "pulled" and result.source == "url"
+    assert [auth for _, path, auth in fake_hub.requests if path.startswith("/files/")] == [False]
+    with pytest.raises(LocalModelError, match="checksum mismatch"):
+        pull(url, sha256="0" * 64, name="other")
+
+
+def test_offline_mode_refuses_to_look_up_the_hub(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LocalModelError, match="HF_HUB_OFFLINE is set"):
+        pull(SPEC)
+    assert fake_hub.requests == []
+
+
+def test_remove_deletes_only_what_was_downloaded_and_default_follows(
+    fake_hub: FakeHub, embedded: Path, tmp_path: Path
+) -> None:
+    pulled = pull(SPEC, name="mine")
+    own = tmp_path / "own.gguf"
+    own.write_bytes(embedded.read_bytes()[: 1024 * 1024])
+    assert run("local", "add", "own", str(own)) == 0
+
+    assert default_model() == "local:smollm2"
+    set_default("mine")
+    assert default_model() == "local:mine"
+    assert jupyter_byok.models.parse_model(None).id == "local:mine"
+
+    assert "file itself was not touched" in remove_model("own")["message"] and own.exists()
+    assert "own" not in load_settings().local_models
+    outcome = remove_model("mine")
+    assert outcome["message"].startswith("removed local:mine and deleted smollm2-135m")
+    assert not Path(pulled.path).exists()
+    assert default_model() == "local:smollm2"  # the default went with it
+    assert load_registry()["models"] == {}
+    with pytest.raises(jupyter_byok.errors.ConfigError, match="no local model named 'mine'"):
+        remove_model("mine")
