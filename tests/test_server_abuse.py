@@ -64,7 +64,8 @@ async def until(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
 
 def ledger_rows() -> list[dict[str, Any]]:
     frame = jupyter_byok.usage(since="1d")
-    return frame.to_dict("records")  # type: ignore[no-any-return]
+    rows: list[dict[str, Any]] = frame.to_dict("records")
+    return rows
 
 
 async def test_a_huge_request_body_is_refused_before_it_is_read(
@@ -155,24 +156,30 @@ async def test_the_loop_stays_free_while_a_large_answer_is_parsed(
     """A 20 MB answer of millions of tiny JSON values takes seconds to parse: the server's
     loop (here the test's own) never stalls for long meanwhile, and the answer arrives."""
     await add_key(jp_fetch)
+    request = {"model": "openai:gpt-4o-mini", "prompt": "hi"}
+    # a first call: the server's one full garbage collection after its first calls
+    # (server/service.py) runs now, not inside the measurement
+    await jp_fetch("byok", "complete", method="POST", body=json.dumps(request))
+    await asyncio.sleep(0.05)
     fake_providers.add_fault("openai", "huge_body", size=20 * MIB, shape="nested")
-    worst = 0.0
+    worst = 0.0  # the most CPU the loop's thread spent between two ticks
     done = asyncio.Event()
 
     async def ticker() -> None:
+        # CPU time of this thread, not wall time: on a loaded machine (or with the fake's
+        # thread holding the GIL) a tick can come late without anything blocking the loop
         nonlocal worst
-        last = time.perf_counter()
+        last = time.thread_time()
         while not done.is_set():
             await asyncio.sleep(0.005)
-            now = time.perf_counter()
+            now = time.thread_time()
             worst, last = max(worst, now - last), now
 
     task = asyncio.create_task(ticker())
-    request = {"model": "openai:gpt-4o-mini", "prompt": "hi"}
     try:
         response = await jp_fetch("byok", "complete", method="POST", body=json.dumps(request))
     finally:
         done.set()
         await task
     assert json.loads(response.body)["text"] == "tiny answer"
-    assert worst < 0.4, f"the loop stalled {worst:.3f} s"
+    assert worst < 0.2, f"the loop was busy for {worst:.3f} s in one turn"

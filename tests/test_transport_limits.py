@@ -74,17 +74,19 @@ async def stream(
 
 
 class Ticker:
-    """How long the event loop went without running a 5 ms ticker (its worst stall)."""
+    """The most CPU the event loop's thread spent between two runs of a 5 ms ticker: how
+    long the loop was held (CPU time, not wall time, which on a loaded machine, or with the
+    fake's thread holding the GIL, also counts waiting for a core)."""
 
     def __init__(self) -> None:
         self.worst = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        last = time.perf_counter()
+        last = time.thread_time()
         while True:
             await asyncio.sleep(0.005)
-            now = time.perf_counter()
+            now = time.thread_time()
             self.worst = max(self.worst, now - last)
             last = now
 
@@ -127,7 +129,7 @@ async def test_a_large_answer_is_parsed_off_the_event_loop(
         result, attempts = await complete(client, limits=Limits(max_response_bytes=32 * MIB))
     assert result.text == "tiny answer"
     assert [a.status for a in attempts] == ["ok"]
-    assert ticker.worst < 0.4, f"the loop stalled {ticker.worst:.3f} s"
+    assert ticker.worst < 0.2, f"the loop was busy for {ticker.worst:.3f} s in one turn"
 
 
 @pytest.mark.asyncio

@@ -5,8 +5,9 @@ body of small JSON values takes seconds and gigabytes to parse, and the server's
 stand still meanwhile. An answer above ``Limits.parse_inline_bytes`` is therefore parsed in
 a child process (``python -m jupyter_byok.providers._offload``), which runs the wire's own
 parse function (``parse_chat``, ``parse_models``, ...) on it and sends back only what that
-returns, pickled. The child's address space is capped, it is killed when the call's deadline
-passes or the call is cancelled, and all its memory goes back to the system when it exits.
+returns, pickled. The child's address space is capped, it runs at a lower CPU priority, it
+is killed when the call's deadline passes or the call is cancelled, and all its memory goes
+back to the system when it exits.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ async def parse_elsewhere(
         env=env,
     )
     try:
-        out, _ = await asyncio.wait_for(
-            proc.communicate(header.encode() + b"\n" + body), max(timeout, 0.001)
-        )
+        assert proc.stdin is not None
+        proc.stdin.write(header.encode() + b"\n")  # no copy of the body joined to it
+        proc.stdin.write(body)
+        proc.stdin.close()  # once what is buffered has been written
+        out, _ = await asyncio.wait_for(proc.communicate(), max(timeout, 0.001))
     except BaseException:
         if proc.returncode is None:
             proc.kill()
@@ -77,6 +80,7 @@ def main() -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
+        os.nice(10)  # background work: the server and its clients come first for the CPU
     except (ImportError, ValueError, OSError):  # pragma: no cover - not on this platform
         pass
     stdin = sys.stdin.buffer
