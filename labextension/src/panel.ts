@@ -7,6 +7,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
+import { BackupSection } from './backup';
 import { BudgetsSection } from './budgets';
 import { h } from './dom';
 import { messageOf } from './errors';
@@ -34,6 +35,7 @@ export class ByokPanel extends Widget {
   readonly keys: KeysSection;
   readonly usage: UsageSection;
   readonly budgets: BudgetsSection;
+  readonly backup: BackupSection;
   private tabs = new Map<TabName, HTMLButtonElement>();
   private panels = new Map<TabName, HTMLElement>();
   private current: TabName = 'keys';
@@ -90,6 +92,12 @@ export class ByokPanel extends Widget {
     for (const panel of this.panels.values()) {
       this.node.appendChild(panel);
     }
+    // Backup & restore: below every tab (a change reloads keys, usage and budgets)
+    this.backup = new BackupSection(() => {
+      this.changed();
+      this.refreshVisible();
+    });
+    this.node.appendChild(this.backup.node);
     this.select('keys', false);
   }
 
