@@ -16,7 +16,7 @@ from typing import Any
 from .errors import ConfigError
 from .local_models._spec import human_size as _size
 
-__all__ = ["register", "render_list"]
+__all__ = ["register", "render_list", "run_local_command"]
 
 
 def cmd_local_add(args: argparse.Namespace) -> int:
@@ -218,3 +218,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="send a short prompt (in a child process), show tokens/s")
     p.add_argument("name")
     p.set_defaults(func=cmd_local_test)
+
+
+def run_local_command(argv: list[str], prog: str = "%byok") -> int:
+    """``%byok local ...``: the same subcommands, parsed and printed the same way (a pull
+    shows ``tqdm.auto``'s bar, which is a widget in a notebook)."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=False)
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["local", *(argv or ["list"])])
+    result: int = args.func(args)
+    return result

@@ -571,6 +571,13 @@ class ByokMagics(Magics):
             "use %byok config [require_server true|false | local_extra_buffers auto|on|off]"
         )
 
+    def _cmd_local(self, rest: list[str]) -> None:
+        """``%byok local [list|pull|remove|default|set|test|add] ...``: the local model
+        manager, as ``jupyter byok local`` (a pull shows a progress widget)."""
+        from .cli_local import run_local_command
+
+        run_local_command(rest)
+
     def _cmd_doctor(self, rest: list[str]) -> None:
         from IPython.display import display
 

@@ -373,3 +373,24 @@ def test_remove_deletes_only_what_was_downloaded_and_default_follows(
     assert load_registry()["models"] == {}
     with pytest.raises(jupyter_byok.errors.ConfigError, match="no local model named 'mine'"):
         remove_model("mine")
+
+
+def test_the_magic_runs_the_same_commands(fake_hub: FakeHub) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_byok")
+    with capture_output() as cap:
+        ip.run_line_magic("byok", f"local pull {SPEC} --name nb --quiet")
+        ip.run_line_magic("byok", "local default nb")
+        ip.run_line_magic("byok", "local")
+        ip.run_line_magic("byok", "local remove nb")
+        ip.run_line_magic("byok", "local remove nb")
+    out = cap.stdout
+    assert "pulled local:nb (93.8 MiB, sha256 verified)" in out
+    assert "default local model: local:nb" in out
+    assert any(line.startswith("local:nb *") for line in out.splitlines())
+    assert "removed local:nb and deleted" in out
+    assert "byok: no local model named 'nb'" in cap.stderr  # one red line, no traceback
+    assert "Traceback" not in cap.stderr

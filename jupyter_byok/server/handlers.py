@@ -455,6 +455,18 @@ class ConfigHandler(ByokHandler):
 # The panel's backup and restore: a module of their own, subclasses of ByokHandler (above).
 from .backup_handlers import BackupHandler, RestoreHandler, RestoreUploadHandler  # noqa: E402
 
+# The panel's "Local models" section (the local model manager), likewise.
+from .local_handlers import (  # noqa: E402
+    JOB,
+    NAME,
+    LocalDefaultHandler,
+    LocalModelHandler,
+    LocalModelsHandler,
+    LocalPullHandler,
+    LocalPullsHandler,
+    LocalTestHandler,
+)
+
 ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (
     ("status", StatusHandler),
     ("keys", KeysHandler),
@@ -470,6 +482,12 @@ ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (
     ("backup", BackupHandler),
     ("restore/upload", RestoreUploadHandler),
     ("restore", RestoreHandler),
+    ("local/models", LocalModelsHandler),
+    (rf"local/models/{NAME}", LocalModelHandler),
+    (rf"local/models/{NAME}/test", LocalTestHandler),
+    ("local/default", LocalDefaultHandler),
+    ("local/pulls", LocalPullsHandler),
+    (rf"local/pulls/{JOB}", LocalPullHandler),
 )
 
 
