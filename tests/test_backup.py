@@ -439,6 +439,24 @@ def test_cli_backup_and_restore_and_the_canary(
     tmpdir.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     monkeypatch.setattr(tempfile, "tempdir", None)
+    import base64
+    import shutil
+
+    needles = [v.encode() for v in ALL_VALUES if v != PROXY_KEY and v != CORP_KEY]
+    needles += [base64.b64encode(n) for n in needles]
+    # the temporary folders backup and restore work in are read just before their removal
+    scanned: list[str] = []
+    rmtree = shutil.rmtree
+
+    def scanning_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        for p in Path(path).rglob("*"):
+            if p.is_file():
+                data = p.read_bytes()
+                assert not [n for n in needles if n in data], f"key value in temp file {p}"
+                scanned.append(p.name)
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", scanning_rmtree)
     store = Keystore()
     for provider, value in KEYS.items():
         store.set(provider, value)
@@ -472,10 +490,7 @@ def test_cli_backup_and_restore_and_the_canary(
     assert "keys: 6 same" in stdout and "ledger rows: 0 added, 1 already here" in stdout
     assert Keystore().get("xai").reveal() == KEYS["xai"]
 
-    import base64
-
-    needles = [v.encode() for v in ALL_VALUES if v != PROXY_KEY and v != CORP_KEY]
-    needles += [base64.b64encode(n) for n in needles]
+    assert "ledger.sqlite3" in scanned  # the snapshot and the restore's work copy
     blobs = {"stdout+stderr": stdout.encode() + stderr.encode(), "logs": caplog.text.encode()}
     for folder in (byok_home, home_b, tmpdir, tmp_path):
         for p in folder.rglob("*"):

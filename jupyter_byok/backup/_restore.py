@@ -126,7 +126,9 @@ def _check_snapshot(path: Path, rows: int) -> None:
 
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
-        ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        # the full integrity_check ran when the backup was made, and these bytes are
+        # authenticated as written then: the quick check (no index cross-check) suffices
+        ok = conn.execute("PRAGMA quick_check").fetchone()[0]
         if ok != "ok":
             raise BackupCorruptError(f"the backup's ledger fails its integrity check ({ok})")
         migrate(conn)  # an older ledger's schema, brought up to this version's
