@@ -94,7 +94,8 @@ class Completion:
     ttft_s: float | None = None
     cached: bool = False
     ledger_id: str | None = None
-    #: budget warnings that applied to this call (near a limit)
+    #: budget warnings that applied to this call (near a limit), and a ``ledger:`` warning
+    #: if its row could not be written (kept pending; see Engine._write_rows)
     warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:

@@ -349,14 +349,13 @@ async def status(jp_fetch: Any) -> dict[str, Any]:
 
 
 async def test_server_full_disk_never_answers_200_without_a_row(
-    jp_fetch: Any,
     fake_providers: FakeProviders,
+    env_key: None,  # before the server starts: it binds environment keys to what it saw
+    jp_fetch: Any,
     tmp_path: Path,
     byok_home: Path,
     monkeypatch: pytest.MonkeyPatch,
-    env_key: None,
     close_ledger: None,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Issue 15's reproduction: the ledger on a 1 MiB tmpfs that is then filled; 31 calls
     returned 200 and wrote 0 rows. Now each is refused unsent (503, one line) and the status
@@ -391,10 +390,10 @@ async def test_server_full_disk_never_answers_200_without_a_row(
 
 
 async def test_server_corrupt_ledger_refuses_and_status_shows_it(
-    jp_fetch: Any,
     fake_providers: FakeProviders,
+    env_key: None,  # before the server starts: it binds environment keys to what it saw
+    jp_fetch: Any,
     byok_home: Path,
-    env_key: None,
     close_ledger: None,
 ) -> None:
     path = ledger_mod.ledger_path(byok_home)
