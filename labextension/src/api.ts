@@ -176,6 +176,71 @@ export interface IConfig {
   [extra: string]: unknown;
 }
 
+/** One row of GET /byok/local/models: a local model and its facts. */
+export interface ILocalModel {
+  name: string;
+  id: string;
+  path: string | null;
+  source: 'embedded' | 'registered' | 'pulled';
+  exists: boolean;
+  size_bytes: number | null;
+  default: boolean;
+  downloaded: boolean;
+  repo: string | null;
+  filename: string | null;
+  quantization: string | null;
+  parameters: number | null;
+  size_label: string | null;
+  architecture: string | null;
+  context_length: number | null;
+  chat_template: boolean | null;
+  ram_estimate_bytes: number | null;
+  n_gpu_layers: number | string;
+  last_used: string | null;
+  [extra: string]: unknown;
+}
+
+/** A pull started by POST /byok/local/pulls, as GET /byok/local/pulls/ID reports it. */
+export interface IPullJob {
+  id: string;
+  spec: string;
+  state: 'running' | 'done' | 'error' | 'cancelled';
+  progress: {
+    filename?: string;
+    total_bytes?: number;
+    done_bytes?: number;
+    resumed_from?: number;
+    speed_bps?: number;
+    eta_s?: number | null;
+    phase?: string;
+  };
+  result: { name: string; message: string; size_bytes: number } | null;
+  error: string | null;
+}
+
+export interface ILocalOverview {
+  models: ILocalModel[];
+  default: string;
+  pulls: IPullJob[];
+}
+
+export interface IPullRequest {
+  spec: string;
+  name?: string;
+  quant?: string;
+  sha256?: string;
+}
+
+/** POST /byok/local/models/NAME/test: a short prompt, answered by a child process. */
+export interface ILocalTest {
+  name: string;
+  text: string;
+  output_tokens: number;
+  tokens_per_s: number;
+  first_token_s: number;
+  total_s: number;
+}
+
 /**
  * Call the jupyter_byok REST API and return its JSON.
  *
@@ -250,7 +315,20 @@ export const api = {
     requestAPI<{ budgets: IBudgetStatus[] }>('budgets', json('PUT', { budgets })),
   config: (): Promise<IConfig> => requestAPI<IConfig>('config'),
   setConfig: (change: Partial<IConfig>): Promise<IConfig> =>
-    requestAPI<IConfig>('config', json('PUT', change))
+    requestAPI<IConfig>('config', json('PUT', change)),
+  localModels: (): Promise<ILocalOverview> => requestAPI<ILocalOverview>('local/models'),
+  pullModel: (body: IPullRequest): Promise<IPullJob> =>
+    requestAPI<IPullJob>('local/pulls', json('POST', body)),
+  pullStatus: (id: string): Promise<IPullJob> =>
+    requestAPI<IPullJob>(`local/pulls/${encodeURIComponent(id)}`),
+  cancelPull: (id: string): Promise<IPullJob> =>
+    requestAPI<IPullJob>(`local/pulls/${encodeURIComponent(id)}`, { method: 'DELETE' }),
+  removeLocal: (name: string): Promise<{ message: string }> =>
+    requestAPI<{ message: string }>(`local/models/${encodeURIComponent(name)}`, { method: 'DELETE' }),
+  setLocalDefault: (name: string): Promise<{ message: string }> =>
+    requestAPI<{ message: string }>('local/default', json('PUT', { name })),
+  testLocal: (name: string): Promise<ILocalTest> =>
+    requestAPI<ILocalTest>(`local/models/${encodeURIComponent(name)}/test`, json('POST', {}))
 };
 
 export type Api = typeof api;

@@ -12,6 +12,7 @@ import { BudgetsSection } from './budgets';
 import { h } from './dom';
 import { messageOf } from './errors';
 import { KeysSection } from './keys';
+import { LocalSection } from './local';
 import { UsageSection } from './usage';
 
 export const PANEL_ID = 'jupyter-byok-panel';
@@ -24,17 +25,19 @@ export const byokIcon = new LabIcon({
     '12.65 14H17v4h4v-4h2v-4H12.65z"/></svg>'
 });
 
-export type TabName = 'keys' | 'usage' | 'budgets';
+export type TabName = 'keys' | 'usage' | 'budgets' | 'local';
 const TABS: Array<[TabName, string]> = [
   ['keys', 'Keys'],
   ['usage', 'Usage & Cost'],
-  ['budgets', 'Budgets']
+  ['budgets', 'Budgets'],
+  ['local', 'Local models']
 ];
 
 export class ByokPanel extends Widget {
   readonly keys: KeysSection;
   readonly usage: UsageSection;
   readonly budgets: BudgetsSection;
+  readonly local: LocalSection;
   readonly backup: BackupSection;
   private tabs = new Map<TabName, HTMLButtonElement>();
   private panels = new Map<TabName, HTMLElement>();
@@ -51,10 +54,12 @@ export class ByokPanel extends Widget {
     this.keys = new KeysSection(() => this.changed());
     this.usage = new UsageSection();
     this.budgets = new BudgetsSection(() => this.changed());
+    this.local = new LocalSection(() => this.changed());
     const sections: Record<TabName, HTMLElement> = {
       keys: this.keys.node,
       usage: this.usage.node,
-      budgets: this.budgets.node
+      budgets: this.budgets.node,
+      local: this.local.node
     };
     const list = h('div', {
       class: 'jp-byok-tabs',
@@ -147,6 +152,8 @@ export class ByokPanel extends Widget {
         await this.keys.refresh();
       } else if (name === 'usage') {
         await this.usage.refresh();
+      } else if (name === 'local') {
+        await this.local.refresh();
       } else {
         await this.budgets.refresh();
       }

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from jupyter_byok.testing import FakeProviders
+from jupyter_byok.testing.hub import FakeHub, serve_embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "jupyter_byok" / "labextension"
@@ -55,6 +56,8 @@ class Lab:
     fake: FakeProviders
     proc: subprocess.Popen[bytes]
     env: dict[str, str] = field(repr=False)
+    #: the loopback Hugging Face Hub (HF_ENDPOINT), serving the embedded SmolLM2 file
+    hub: FakeHub | None = None
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"token {self.token}"}
@@ -100,6 +103,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[
         (dirs["jpath"] / "labextensions" / "jupyter_byok").symlink_to(BUILT)
     fake = FakeProviders().start()
     fake.set_keys("openai", CANARY)
+    hub = serve_embedded(FakeHub()).start()
     token = secrets.token_hex(16)
     port = _free_port()
     env = {
@@ -108,6 +112,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[
         if not (k.endswith("_API_KEY") or k.startswith(("JUPYTER", "JPY_")))
     }
     env.update(fake.env())
+    env.update(hub.env(), HF_HUB_DISABLE_TELEMETRY="1")
     env.update(
         HOME=str(dirs["home"]),
         JUPYTER_BYOK_HOME=str(dirs["byok"]),
@@ -132,7 +137,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[
         cwd=dirs["root"],
     )
     url = f"http://127.0.0.1:{port}"
-    lab = Lab(url, token, dirs["root"], dirs["byok"], log_path, fake, proc, env)
+    lab = Lab(url, token, dirs["root"], dirs["byok"], log_path, fake, proc, env, hub)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -156,6 +161,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[
             proc.wait()
         log.close()
         fake.stop()
+        hub.stop()
 
 
 @dataclass

@@ -341,7 +341,7 @@ def test_keyboard_and_labels(lab: Lab, browser_page: tuple[Any, Capture]) -> Non
     panel = page.locator(PANEL)
     _command_shows(page, "BYOK: Open Keys, Usage and Budgets", panel)
     # Every control in every tab has an accessible name.
-    for name in ("keys", "usage", "budgets"):
+    for name in ("keys", "usage", "budgets", "local"):
         panel.locator(f"[data-tab='{name}']").click()
         panel.locator(f"[data-tabpanel='{name}']").wait_for(state="visible", timeout=WAIT)
     unnamed = page.evaluate(
@@ -365,7 +365,7 @@ def test_keyboard_and_labels(lab: Lab, browser_page: tuple[Any, Capture]) -> Non
     assert panel.locator("[data-tab='usage']").get_attribute("aria-selected") == "true"
     assert page.evaluate("() => document.activeElement.dataset.tab") == "usage"
     page.keyboard.press("End")
-    assert panel.locator("[data-tab='budgets']").get_attribute("aria-selected") == "true"
+    assert panel.locator("[data-tab='local']").get_attribute("aria-selected") == "true"
     page.keyboard.press("Home")
     assert panel.locator("[data-tabpanel='keys']").is_visible()
     # The status-bar item is a focusable button: Enter opens the dashboard.
