@@ -24,6 +24,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 
+# BYOK_LLAMA_GPU=cuda|metal|vulkan builds llama-cpp-python with that GPU backend, so that
+# n_gpu_layers "auto" puts every layer on the GPU (docs/local-models.md). It needs the
+# toolkit: CUDA (nvcc), Xcode's Metal (macOS), or the Vulkan SDK. Unset: CPU only.
+gpu=${BYOK_LLAMA_GPU:-}
+case "$gpu" in
+  "") gpu_args="" ;;
+  cuda) gpu_args="-DGGML_CUDA=on" ;;
+  metal) gpu_args="-DGGML_METAL=on" ;;
+  vulkan) gpu_args="-DGGML_VULKAN=on" ;;
+  *)
+    echo "setup: BYOK_LLAMA_GPU must be cuda, metal or vulkan (or unset), not '$gpu'" >&2
+    exit 2
+    ;;
+esac
+# LLAVA (image support) is not used: skipping it shortens the llama.cpp build.
+llama_cmake="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}${gpu_args:+ $gpu_args}"
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
@@ -32,12 +49,22 @@ fi
 
 # Reinstall only when the project's dependency files changed since the last setup.
 stamp=.venv/.byok-setup-stamp
-want=$(cat pyproject.toml labextension/package.json | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml labextension/package.json; echo "gpu=$gpu") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -d jupyter_byok/labextension ]; then
   echo "setup: installing Python packages (llama-cpp-python compiles on first install: ~5-7 min)"
   .venv/bin/python -m pip install -q --upgrade pip
-  # LLAVA (image support) is not used: skipping it shortens the llama.cpp build.
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" .venv/bin/python -m pip install -q -e ".[local,test]"
+  CMAKE_ARGS="$llama_cmake" .venv/bin/python -m pip install -q -e ".[local,test]"
+  # pip keeps an installed llama-cpp-python: a changed GPU choice rebuilds it.
+  llama_stamp=.venv/.byok-llama-gpu
+  if [ "$(cat "$llama_stamp" 2>/dev/null || true)" != "$gpu" ]; then
+    if [ -f "$llama_stamp" ] || [ -n "$gpu" ]; then
+      echo "setup: building llama-cpp-python for ${gpu:-CPU only} ($llama_cmake)"
+      version=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
+      CMAKE_ARGS="$llama_cmake" .venv/bin/python -m pip install -q --force-reinstall --no-deps \
+        --no-cache-dir "llama-cpp-python==$version"
+    fi
+    echo "$gpu" > "$llama_stamp"
+  fi
   echo "$want" > "$stamp"
 fi
 echo "setup: done ($(.venv/bin/python -c 'import jupyter_byok; print("jupyter_byok", jupyter_byok.__version__)'))"
