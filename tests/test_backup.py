@@ -470,6 +470,8 @@ def test_cli_backup_and_restore_and_the_canary(
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     code, _, stderr = cli(["backup", str(out)], capsys, monkeypatch)
     assert code == 1 and "already exists" in stderr
+    code, _, stderr = cli(["backup", str(tmp_path / "no" / "x.byokbak")], capsys, monkeypatch)
+    assert code == 1 and stderr.count("\n") == 1 and "does not exist" in stderr
     code, _, stderr = cli(["backup", str(tmp_path / "w.byokbak")], capsys, monkeypatch, "abc")
     assert code == 0 and stderr.startswith("warning: this passphrase is weak")
     code, _, stderr = cli(["backup", str(tmp_path / "n.byokbak")], capsys, monkeypatch, None)

@@ -169,6 +169,10 @@ def create_backup(
     if not passphrase or not passphrase.strip():
         raise BackupError("the backup passphrase is empty")
     out = Path(dest).expanduser().absolute()
+    if not out.parent.is_dir():
+        raise BackupError(f"the folder {out.parent} does not exist")
+    if out.exists() and not force:
+        raise BackupError(f"{out} already exists: choose another name, or pass --force")
     home = byok_home()
     store = keystore if keystore is not None else Keystore()
     entries = store.export_entries()  # raises (one line) if the store cannot be opened
