@@ -2,15 +2,17 @@
 
 Invariant: every secret this process has held as a :class:`Secret` is masked by
 :func:`redact`, and so is every string shaped like a provider key (the scanner
-patterns of gitleaks and trufflehog, see ``shared/reference/security.md`` §3.3).
+patterns of gitleaks and trufflehog, the key formats providers publish).
 The patterns are used for masking only, never to reject a key a user types.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 __all__ = ["KEY_PATTERNS", "RedactingFilter", "Secret", "install_log_filter", "redact"]
@@ -36,15 +38,50 @@ _known_re: re.Pattern[str] | None = None
 _lock = threading.Lock()
 
 
+#: A secret at least this long is masked wherever it appears, even inside a longer word.
+#: A shorter one (a test key, a short proxy token) is masked where it stands as a token
+#: of its own, so that a key "abc" masks "key abc.", "=abc&", "'abc'" and "Bearer abc",
+#: but not "abcdef", "tabc", "x-abc" or "abc.d": masking it inside other words would
+#: garble text for nothing (a word that merely contains it does not reveal it).
+WHOLE_WORD_BELOW = 8
+#: key characters: a short secret touching one of these is part of a longer token
+_KEYCHARS = r"A-Za-z0-9_\-"
+
+
+def _pattern(value: str) -> str:
+    if len(value) >= WHOLE_WORD_BELOW:
+        return re.escape(value)
+    # not preceded by a key character or a dot; not followed by one, nor by a dot that
+    # continues the token ("abc." ending a sentence is masked, "abc.def" is not)
+    return rf"(?<![{_KEYCHARS}.]){re.escape(value)}(?![{_KEYCHARS}]|\.[{_KEYCHARS}])"
+
+
 def _remember(value: str) -> None:
+    """Register ``value`` for :func:`redact`, whatever its length (an empty one excepted)."""
     global _known_re
-    # Very short values would mask innocent text everywhere; they are never real keys.
-    if len(value) < 8 or value in _known:
+    if not value or value in _known:
         return
     with _lock:
         _known.add(value)
-        ordered = sorted(_known, key=len, reverse=True)
-        _known_re = re.compile("|".join(re.escape(v) for v in ordered))
+        ordered = sorted(_known, key=len, reverse=True)  # a longer secret is masked whole
+        _known_re = re.compile("|".join(_pattern(v) for v in ordered))
+
+
+@contextlib.contextmanager
+def isolated_registry() -> Iterator[None]:
+    """Secrets registered inside the block are forgotten when it ends (test isolation:
+    a test that registers random values, some of one character, must not mask another
+    test's text)."""
+    global _known_re
+    with _lock:
+        before, pattern = set(_known), _known_re
+    try:
+        yield
+    finally:
+        with _lock:
+            _known.clear()
+            _known.update(before)
+            _known_re = pattern
 
 
 def redact(text: str) -> str:

@@ -88,7 +88,7 @@ MAX_TIMEOUT_S = 3600.0
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps and timeouts of one provider call (docs/security-limits.md).
+    """Caps and timeouts of one provider call (docs/security.md, "Limits").
 
     Defaults can be changed with the environment variables named below (read on each call,
     so a server picks up a change without a restart), and the deadline per call with

@@ -4,7 +4,7 @@ Answers are deterministic so tests can assert exact numbers: the reply is ``"Ech
 followed by the last user message (whitespace collapsed), a "token" is a
 whitespace-separated word, input tokens are the words of every message (system included),
 and the extra usage a test configures (cached, cache writes, reasoning) is written in each
-provider's own convention (see ``shared/reference/providers.md`` §1-§5).
+provider's own convention (each provider's published API reference).
 """
 
 from __future__ import annotations
