@@ -103,7 +103,8 @@ def test_key_form_stores_the_key_from_the_browser_only(
     )
     _notebook(lab)
     try:
-        page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
+        # A workspace of its own: the default one must not reopen this notebook elsewhere.
+        page.goto(f"{lab.url}/lab/workspaces/byok-keyform/tree/{NOTEBOOK}?token={lab.token}")
         page.wait_for_selector("body[data-byok-activated='true']", state="attached", timeout=60_000)
         page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
@@ -214,3 +215,6 @@ def test_key_form_stores_the_key_from_the_browser_only(
         for key in lab.api("GET", "/byok/keys").json()["keys"]:
             if (key["provider"], key["name"]) == ("openai", "work"):
                 lab.api("DELETE", f"/byok/keys/{key['id']}")
+        for session in lab.api("GET", "/api/sessions").json():
+            if session.get("path") == NOTEBOOK:
+                lab.api("DELETE", f"/api/sessions/{session['id']}")
