@@ -29,6 +29,7 @@ def _reader_class() -> type:
     types): several seconds for a 50k vocabulary, tens of seconds for 150k. We only need
     those arrays' lengths, so numeric arrays are read as one view and string arrays are
     walked by their length prefixes; every scalar and string field is read as usual.
+    Tensors are kept as name and element count (no view over their data).
     """
     from gguf import GGUFReader, GGUFValueType
 
@@ -55,7 +56,22 @@ def _reader_class() -> type:
                 return offs - orig_offs, [raw_itype, alen], [], types
             return super()._get_field_parts(orig_offs, raw_type)
 
+        def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+            # Names and element counts only: no memmap view over each tensor's data.
+            tensors: list[Any] = [
+                _Tensor(bytes(f.parts[1]).decode("utf-8", "replace"), int(np.prod(f.parts[3])))
+                for f in fields
+            ]
+            self.tensors = tensors
+
     return _HeaderReader
+
+
+class _Tensor:
+    __slots__ = ("n_elements", "name")
+
+    def __init__(self, name: str, n_elements: int) -> None:
+        self.name, self.n_elements = name, n_elements
 
 
 def _scalar(reader: Any, key: str) -> Any:

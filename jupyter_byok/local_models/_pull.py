@@ -3,8 +3,11 @@
 Invariants:
 
 - The Hub is spoken to through ``huggingface_hub`` (``HfApi.model_info`` for the file list
-  with LFS sizes and SHA-256, ``get_hf_file_metadata`` and ``http_get`` for the file), so
-  ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, proxies and the Hub cache behave as everywhere else.
+  with LFS sizes and SHA-256, ``get_hf_file_metadata`` for the file's location, and its
+  HTTP session, ``http_stream_backoff`` and ``hf_raise_for_status`` for the bytes), so
+  ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and proxies behave as everywhere else. The body is
+  read with ``iter_raw`` in our own loop (``http_get`` re-buffers it into 10 MB chunks,
+  which costs a copy of the whole file) so that resuming, hashing and cancelling stay ours.
 - The Hub token is the keystore's generic secret ``huggingface``, never a file: without one,
   ``token=False`` stops huggingface_hub from reading its own token file. It is sent to the
   Hub only (never to a URL pull, nor to a CDN the Hub redirects to), and never appears in a
@@ -353,7 +356,7 @@ class _NotGGUF(LocalModelError):
 
 
 class _Writer:
-    """The ``.part`` file as ``http_get`` sees it: appends, feeds the hasher, and checks
+    """Writes to the ``.part`` file: appends, feeds the hasher, and checks
     the GGUF magic as soon as the first bytes arrive (a web page or a safetensors file
     served under a .gguf name is refused after its first chunk, not after all of it)."""
 
@@ -379,20 +382,10 @@ class _Writer:
         self.written += len(chunk)
         return len(chunk)
 
-    def tell(self) -> int:
-        return int(self.fh.tell())
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return int(self.fh.seek(offset, whence))
-
-    def truncate(self, size: int | None = None) -> int:
-        result = int(self.fh.truncate(size))
+    def truncate(self, size: int) -> None:
+        self.fh.truncate(size)
         self.hasher.restart()
         self.head, self.checked = b"", False
-        return result
-
-    def flush(self) -> None:
-        self.fh.flush()
 
 
 def _bar_class(
@@ -401,7 +394,7 @@ def _bar_class(
     cancel: threading.Event,
     show: bool,
 ) -> type:
-    """A tqdm class for ``http_get``: a visible bar (``tqdm.auto``: terminal or notebook
+    """A tqdm class for the download: a visible bar (``tqdm.auto``: terminal or notebook
     widget) or a silent one; either way it reports progress and stops on cancel."""
     import tqdm as tqdm_module
     from tqdm.auto import tqdm as auto_tqdm
@@ -454,7 +447,6 @@ def _download(
 ) -> str:
     """Fetch ``remote`` into ``part`` (resuming what is there); its SHA-256."""
     from huggingface_hub import get_hf_file_metadata
-    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
     from .._version import __version__
@@ -486,17 +478,15 @@ def _download(
     finished = False
     try:
         if total is None or already < total:
-            with part.open("ab") as fh:
-                writer = _Writer(fh, hasher, remote.filename, already)
-                http_get(
-                    url,
-                    writer,  # type: ignore[arg-type]
-                    resume_size=already,
-                    headers=headers,
-                    expected_size=total,
-                    displayed_filename=remote.filename.rsplit("/", 1)[-1],
-                    tqdm_class=_bar_class(progress, on_progress, cancel, show),
-                )
+            bar = _bar_class(progress, on_progress, cancel, show)(
+                total=total, initial=already, desc=progress.filename
+            )
+            try:
+                with part.open("ab") as fh:
+                    writer = _Writer(fh, hasher, remote.filename, already)
+                    _fetch(url, headers, writer, already, total, bar)
+            finally:
+                bar.close()
         progress.phase = "verify"
         if on_progress is not None:
             on_progress(progress)
@@ -506,6 +496,83 @@ def _download(
     finally:
         if not finished:
             hasher.abandon()
+
+
+#: bytes gathered before one write and one hash update (fewer, larger system calls)
+_BLOCK = 4 * 1024**2
+_RETRIES = 5
+
+
+def _fetch(
+    url: str, headers: dict[str, str], writer: _Writer, already: int, total: int | None, bar: Any
+) -> None:
+    """GET ``url`` from byte ``already`` on through huggingface_hub's HTTP session (its
+    proxies, offline mode, user agent and status errors), writing as it arrives. A
+    dropped connection is resumed from what was written, up to ``_RETRIES`` times in a row,
+    as huggingface_hub's own downloads do."""
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff
+
+    retries = _RETRIES
+    while True:
+        request = dict(headers)
+        if already:
+            request["Range"] = f"bytes={already}-"
+        pending: list[bytes] = []
+        held = 0
+        try:
+            with http_stream_backoff(
+                "GET",
+                url,
+                headers=request,
+                timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+                retry_on_exceptions=(),
+                retry_on_status_codes=(408, 429),
+            ) as response:
+                hf_raise_for_status(response)
+                if already and response.status_code == 200:
+                    # The server ignored the Range: start the file again.
+                    writer.truncate(0)
+                    bar.update(-already)
+                    already = 0
+                for chunk in response.iter_raw():
+                    bar.update(len(chunk))  # raises PullCancelled when asked to stop
+                    pending.append(chunk)
+                    held += len(chunk)
+                    if held >= _BLOCK:
+                        writer.write(b"".join(pending))
+                        already += held
+                        pending, held = [], 0
+                        retries = _RETRIES
+                if pending:
+                    writer.write(b"".join(pending))
+                    already += held
+        except (PullCancelled, KeyboardInterrupt):
+            if pending:  # keep what arrived: the next pull resumes from there
+                writer.write(b"".join(pending))
+            raise
+        except (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError) as exc:
+            if pending:  # keep what arrived before the connection dropped
+                writer.write(b"".join(pending))
+                already += held
+            if retries <= 0:
+                raise
+            retries -= 1
+            log.warning(
+                "the download of %s was interrupted (%s); resuming at byte %d",
+                writer.filename,
+                type(exc).__name__,
+                already,
+            )
+            time.sleep(1)
+            continue
+        if total is not None and already != total:
+            raise LocalModelError(
+                f"{writer.filename}: the server sent {already} bytes where the Hub announced "
+                f"{total}: pull again"
+            )
+        return
 
 
 # --------------------------------------------------------------------------- pull
