@@ -30,6 +30,7 @@ from .errors import ByokError, ProviderConnectionError
 from .models import ModelRef, parse_model
 from .redact import Secret
 from .types import Completion, Request, SearchResult, Usage
+from .validate import check_params, check_search_options
 
 __all__ = ["Client", "ServerInfo", "find_server", "get_client"]
 
@@ -140,7 +141,9 @@ class Client:
 
     def _route(self, request: Request) -> tuple[str, ModelRef, Settings]:
         """``server``, ``local`` (a local model, always in this process) or ``engine``,
-        with the parsed model id and the settings it was parsed with."""
+        with the parsed model id and the settings it was parsed with. The parameters are
+        checked here, before any route: the same schema as the server's (see validate)."""
+        request.params = check_params(request.params, "the call's parameters")
         settings = load_settings()
         ref = parse_model(request.model, settings)
         if ref.is_local:
@@ -180,6 +183,10 @@ class Client:
             yield item
 
     async def asearch(self, query: str, **kwargs: Any) -> SearchResult:
+        options = {
+            k: v for k, v in kwargs.items() if k not in ("depth", "feature", "origin", "key")
+        }
+        check_search_options(options, "the search options")
         if self.server is not None and kwargs.get("key") is None:
             kwargs.pop("key", None)
             data = await self._post("search", {"query": query, **kwargs})

@@ -12,6 +12,7 @@ are translated at the boundary with ``raise ... from exc``::
     │   ├── ModelIdError            a model id that does not parse or names nothing known
     │   ├── UnknownProviderError    a provider name nobody registered
     │   └── KeyOriginError          a key asked to go to an origin it is not bound to
+    ├── InvalidInputError           a call argument or request body fails its schema (also ValueError)
     ├── KeystoreError               anything about the encrypted keystore
     │   ├── InvalidSecretError      a key value we refuse to store (empty, spaces, too long, ...)
     │   ├── KeystoreCorruptError    the file fails its integrity checks; it is kept as it is
@@ -45,6 +46,7 @@ __all__ = [
     "ByokError",
     "CancelledCallError",
     "ConfigError",
+    "InvalidInputError",
     "InvalidSecretError",
     "KeyOriginError",
     "KeystoreCorruptError",
@@ -99,6 +101,11 @@ class UnknownProviderError(ConfigError):
 class KeyOriginError(ConfigError):
     """A key would go to an origin (scheme, host, port) other than the one it is bound to:
     nothing was sent."""
+
+
+class InvalidInputError(ByokError, ValueError):
+    """A call argument or a request body that fails its schema: an unknown field, a wrong
+    JSON type, a number out of range (NaN, infinite), nesting too deep. Nothing was sent."""
 
 
 class KeystoreError(ByokError):

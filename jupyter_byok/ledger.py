@@ -391,7 +391,23 @@ _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 
 def parse_time(value: Any, *, now: datetime | None = None) -> int | None:
     """``datetime``, ``date``, ISO string, epoch seconds, ``today``, ``yesterday``, ``month``,
-    or ``7d``/``12h``/``30m``/``2w`` -> integer microseconds since the epoch (UTC)."""
+    or ``7d``/``12h``/``30m``/``2w`` -> integer microseconds since the epoch (UTC).
+
+    A time out of the calendar's range (``99999999999d``, ``nan``) is a ConfigError."""
+    try:
+        us = _parse_time(value, now)
+        if us is not None and not -(2**63) < us < 2**63:  # SQLite's integers
+            raise OverflowError
+        return us
+    except (OverflowError, ValueError):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        raise ConfigError(
+            f"the time {shown} is out of range: use an ISO date such as 2026-11-01, "
+            "'today', 'month' or a span such as '7d'"
+        ) from None
+
+
+def _parse_time(value: Any, now: datetime | None) -> int | None:
     if value is None:
         return None
     now = now or datetime.now(timezone.utc)
@@ -419,10 +435,11 @@ def parse_time(value: Any, *, now: datetime | None = None) -> int | None:
             try:
                 dt = datetime.fromisoformat(value.strip())
             except ValueError:
+                shown = repr(value) if len(value) <= 40 else f"{value[:37]!r}..."
                 raise ConfigError(
-                    f"cannot read the time {value!r}: use an ISO date such as 2026-11-01, "
+                    f"cannot read the time {shown}: use an ISO date such as 2026-11-01, "
                     "'today', 'month' or a span such as '7d'"
-                )
+                ) from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=timezone.utc)
     else:

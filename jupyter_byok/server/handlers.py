@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from typing import Any
+from typing import Any, cast
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
@@ -23,6 +23,8 @@ from tornado.iostream import StreamClosedError
 
 from .. import errors
 from ..redact import mask_value
+from ..validate import Checker, loads
+from . import _wire
 from .service import BadInput, ByokService, Forbidden, NotFound, TooLarge
 
 MAX_BODY = 1_000_000
@@ -38,6 +40,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (TooLarge, 413),
     (Forbidden, 403),
     (BadInput, 400),
+    (errors.InvalidInputError, 400),
     (NotFound, 404),
     (errors.InvalidSecretError, 400),
     (errors.ModelIdError, 400),
@@ -174,19 +177,21 @@ class ByokHandler(APIHandler):
             exc = errors.ByokError("unexpected server error; see the server log")
         self.reply(error_body(exc, status), status)
 
-    def body(self) -> dict[str, Any]:
+    def body(self, shape: Checker | None = None) -> dict[str, Any]:
+        """The JSON body, checked against ``shape`` (see ``_wire``): a body nested too
+        deep, with NaN, an unknown field or a wrong type is a 400 naming what is wrong."""
         raw = self.request.body or b""
         if len(raw) > MAX_BODY:
             raise TooLarge(f"request body too large ({len(raw):,} bytes; limit {MAX_BODY:,})")
         if not raw.strip():
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise BadInput("request body is not valid JSON") from None
+            data: Any = {}
+        else:
+            data = loads(raw)
         if not isinstance(data, dict):
             raise BadInput("request body must be a JSON object")
-        return data
+        if shape is not None:
+            data = shape(data, "the request body")
+        return dict(data)
 
     async def run(self, coro: Any, status: int = 200) -> None:
         try:
@@ -196,11 +201,12 @@ class ByokHandler(APIHandler):
             return
         self.reply(result, status)
 
-    async def run_with_body(self, method: Any, status: int = 200) -> None:
-        """Parse the JSON body, then reply with ``await method(body)``."""
+    async def run_with_body(self, method: Any, shape: Checker, status: int = 200) -> None:
+        """Parse the JSON body and check it against ``shape``, then reply with
+        ``await method(body)``."""
         try:
-            body = self.body()
-        except BadInput as exc:
+            body = self.body(shape)
+        except errors.ByokError as exc:
             self.fail(exc)
             return
         await self.run(method(body), status)
@@ -236,7 +242,7 @@ class KeysHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        await self.run_with_body(self.service.add_key, 201)
+        await self.run_with_body(self.service.add_key, _wire.KEY, 201)
 
 
 class KeyHandler(ByokHandler):
@@ -294,8 +300,8 @@ class CompleteHandler(CallHandler):
     async def post(self) -> None:
         self._task = asyncio.current_task()
         try:
-            body = self.body()
-            request = self.service.parse_request(body)
+            body = self.body(_wire.COMPLETE)
+            request = self.service.parse_request(cast(_wire.CompleteBody, body))
         except (errors.ByokError, BadInput) as exc:
             self.fail(exc)
             return
@@ -374,7 +380,7 @@ class SearchHandler(CallHandler):
     @authorized
     async def post(self) -> None:
         self._task = asyncio.current_task()
-        await self.run_with_body(self.service.search)
+        await self.run_with_body(self.service.search, _wire.SEARCH)
 
 
 class UsageHandler(ByokHandler):
@@ -416,7 +422,7 @@ class BudgetsHandler(ByokHandler):
     @web.authenticated
     @authorized
     async def put(self) -> None:
-        await self.run_with_body(self.service.set_budgets)
+        await self.run_with_body(self.service.set_budgets, _wire.BUDGETS)
 
 
 class ConfigHandler(ByokHandler):
@@ -434,7 +440,7 @@ class ConfigHandler(ByokHandler):
         of its own, ``jupyter_byok:endpoints``, beyond ``jupyter_byok:config``: a deployment
         can grant kernels ``config`` and ``complete`` and still deny them this."""
         try:
-            body = self.body()
+            body = self.body(_wire.CONFIG)
             if await self.service.changes_endpoints(body):
                 allowed = await ensure_async(
                     self.authorizer.is_authorized(

@@ -20,16 +20,17 @@ from typing import Any, NamedTuple
 from .._version import __version__
 from ..config import Endpoint, load_settings, update_settings
 from ..engine import Engine, build_messages
-from ..errors import ByokError
+from ..errors import ByokError, InvalidInputError
 from ..keystore import Keystore
 from ..providers import BUILTIN, SECRET_NAMESPACE, env_base_urls, get_spec
 from ..redact import mask_value
-from ..types import Completion, Request
+from ..types import Completion, Message, Request
+from ._wire import USAGE_FILTERS, CompleteBody, SearchBody, usage_query
 
 __all__ = ["BadInput", "ByokService", "Forbidden", "NotFound", "TooLarge"]
 
 
-class BadInput(ByokError):
+class BadInput(InvalidInputError):
     """A malformed request (400)."""
 
 
@@ -370,29 +371,24 @@ class ByokService:
         return {"id": key_id, "label": info.label, **result}
 
     # ------------------------------------------------------------------- calls
-    def parse_request(self, body: dict[str, Any]) -> Request:
-        model = _str(body, "model", "") or ""
+    def parse_request(self, body: CompleteBody) -> Request:
+        """A request from a body already checked against ``CompleteBody`` (see _wire)."""
         messages = body.get("messages")
-        prompt = body.get("prompt")
-        if messages is None and isinstance(prompt, str):
-            messages = [{"role": "user", "content": prompt}]
-        if not isinstance(messages, list) or not messages:
+        if messages is None and "prompt" in body:
+            messages = [{"role": "user", "content": body["prompt"]}]
+        if not messages:
             raise BadInput("'messages' must be a non-empty list of {role, content} objects")
-        for message in messages:
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-                raise BadInput("each message must be an object with 'role' and 'content' strings")
-        params = body.get("params") or {}
-        origin = body.get("origin") or {}
-        if not isinstance(params, dict) or not isinstance(origin, dict):
-            raise BadInput("'params' and 'origin' must be objects")
         request = Request(
-            model=model,
-            messages=build_messages(messages, _str(body, "system")),
-            params=params,
-            stream=bool(body.get("stream", False)),
-            feature=_str(body, "feature", "api") or "api",
-            origin={str(k): str(v) for k, v in origin.items()},
-            cache=bool(body.get("cache", False)),
+            model=body.get("model") or "",
+            messages=build_messages(
+                [Message(m.get("role", "user"), m["content"]) for m in messages],
+                body.get("system"),
+            ),
+            params=dict(body.get("params") or {}),
+            stream=body.get("stream", False),
+            feature=body.get("feature") or "api",
+            origin=body.get("origin") or {},
+            cache=body.get("cache", False),
         )
         # The model id is resolved by the engine: an unknown provider or a local model is
         # still a 400, as the stream sends nothing before its first piece (see relay).
@@ -414,20 +410,20 @@ class ByokService:
         finally:
             self._call_ended()
 
-    async def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        query = _str(body, "query")
-        if not query:
-            raise BadInput("'query' is required")
-        depth = _str(body, "depth", "basic") or "basic"
-        if depth not in ("basic", "advanced"):
-            raise BadInput("'depth' must be 'basic' or 'advanced'")
-        extra = {k: v for k, v in body.items() if k not in ("query", "depth", "origin", "feature")}
+    async def search(self, body: SearchBody) -> dict[str, Any]:
+        """A search from a body already checked against ``SearchBody`` (see _wire)."""
+        query = body["query"]
+        if not query.strip():
+            raise BadInput("'query' must not be empty")
+        extra: dict[str, Any] = {
+            k: v for k, v in body.items() if k not in ("query", "depth", "origin", "feature")
+        }
         self._call_started()
         try:
             result = await self.engine.asearch(
                 query,
-                depth=depth,
-                feature=_str(body, "feature", "search") or "search",
+                depth=body.get("depth", "basic"),
+                feature=body.get("feature") or "search",
                 origin=body.get("origin") or {},
                 **extra,
             )
@@ -447,18 +443,19 @@ class ByokService:
 
     # ------------------------------------------------------------------- usage
     async def usage(self, args: dict[str, str]) -> dict[str, Any]:
-        # JupyterLab's request helper may append a bare cache-buster (``?1795786161459``).
-        args = {k: v for k, v in args.items() if not (k.isdigit() and not v)}
-        since = args.pop("since", None) or "30d"
-        until = args.pop("until", None)
-        by = [b for b in (args.pop("by", None) or "provider").split(",") if b]
-        bucket = args.pop("bucket", None)
-        limit = int(args.pop("limit", "50") or 50)
-        allowed = {"provider", "model", "feature", "notebook", "status", "pipeline", "node"}
-        bad = [b for b in by if b not in allowed] + [k for k in args if k not in allowed]
+        query: dict[str, Any] = dict(usage_query(args))
+        since = query.pop("since", None) or "30d"
+        until = query.pop("until", None) or None
+        by = [b for b in (query.pop("by", None) or "provider").split(",") if b]
+        bucket = query.pop("bucket", None) or None
+        limit = query.pop("limit", None) or 50
+        allowed = set(USAGE_FILTERS)
+        bad = [b for b in by if b not in allowed]
         if bad:
             fields = ", ".join(sorted(allowed))
-            raise BadInput(f"unknown usage field(s) {', '.join(bad)}: use {fields}")
+            shown = ", ".join(repr(b[:40]) for b in bad[:3])
+            raise BadInput(f"cannot group usage by {shown}: use {fields}")
+        args = query  # the filters
 
         def collect() -> dict[str, Any]:
             ledger = self.engine.ledger
