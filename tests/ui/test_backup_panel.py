@@ -45,10 +45,7 @@ def test_backup_and_restore_through_the_panel(
         "POST", "/byok/keys", json={"provider": "openai", "key": CANARY, "name": KEY_NAME}
     )
     assert added.status_code == 201, added.text
-    done = lab.api(
-        "POST", "/byok/complete", json={"model": f"openai:gpt-4o-mini@{KEY_NAME}", "prompt": "hi"}
-    )
-    assert done.status_code == 200, done.text
+    # (no call is made: the other UI tests share this server and expect no spend today)
     _budgets(lab, [{"period": "month", "scope": "total", "limit_usd": "123", "warn_at": "0.8"}])
     try:
         _open_lab(lab, page)
@@ -110,18 +107,15 @@ def test_backup_and_restore_through_the_panel(
         text = status.inner_text()
         assert "Keys: 1 added" in text, text
         assert "Budgets: 1 added" in text, text
-        assert re.search(r"Ledger rows: 0 added, \d+ already here", text), text
+        assert "Ledger rows: 0 added" in text, text
         panel.screenshot(path=str(output_dir / "panel-backup-restore.png"))
 
-        # Back, and usable: the restored key makes a call.
+        # Back, and usable: the provider accepts the restored key.
         assert [k["base_url"] for k in _stored(lab)] == [None]
         assert lab.api("GET", "/byok/budgets").json()["budgets"][0]["limit_usd"] in ("123", 123)
-        again = lab.api(
-            "POST",
-            "/byok/complete",
-            json={"model": f"openai:gpt-4o-mini@{KEY_NAME}", "prompt": "after restore"},
-        )
-        assert again.status_code == 200, again.text
+        (restored,) = _stored(lab)
+        verified = lab.api("POST", f"/byok/keys/{restored['id']}/verify")
+        assert verified.status_code == 200 and verified.json()["ok"], verified.text
         assert lab.fake.requests_for("openai")[-1].auth == CANARY
         # the panel's key list shows it again (masked)
         openai = panel.locator(".jp-byok-provider[data-provider='openai']")
