@@ -32,7 +32,8 @@ __all__ = ["NodePanel", "PipelineBuilder", "model_options"]
 KEYS_HINT = (
     "<span class='jp-byok-builder-keys'>Keys are never typed here, so they never pass "
     "through the kernel: <a href='#' data-commandlinker-command='byok:add-key' "
-    "title='BYOK: Add an API Key'>add a key in the BYOK panel</a> (or run <b>BYOK: Add an "
+    "title='BYOK: Add an API Key' style='color: var(--jp-content-link-color); "
+    "text-decoration: underline'>add a key in the BYOK panel</a> (or run <b>BYOK: Add an "
     "API Key</b> from the command palette, or <code>jupyter byok keys set PROVIDER</code> in "
     "a terminal), then click <b>Refresh models</b>.</span>"
 )
@@ -258,7 +259,9 @@ class PipelineBuilder(w.VBox):
         self.code_button.on_click(lambda _: self.show_code())
 
         self.keys_hint = w.HTML(KEYS_HINT)
-        self.refresh_button = w.Button(description="Refresh models", icon="refresh")
+        self.refresh_button = w.Button(
+            description="Refresh models", icon="refresh", layout=w.Layout(width="auto")
+        )
         self.refresh_button.on_click(lambda _: self.refresh())
 
         self.dag = w.Output()
@@ -285,7 +288,7 @@ class PipelineBuilder(w.VBox):
                 self.status,
                 w.HBox([self.path, self.save_button, self.load_button, self.code_button]),
                 self.export,
-                w.HBox([self.keys_hint, self.refresh_button]),
+                w.HBox([self.refresh_button, self.keys_hint]),
                 self.dag,
             ]
         )

@@ -218,3 +218,63 @@ def test_key_form_stores_the_key_from_the_browser_only(
         for session in lab.api("GET", "/api/sessions").json():
             if session.get("path") == NOTEBOOK:
                 lab.api("DELETE", f"/api/sessions/{session['id']}")
+
+
+def test_builder_links_to_the_panel_instead_of_a_key_field(
+    lab: Lab, browser_page: tuple[Any, Capture]
+) -> None:
+    """The workflow builder has no key field: its link runs the panel's add-key command."""
+    page, _ = browser_page
+    name = "byok-builder-link.ipynb"
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": "cell-0",
+                "metadata": {},
+                "outputs": [],
+                "source": "import jupyter_byok as byok\nbyok.PipelineBuilder()",
+            }
+        ],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (lab.root / name).write_text(json.dumps(nb))
+    try:
+        page.goto(f"{lab.url}/lab/workspaces/byok-builder/tree/{name}?token={lab.token}")
+        page.wait_for_selector("body[data-byok-activated='true']", state="attached", timeout=60_000)
+        page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
+        page.locator("#jp-main-statusbar", has_text="| Idle").wait_for(timeout=60_000)
+        cells = page.locator(".jp-NotebookPanel .jp-Cell")
+        _run(page, cells, 0, attempts=2)
+        output = cells.nth(0).locator(".jp-OutputArea")
+        link = output.locator("a[data-commandlinker-command='byok:add-key']")
+        link.wait_for(state="visible", timeout=60_000)
+        assert link.inner_text() == "add a key in the BYOK panel"
+        assert output.locator("input[type=password]").count() == 0
+        assert output.get_by_role("button", name="Refresh models").count() == 1
+        panel = page.locator("#jupyter-byok-panel")
+        keys = panel.locator("[data-tabpanel='keys']")
+        assert not keys.is_visible()
+        link.click()
+        # Some JupyterLab versions ask before a link in an output runs a command.
+        page.wait_for_function(
+            "() => document.querySelector('.jp-Dialog') || document.querySelector("
+            "'#jupyter-byok-panel [data-tabpanel=keys]')?.checkVisibility()",
+            timeout=WAIT,
+        )
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():
+            assert "BYOK: Add an API Key" in dialog.inner_text()
+            dialog.get_by_role("button", name="Run", exact=True).click()
+        keys.wait_for(state="visible", timeout=WAIT)
+        assert panel.get_by_label("API key", exact=True).get_attribute("type") == "password"
+    finally:
+        for session in lab.api("GET", "/api/sessions").json():
+            if session.get("path") == name:
+                lab.api("DELETE", f"/api/sessions/{session['id']}")
