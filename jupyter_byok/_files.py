@@ -8,6 +8,7 @@ are named ``.<name>.<random>.tmp`` so that :func:`remove_stale_temps` can find t
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -23,12 +24,21 @@ PRIVATE_FILE = 0o600
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (0700) or tighten it if group/other can read it."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    """Create ``path`` (0700) or tighten it if group/other can read it. A folder that
+    cannot be created (a read-only file system) is one ConfigError line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    except OSError as exc:
+        from .errors import ConfigError
+
+        where = Path(exc.filename) if isinstance(exc.filename, str) else path
+        raise ConfigError(
+            f"cannot create the folder {path}: {os_error_line(exc, where)}; make it "
+            "writable, or set JUPYTER_BYOK_HOME to a writable folder"
+        ) from None
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        os.chmod(path, PRIVATE_DIR)
-        log.warning("%s was accessible to other users (mode %o); set it to 0700", path, mode)
+        _tighten(path, mode, PRIVATE_DIR)
     return path
 
 
@@ -39,8 +49,7 @@ def check_private_dir(path: Path) -> None:
     except FileNotFoundError:
         return
     if mode & 0o077:
-        os.chmod(path, PRIVATE_DIR)
-        log.warning("%s was accessible to other users (mode %o); set it to 0700", path, mode)
+        _tighten(path, mode, PRIVATE_DIR)
 
 
 def check_private_file(path: Path) -> None:
@@ -50,8 +59,59 @@ def check_private_file(path: Path) -> None:
     except FileNotFoundError:
         return
     if mode & 0o077:
-        os.chmod(path, PRIVATE_FILE)
-        log.warning("%s was readable by other users (mode %o); set it to 0600", path, mode)
+        _tighten(path, mode, PRIVATE_FILE)
+
+
+def _tighten(path: Path, mode: int, private: int) -> None:
+    """chmod ``path`` to ``private``, and say so. On a read-only file system (or a file of
+    another user) the mode cannot change: that is said too, and reading goes on (the files
+    in it stay 0600); a write there fails on its own, with :func:`os_error_line`."""
+    try:
+        os.chmod(path, private)
+    except OSError as exc:
+        log.warning(
+            "%s is accessible to other users (mode %o) and could not be set to %04o: %s",
+            path,
+            mode,
+            private,
+            exc.strerror or type(exc).__name__,
+        )
+        return
+    log.warning("%s was accessible to other users (mode %o); set it to %04o", path, mode, private)
+
+
+#: errno values that mean "this place cannot be written", with what to say about them
+_UNWRITABLE = {
+    errno.EROFS: "is on a read-only file system",
+    errno.EACCES: "is not writable by this user",
+    errno.EPERM: "is not writable by this user",
+    errno.ENOSPC: "is on a full disk",
+    errno.EDQUOT: "is over its disk quota",
+}
+
+
+def os_error_line(exc: OSError, where: Path) -> str:
+    """One line for an OSError met at ``where`` (a file or folder): what and why, never a
+    traceback. ``EROFS`` -> ``/x/byok is on a read-only file system``."""
+    reason = _UNWRITABLE.get(exc.errno or 0)
+    if reason is not None:
+        return f"{where} {reason}"
+    return f"{where}: {exc.strerror or type(exc).__name__}"
+
+
+def read_no_symlink(path: Path) -> bytes:
+    """The bytes of ``path``, refusing a symbolic link (``OSError`` with ``ELOOP``); a
+    missing file is ``FileNotFoundError`` as usual."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

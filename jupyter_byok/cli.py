@@ -12,6 +12,7 @@ import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import ByokError
@@ -286,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except ByokError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or folder this command needed: one line, no traceback
+        from ._files import os_error_line
+
+        where = exc.filename if isinstance(exc.filename, str) else "a file"
+        print(f"error: {os_error_line(exc, Path(where))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

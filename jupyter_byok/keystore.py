@@ -32,6 +32,7 @@ import base64
 import builtins
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -61,6 +62,8 @@ from ._files import (
     check_private_file,
     ensure_private_dir,
     file_lock,
+    os_error_line,
+    read_no_symlink,
     remove_stale_temps,
 )
 from .errors import (
@@ -69,6 +72,7 @@ from .errors import (
     KeystoreCorruptError,
     KeystoreError,
     KeystoreLockedError,
+    KeystorePermissionError,
     MachineBindingError,
     MissingKeyError,
     UnknownProviderError,
@@ -101,6 +105,18 @@ RECOVERY = (
     "run `jupyter byok keys reset` to set the old files aside and start a fresh store, "
     "then `jupyter byok restore BACKUP` if you have a backup (or add your keys again)"
 )
+#: the end of the one line a keystore change in a folder that cannot be written gets
+UNWRITABLE_HINT = (
+    "stored keys can still be listed and used, but none can be added, changed or removed: "
+    "make the folder writable, or set JUPYTER_BYOK_HOME to a writable folder"
+)
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return f" (to {os.readlink(path)})"
+    except OSError:
+        return ""
 
 
 def _now() -> str:
@@ -251,7 +267,13 @@ class Keystore:
     ) -> None:
         from .config import byok_home
 
-        self.home = ensure_private_dir(Path(home) if home else byok_home())
+        folder = Path(home) if home else byok_home()
+        try:
+            self.home = ensure_private_dir(folder)
+        except OSError as exc:
+            raise KeystorePermissionError(
+                f"cannot use the keystore folder: {os_error_line(exc, folder)}; {UNWRITABLE_HINT}"
+            ) from None
         self.path = self.home / "keystore.json"
         self.lock_path = self.home / "keystore.lock"
         self.kek_dir = self.home / "kek"
@@ -454,7 +476,7 @@ class Keystore:
         """Set the current files aside (never deleted) so that a fresh store can start."""
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         moved: builtins.list[Path] = []
-        with file_lock(self.lock_path), self._mutex:
+        with self._writing(), file_lock(self.lock_path), self._mutex:
             for path in (self.path, self.kek_dir):
                 if path.exists():
                     target = path.with_name(f"{path.name}.aside-{stamp}")
@@ -563,7 +585,10 @@ class Keystore:
     # ------------------------------------------------------------------ internals
     def _cleanup(self) -> None:
         """Remove temp files of dead writers; only when no writer holds the lock."""
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        except OSError:  # a read-only folder: no writer left anything; reading goes on
+            return
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -584,7 +609,7 @@ class Keystore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[tuple[_Store | None, Callable[[_Store], None]]]:
-        with file_lock(self.lock_path), self._mutex:
+        with self._writing(), file_lock(self.lock_path), self._mutex:
             remove_stale_temps(self.path)
             store = self._load()
 
@@ -592,6 +617,18 @@ class Keystore:
                 atomic_write(self.path, self._serialize(new))
 
             yield store, save
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A change to the store: an OSError (a read-only or full folder, a file of another
+        user) becomes one KeystorePermissionError line naming the place and what to do."""
+        try:
+            yield
+        except OSError as exc:
+            where = Path(exc.filename) if isinstance(exc.filename, str) else self.home
+            raise KeystorePermissionError(
+                f"cannot change the keystore: {os_error_line(exc, where)}; {UNWRITABLE_HINT}"
+            ) from None
 
     def _find(self, store: _Store, provider: str, name: str) -> dict[str, Any] | None:
         for entry in store.entries:
@@ -741,7 +778,7 @@ class Keystore:
         folder opened to others exposes no key: the files in it stay 0600).
         """
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)  # a symbolic link is refused (_load)
         except FileNotFoundError:
             return None
         except OSError:
@@ -766,7 +803,7 @@ class Keystore:
         file and may derive the key-encryption key (scrypt, a keyring), so the server does
         it on a worker thread."""
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)  # a symbolic link is refused (_load)
         except FileNotFoundError:
             return True
         except OSError:
@@ -778,11 +815,18 @@ class Keystore:
         """Read and verify the store (each time: other processes may have changed it)."""
         ensure_private_dir(self.home)
         try:
-            raw = self.path.read_bytes()
+            raw = read_no_symlink(self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise KeystoreError(f"cannot read keystore {self.path}: {exc.strerror}") from None
+            if exc.errno == errno.ELOOP:
+                raise KeystoreError(
+                    f"keystore {self.path} is a symbolic link{_link_target(self.path)}; "
+                    "jupyter_byok does not follow links for its keystore, nor replace them: "
+                    "put the file itself there, or set JUPYTER_BYOK_HOME to the folder that "
+                    "holds it"
+                ) from None
+            raise KeystoreError(f"cannot read keystore: {os_error_line(exc, self.path)}") from None
         check_private_file(self.path)
         check_private_dir(self.kek_dir)
         digest = hashlib.sha256(raw).digest()

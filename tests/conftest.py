@@ -34,6 +34,16 @@ def byok_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 
 @pytest.fixture(autouse=True)
+def redaction_registry() -> Iterator[None]:
+    """Secrets a test registers are forgotten after it: short ones are masked as words of
+    their own, and Hypothesis registers random one-character values."""
+    from jupyter_byok.redact import isolated_registry
+
+    with isolated_registry():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def local_models_allowed() -> Iterator[None]:
     """In-process Jupyter servers (pytest-jupyter) load our server extension, which forbids
     local models in its process; that process is the test runner, so restore the flag."""
