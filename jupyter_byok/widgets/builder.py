@@ -260,7 +260,9 @@ class PipelineBuilder(w.VBox):
 
         self.keys_hint = w.HTML(KEYS_HINT)
         self.refresh_button = w.Button(
-            description="Refresh models", icon="refresh", layout=w.Layout(width="auto")
+            description="Refresh models",
+            icon="refresh",
+            layout=w.Layout(width="auto", flex="0 0 auto"),
         )
         self.refresh_button.on_click(lambda _: self.refresh())
 
