@@ -394,3 +394,49 @@ def test_the_magic_runs_the_same_commands(fake_hub: FakeHub) -> None:
     assert "removed local:nb and deleted" in out
     assert "byok: no local model named 'nb'" in cap.stderr  # one red line, no traceback
     assert "Traceback" not in cap.stderr
+
+
+def test_one_pull_of_a_file_at_a_time(fake_hub: FakeHub, size: int) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    outcome: list[object] = []
+
+    def slow(progress: Progress) -> None:
+        started.set()
+        release.wait(30)
+
+    def first() -> None:
+        try:
+            outcome.append(pull(SPEC, on_progress=slow))
+        except Exception as exc:  # pragma: no cover - reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(LocalModelError, match="is being pulled by another process"):
+            pull(SPEC, name="second")
+    finally:
+        release.set()
+        worker.join(60)
+    assert [getattr(r, "status", r) for r in outcome] == ["pulled"]
+    assert fake_hub.bytes_sent() == size  # the refused pull sent nothing
+
+
+def test_a_new_revision_never_overwrites_a_registered_file(
+    fake_hub: FakeHub, embedded: Path
+) -> None:
+    repo = "org/Moving-GGUF"
+    old = fake_hub.add_file(repo, "model.gguf", embedded)
+    first = pull(f"hf:{repo}/model.gguf", name="old")
+    # the repo moves on: same file name, other content
+    newer = embedded.read_bytes()[:-1024] + b"\0" * 1024
+    fake_hub.add_file(repo, "model.gguf", newer)
+    with pytest.raises(LocalModelError, match="local:old is already another model"):
+        pull(f"hf:{repo}/model.gguf", name="old")
+    second = pull(f"hf:{repo}/model.gguf", name="new")
+    assert second.path != first.path and Path(first.path).is_file()
+    assert hashlib.sha256(Path(first.path).read_bytes()).hexdigest() == old.sha256
+    assert Path(second.path).name == "model.gguf"
+    assert {r["name"] for r in list_local_models()} >= {"old", "new"}

@@ -23,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,7 +33,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -620,13 +621,25 @@ def _check_name(name: str, remote: _Remote) -> None:
 
 
 def _destination(remote: _Remote) -> Path:
+    """``MODELS/OWNER--REPO/FILE.gguf``; when a registered model with other content (an
+    earlier revision) is there, ``MODELS/OWNER--REPO/SHA256[:12]/FILE.gguf``."""
+    from ..providers.local._registry import load_registry
+
     base = models_dir()
     if remote.source == "hf" and remote.repo:
         folder = base / remote.repo.replace("/", "--")
     else:
         folder = base / "urls" / (remote.sha256 or "unknown")[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / remote.filename.rsplit("/", 1)[-1]
+    path = folder / remote.filename.rsplit("/", 1)[-1]
+    taken = {
+        str(e.get("path")): e.get("sha256")
+        for e in load_registry()["models"].values()
+        if isinstance(e, dict)
+    }
+    if str(path) in taken and taken[str(path)] != remote.sha256:
+        path = folder / (remote.sha256 or "unknown")[:12] / path.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _hash_file(path: Path) -> str:
@@ -701,7 +714,6 @@ def pull(
     ``free_space(directory) -> bytes`` is the disk-space seam (default: ``shutil.disk_usage``).
     """
     from ..providers.local._gpu import parse_gpu_layers
-    from ._gguf import inspect_gguf
 
     started = time.monotonic()
     cancel = cancel or threading.Event()
@@ -759,6 +771,62 @@ def pull(
         _check_name(final_name, remote)
 
     dest = _destination(remote)
+    with _pulling(dest):
+        return _pull_file(
+            remote,
+            dest,
+            final_name,
+            parsed,
+            token,
+            n_gpu_layers,
+            started,
+            on_progress,
+            show_progress,
+            cancel,
+            free_space,
+        )
+
+
+@contextlib.contextmanager
+def _pulling(dest: Path) -> Iterator[None]:
+    """One pull of a file at a time, across processes (the panel and a terminal)."""
+    import fcntl
+
+    from ..config import byok_home
+
+    folder = byok_home() / "pull-locks"
+    folder.mkdir(exist_ok=True)
+    lock = folder / (hashlib.sha256(str(dest).encode()).hexdigest()[:24] + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LocalModelError(
+                f"{dest.name} is being pulled by another process (a terminal or the panel): "
+                "wait for it to finish, or cancel it there"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the lock file stays (see _files.file_lock)
+
+
+def _pull_file(
+    remote: _Remote,
+    dest: Path,
+    final_name: str,
+    parsed: PullSpec,
+    token: Any,
+    n_gpu_layers: int | str | None,
+    started: float,
+    on_progress: Callable[[Progress], None] | None,
+    show_progress: bool,
+    cancel: threading.Event,
+    free_space: Callable[[Path], int] | None,
+) -> PullResult:
+    """The download, verification and registration of ``remote`` at ``dest``."""
+    from ._gguf import inspect_gguf
+
     part = dest.with_name(dest.name + ".part")
     stamp = part.with_name(part.name + ".json")
     identity = {"sha256": remote.sha256, "size": remote.size}
