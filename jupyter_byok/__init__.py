@@ -182,10 +182,13 @@ def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFr
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext jupyter_byok``: register ``%%byok`` and ``%byok``."""
+    """``%load_ext jupyter_byok``: register ``%%byok`` and ``%byok`` (and their tab
+    completion: model ids, subcommands, local model names)."""
+    from .completion import register
     from .magics import load_ipython_extension as load
 
     load(ipython)
+    register(ipython)
 
 
 def __getattr__(name: str) -> Any:
