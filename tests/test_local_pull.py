@@ -440,3 +440,31 @@ def test_a_new_revision_never_overwrites_a_registered_file(
     assert hashlib.sha256(Path(first.path).read_bytes()).hexdigest() == old.sha256
     assert Path(second.path).name == "model.gguf"
     assert {r["name"] for r in list_local_models()} >= {"old", "new"}
+
+
+def test_a_file_in_the_hugging_face_cache_is_used_where_it_is(
+    fake_hub: FakeHub, embedded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = fake_hub.repos[EMBEDDED_REPO].commit
+    cache = tmp_path / "hf-cache"
+    folder = cache / ("models--" + EMBEDDED_REPO.replace("/", "--"))
+    blob = folder / "blobs" / hashlib.sha256(embedded.read_bytes()).hexdigest()
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(embedded.read_bytes())
+    snapshot = folder / "snapshots" / commit / EMBEDDED_FILENAME
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(blob)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+
+    result = pull(SPEC, name="cached")
+    assert result.status == "present" and result.downloaded_bytes == 0
+    assert "was in the Hugging Face cache and verifies" in result.message
+    assert Path(result.path) == snapshot and _resolve_gets(fake_hub) == 0
+    assert _left_in_models_dir() == []
+    row = next(r for r in list_local_models() if r["name"] == "cached")
+    assert row["downloaded"] is False and row["quantization"] == "Q4_1"
+    # not ours: remove forgets the name and keeps the file
+    assert "jupyter_byok did not download it" in remove_model("cached")["message"]
+    assert blob.is_file() and snapshot.is_file()

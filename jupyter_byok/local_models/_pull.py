@@ -642,6 +642,38 @@ def _destination(remote: _Remote) -> Path:
     return path
 
 
+def hub_cache_dir() -> Path:
+    """huggingface_hub's cache: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else its default
+    (read now: huggingface_hub reads these once, when imported)."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _from_hub_cache(remote: _Remote) -> Path | None:
+    """This very file in the Hugging Face cache (same commit, same SHA-256), if there."""
+    if remote.source != "hf" or not remote.repo or not remote.commit:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        remote.repo, remote.filename, cache_dir=hub_cache_dir(), revision=remote.commit
+    )
+    if not isinstance(found, str):
+        return None
+    path = Path(found)
+    try:
+        if remote.size is not None and path.stat().st_size != remote.size:
+            return None
+        return path if _hash_file(path) == remote.sha256 else None
+    except OSError:
+        return None
+
+
 def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -838,6 +870,29 @@ def _pull_file(
             previous = None
         if previous != identity:
             part.unlink()
+    cached = _from_hub_cache(remote) if not part.exists() else None
+    if cached is not None:
+        # Already downloaded by another Hugging Face tool: verified, used where it is, and
+        # never deleted by `local remove` (jupyter_byok did not download it).
+        facts = inspect_gguf(cached)
+        _register(final_name, remote, cached, str(remote.sha256), facts, False, n_gpu_layers)
+        _discard(part, stamp)
+        return PullResult(
+            name=final_name,
+            path=str(cached),
+            status="present",
+            source=remote.source,
+            sha256=str(remote.sha256),
+            size_bytes=cached.stat().st_size,
+            downloaded_bytes=0,
+            resumed_from=0,
+            seconds=time.monotonic() - started,
+            facts=facts,
+            message=(
+                f"local:{final_name}: {cached.name} was in the Hugging Face cache and "
+                "verifies: registered without downloading"
+            ),
+        )
     if dest.exists() and not part.exists():
         # A complete file from an earlier pull whose registration was removed: verify it.
         if _hash_file(dest) == remote.sha256:

@@ -9,6 +9,7 @@ points every ``JUPYTER_BYOK_<PROVIDER>_BASE_URL`` at the fake for the test's dur
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,11 +36,14 @@ def fake_providers(
 
 
 @pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     """A fake Hub for this test, serving the embedded SmolLM2 file as
-    ``hub.EMBEDDED_REPO/hub.EMBEDDED_FILENAME``; ``HF_ENDPOINT`` points at it."""
+    ``hub.EMBEDDED_REPO/hub.EMBEDDED_FILENAME``; ``HF_ENDPOINT`` points at it, and
+    ``HF_HOME`` at an empty folder (no Hugging Face cache or token of the user's)."""
     with serve_embedded(FakeHub()) as hub:
         for name, value in hub.env().items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_HUB_CACHE", raising=False)
         yield hub
