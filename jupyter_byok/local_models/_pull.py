@@ -511,9 +511,15 @@ def _fetch(
     proxies, offline mode, user agent and status errors), writing as it arrives. A
     dropped connection is resumed from what was written, up to ``_RETRIES`` times in a row,
     as huggingface_hub's own downloads do."""
-    import httpx2
+    import importlib
+
     from huggingface_hub import constants
-    from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff
+    from huggingface_hub.utils import get_session, hf_raise_for_status, http_stream_backoff
+
+    # The HTTP library huggingface_hub is built on (httpx2 today, httpx before): its
+    # transient errors are the ones a dropped connection raises.
+    http = importlib.import_module(type(get_session()).__module__.split(".")[0])
+    transient = (http.ConnectError, http.TimeoutException, http.RemoteProtocolError)
 
     retries = _RETRIES
     while True:
@@ -553,7 +559,7 @@ def _fetch(
             if pending:  # keep what arrived: the next pull resumes from there
                 writer.write(b"".join(pending))
             raise
-        except (httpx2.ConnectError, httpx2.TimeoutException, httpx2.RemoteProtocolError) as exc:
+        except transient as exc:
             if pending:  # keep what arrived before the connection dropped
                 writer.write(b"".join(pending))
                 already += held
