@@ -240,6 +240,14 @@ ROUTES = [
     ("PUT", ("budgets",)),
     ("GET", ("config",)),
     ("PUT", ("config",)),
+    ("GET", ("local", "models")),
+    ("DELETE", ("local", "models", "smollm2")),
+    ("POST", ("local", "models", "smollm2", "test")),
+    ("PUT", ("local", "default")),
+    ("GET", ("local", "pulls")),
+    ("POST", ("local", "pulls")),
+    ("GET", ("local", "pulls", "0123456789abcdef")),
+    ("DELETE", ("local", "pulls", "0123456789abcdef")),
 ]
 
 
