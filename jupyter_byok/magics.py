@@ -552,7 +552,7 @@ class ByokMagics(Magics):
         self._show_estimate(request)
 
     def _cmd_budget(self, rest: list[str]) -> None:
-        from .cli_usage import run_budget_command
+        from .cli.usage import run_budget_command
 
         run_budget_command(rest)
 
@@ -574,7 +574,7 @@ class ByokMagics(Magics):
     def _cmd_local(self, rest: list[str]) -> None:
         """``%byok local [list|pull|remove|default|set|test|add] ...``: the local model
         manager, as ``jupyter byok local`` (a pull shows a progress widget)."""
-        from .cli_local import run_local_command
+        from .cli.local import run_local_command
 
         run_local_command(rest)
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from jupyter_byok.cli_local import register
+from jupyter_byok.cli import build_parser
 from jupyter_byok.config import load_settings
 from jupyter_byok.errors import ByokError, ConfigError, LocalModelError
 from jupyter_byok.providers import local
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="jupyter byok")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     result: int = args.func(args)
     return result
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -11,15 +10,14 @@ import pytest
 
 from jupyter_byok import budgets
 from jupyter_byok.cache import ResponseCache
-from jupyter_byok.cli_usage import register, run_budget_command
+from jupyter_byok.cli import build_parser
+from jupyter_byok.cli.usage import run_budget_command
 from jupyter_byok.errors import ByokError, ConfigError
 from jupyter_byok.ledger import LedgerRow, default_ledger
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    parser = argparse.ArgumentParser(prog="jupyter byok")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     assert args.func(args) == 0
     return capsys.readouterr().out
 

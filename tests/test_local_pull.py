@@ -8,7 +8,6 @@ leaves the machine. The Hub token is a canary: it must appear nowhere but in the
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -19,10 +18,10 @@ from pathlib import Path
 import pytest
 
 import jupyter_byok
-from jupyter_byok.cli_local import register
+from jupyter_byok.cli import build_parser
 from jupyter_byok.config import load_settings
 from jupyter_byok.errors import LocalModelError, ModelIdError
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.local_models import (
     Progress,
     PullCancelled,
@@ -44,9 +43,7 @@ MiB = 1024**2
 
 
 def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="jupyter byok")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     result: int = args.func(args)
     return result
 

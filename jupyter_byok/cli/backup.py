@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import ByokError
+from ..errors import ByokError
 
 __all__ = ["register"]
 
@@ -52,7 +52,7 @@ def _line(kind: str, counts: dict[str, Any]) -> str:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from .backup import create_backup, passphrase_warning
+    from ..backup import create_backup, passphrase_warning
 
     passphrase = _passphrase(confirm=True)
     warning = passphrase_warning(passphrase)
@@ -74,7 +74,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .backup import restore_backup
+    from ..backup import restore_backup
 
     passphrase = _passphrase(confirm=False)
     report = restore_backup(args.file, passphrase, replace=args.replace)

@@ -13,17 +13,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .local_models._spec import human_size as _size
+from ..errors import ConfigError
+from ..local_models._spec import human_size as _size
 
 __all__ = ["register", "render_list", "run_local_command"]
 
 
 def cmd_local_add(args: argparse.Namespace) -> int:
-    from .config import Settings, update_settings
-    from .local_models import check_name, set_options
-    from .providers.local import check_gguf
-    from .providers.local._registry import load_registry
+    from ..config import Settings, update_settings
+    from ..local_models import check_name, set_options
+    from ..providers.local import check_gguf
+    from ..providers.local._registry import load_registry
 
     name: str = check_name(args.name)
     if name in load_registry()["models"]:
@@ -51,7 +51,7 @@ def cmd_local_add(args: argparse.Namespace) -> int:
 
 
 def cmd_local_pull(args: argparse.Namespace) -> int:
-    from .local_models import pull
+    from ..local_models import pull
 
     result = pull(
         args.spec,
@@ -128,7 +128,7 @@ def render_list(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_local_list(args: argparse.Namespace) -> int:
-    from .local_models import list_local_models
+    from ..local_models import list_local_models
 
     rows = list_local_models()
     if args.json:
@@ -139,14 +139,14 @@ def cmd_local_list(args: argparse.Namespace) -> int:
 
 
 def cmd_local_remove(args: argparse.Namespace) -> int:
-    from .local_models import remove_model
+    from ..local_models import remove_model
 
     print(remove_model(args.name)["message"], flush=True)
     return 0
 
 
 def cmd_local_default(args: argparse.Namespace) -> int:
-    from .local_models import default_local_name, set_default
+    from ..local_models import default_local_name, set_default
 
     if args.name is None:
         print(f"local:{default_local_name()}", flush=True)
@@ -156,14 +156,14 @@ def cmd_local_default(args: argparse.Namespace) -> int:
 
 
 def cmd_local_set(args: argparse.Namespace) -> int:
-    from .local_models import set_options
+    from ..local_models import set_options
 
     print(set_options(args.name, n_gpu_layers=args.gpu_layers)["message"], flush=True)
     return 0
 
 
 def cmd_local_test(args: argparse.Namespace) -> int:
-    from .local_models import test_model
+    from ..local_models import test_model
 
     report = test_model(args.name)
     print(f"local:{args.name}: {report['text']!r}", flush=True)

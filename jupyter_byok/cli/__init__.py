@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ByokError
+from ..errors import ByokError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -37,20 +37,20 @@ def _read_secret(prompt: str) -> str:
         return getpass.getpass(prompt)
     # Not a terminal: read at most a little more than the largest key we accept,
     # so that a mistaken pipe of a huge file fails fast with a clear message.
-    from .keystore import MAX_SECRET_LENGTH
+    from ..keys import MAX_SECRET_LENGTH
 
     return sys.stdin.read(MAX_SECRET_LENGTH + 1)
 
 
 def _keystore() -> Any:
-    from .keystore import Keystore
+    from ..keys import Keystore
 
     return Keystore()
 
 
 # --------------------------------------------------------------------------- keys
 def cmd_keys_set(args: argparse.Namespace) -> int:
-    from .redact import KEY_PATTERNS
+    from ..redact import KEY_PATTERNS
 
     provider, name = _split_label(args.provider, args.name)
     label = provider if name == "default" else f"{provider}@{name}"
@@ -108,7 +108,7 @@ def cmd_keys_delete(args: argparse.Namespace) -> int:
 
 def cmd_keys_verify(args: argparse.Namespace) -> int:
     provider, name = _split_label(args.provider, args.name)
-    from .verify import verify_key
+    from ..keys import verify_key
 
     result = verify_key(provider, name)
     _out(result)
@@ -148,7 +148,7 @@ def cmd_keys_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from .keystore import Keystore
+    from ..keys import Keystore
 
     passphrase = None
     if args.tier == "passphrase":
@@ -160,8 +160,8 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._version import __version__
-    from .config import byok_home
+    from .._version import __version__
+    from ..config import byok_home
 
     _out(f"jupyter_byok {__version__}")
     _out(f"home: {byok_home()}")
@@ -169,7 +169,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .commands.doctor import doctor, render_text
+    from ..commands.doctor import doctor, render_text
 
     report = doctor(probe=args.probe)
     _out(json.dumps(report, indent=2) if args.json else render_text(report))
@@ -177,7 +177,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .config import load_settings
+    from ..config import load_settings
 
     if args.key is None:
         _out(json.dumps(load_settings().to_json(), indent=2))
@@ -185,7 +185,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.value is None:
         _out(json.dumps(load_settings().to_json().get(args.key)))
         return 0
-    from .commands.config import set_config
+    from ..commands.config import set_config
 
     stored = set_config(args.key, args.value)
     _out(f"{args.key} = {json.dumps(stored)}")
@@ -193,7 +193,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     return run_demo(args.output)
 
@@ -244,19 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=["machine-file", "file", "passphrase"], default="machine-file")
     p.set_defaults(func=cmd_keys_init)
 
-    from .cli_endpoints import register as register_endpoints
-    from .cli_endpoints import register_rebind
+    from .endpoints import register as register_endpoints
+    from .endpoints import register_rebind
 
     register_rebind(ksub)
     register_endpoints(sub)
 
-    from .cli_local import register as register_local
-    from .cli_usage import register as register_usage
+    from .local import register as register_local
+    from .usage import register as register_usage
 
     register_local(sub)
     register_usage(sub)
 
-    from .cli_backup import register as register_backup
+    from .backup import register as register_backup
 
     register_backup(sub)
 
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .redact import install_log_filter
+    from ..redact import install_log_filter
 
     install_log_filter()
     parser = build_parser()
@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file or folder this command needed: one line, no traceback
-        from ._files import os_error_line
+        from .._files import os_error_line
 
         where = exc.filename if isinstance(exc.filename, str) else "a file"
         print(f"error: {os_error_line(exc, Path(where))}", file=sys.stderr)
@@ -298,6 +298,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

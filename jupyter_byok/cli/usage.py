@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["register", "run_budget_command"]
 
@@ -35,7 +35,7 @@ def _split_model(text: str) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- usage
 def cmd_usage(args: argparse.Namespace) -> int:
-    from .ledger import default_ledger, export
+    from ..ledger import default_ledger, export
 
     filters = {k: getattr(args, k) for k in ("provider", "model", "feature") if getattr(args, k)}
     by = [b for b in args.by.split(",") if b]
@@ -72,7 +72,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------- prices
 def cmd_prices_show(args: argparse.Namespace) -> int:
-    from . import pricing
+    from .. import pricing
 
     if args.model:
         provider, model = _split_model(args.model)
@@ -107,7 +107,7 @@ def cmd_prices_show(args: argparse.Namespace) -> int:
 
 
 def cmd_prices_update(args: argparse.Namespace) -> int:
-    from .pricing import update_prices
+    from ..pricing import update_prices
 
     info = update_prices(args.source)
     _out(f"price override {info['version']} installed: {info['models']} models")
@@ -116,8 +116,8 @@ def cmd_prices_update(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- budgets
 def cmd_budgets_list(args: argparse.Namespace) -> int:
-    from . import budgets
-    from .ledger import default_ledger
+    from .. import budgets
+    from ..ledger import default_ledger
 
     items = budgets.status(default_ledger())
     if args.json:
@@ -144,7 +144,7 @@ def cmd_budgets_list(args: argparse.Namespace) -> int:
 
 
 def cmd_budgets_set(args: argparse.Namespace) -> int:
-    from .budgets import set_budget
+    from ..budgets import set_budget
 
     budget = set_budget(
         args.period,
@@ -159,7 +159,7 @@ def cmd_budgets_set(args: argparse.Namespace) -> int:
 
 
 def cmd_budgets_remove(args: argparse.Namespace) -> int:
-    from .budgets import remove_budget
+    from ..budgets import remove_budget
 
     if not remove_budget(args.name):
         raise ConfigError(f"no budget {args.name}; `jupyter byok budgets list` shows them")
@@ -169,14 +169,14 @@ def cmd_budgets_remove(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- cache
 def cmd_cache_stats(args: argparse.Namespace) -> int:
-    from .cache import ResponseCache
+    from ..cache import ResponseCache
 
     _out(json.dumps(ResponseCache().stats(), indent=2))
     return 0
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
-    from .cache import ResponseCache
+    from ..cache import ResponseCache
 
     _out(f"removed {ResponseCache().clear()} cached responses")
     return 0

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from .errors import ByokError, ConfigError
+from ..errors import ByokError, ConfigError
 
 __all__ = ["cmd_keys_rebind", "register", "register_rebind"]
 
@@ -24,15 +24,15 @@ def _out(text: str = "") -> None:
 
 
 def _origin(url: str) -> str:
-    from .origin import origin_of
+    from ..keys import origin_of
 
     return str(origin_of(url))
 
 
 # ---------------------------------------------------------------------- endpoints
 def cmd_endpoints_add(args: argparse.Namespace) -> int:
-    from .config import Endpoint, Settings, update_settings
-    from .providers import parse_endpoint
+    from ..config import Endpoint, Settings, update_settings
+    from ..providers import parse_endpoint
 
     value: dict[str, Any] = {
         "base_url": args.base_url,
@@ -66,7 +66,7 @@ def cmd_endpoints_add(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints_list(args: argparse.Namespace) -> int:
-    from .config import load_settings
+    from ..config import load_settings
 
     endpoints = load_settings().endpoints
     if args.json:
@@ -87,7 +87,7 @@ def cmd_endpoints_list(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints_remove(args: argparse.Namespace) -> int:
-    from .config import Settings, update_settings
+    from ..config import Settings, update_settings
 
     def change(settings: Settings) -> None:
         if args.name not in settings.endpoints:
@@ -105,7 +105,7 @@ def cmd_endpoints_remove(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from .config import ENDPOINT_WIRES
+    from ..config import ENDPOINT_WIRES
 
     endpoints = sub.add_parser("endpoints", help="providers of your own: proxies, Ollama, ...")
     esub = endpoints.add_subparsers(dest="endpoints_command", required=True)
@@ -131,8 +131,8 @@ def register(sub: Any) -> None:
 
 # -------------------------------------------------------------------------- rebind
 def cmd_keys_rebind(args: argparse.Namespace) -> int:
-    from .keystore import Keystore, binding_for
-    from .providers import get_spec
+    from ..keys import Keystore, binding_for
+    from ..providers import get_spec
 
     provider, _, at_name = args.provider.partition("@")
     name = args.name or at_name or "default"
