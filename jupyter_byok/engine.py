@@ -45,6 +45,7 @@ from .ledger import _is_write_failure, new_id
 from .models import ModelRef, parse_model
 from .redact import Secret
 from .types import (
+    DEFAULT_MAX_TOKENS,
     Attempt,
     Completion,
     Message,
@@ -63,9 +64,6 @@ if TYPE_CHECKING:
     from .providers.base import AsyncHTTPClient
 
 __all__ = ["Engine", "Estimate", "build_messages", "estimate_call", "get_engine"]
-
-#: output tokens assumed for an estimate when the call sets no max_tokens
-DEFAULT_MAX_OUTPUT = 1024
 
 T = TypeVar("T")
 
@@ -117,7 +115,7 @@ def estimate_call(ref: ModelRef, messages: list[Message], max_tokens: int | None
     available, else a deliberately high bound) plus ``max_tokens`` of output."""
     from . import pricing
 
-    max_out = int(max_tokens or DEFAULT_MAX_OUTPUT)
+    max_out = int(max_tokens or DEFAULT_MAX_TOKENS)
     if ref.provider == "tavily":
         return Estimate(ref.id, 0, 0, pricing.estimate_cost(ref.provider, ref.model, 0, 0))
     text = "\n".join(m.content for m in messages)

@@ -26,7 +26,7 @@ from .client import get_client
 from .engine import build_messages
 from .errors import ByokError
 from .interpolate import MISSING, interpolate
-from .types import Completion, Message, Request
+from .types import DEFAULT_MAX_TOKENS, Completion, Message, Request
 
 __all__ = ["ByokMagics", "footer_text", "load_ipython_extension"]
 
@@ -539,7 +539,7 @@ class ByokMagics(Magics):
     def _cmd_estimate(self, rest: list[str]) -> None:
         if len(rest) < 2:
             raise ByokError('use %byok estimate MODEL "prompt text" [--max-tokens N]')
-        max_tokens = 1024
+        max_tokens = DEFAULT_MAX_TOKENS
         if "--max-tokens" in rest:
             i = rest.index("--max-tokens")
             max_tokens = int(rest[i + 1])

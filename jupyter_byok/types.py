@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
     "Attempt",
     "Completion",
     "Message",
@@ -25,6 +26,11 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant"]
+
+#: the output-token limit of a cloud call that sets no ``max_tokens``: what Anthropic's
+#: API requires us to send, and the upper bound estimates and budgets assume for every
+#: provider (local models have their own smaller default, see providers/local/_params.py)
+DEFAULT_MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ See :class:`Pipeline`. Importing this package is cheap (no pandas, no ipywidgets
 from __future__ import annotations
 
 from ._core import Pipeline, PipelineError, PipelineRunError
-from ._map import AdaptiveLimiter, CostConfirmationError, Estimate
+from ._map import AdaptiveLimiter, CostConfirmationError, MapEstimate
 from ._nodes import LLMNode, NodeResult, PipelineResult, PythonNode, SearchNode
 from ._schema import FORMAT, SCHEMA_VERSION
 
@@ -15,8 +15,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "AdaptiveLimiter",
     "CostConfirmationError",
-    "Estimate",
     "LLMNode",
+    "MapEstimate",
     "NodeResult",
     "Pipeline",
     "PipelineError",

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import pandas
 
     from ..client import Client
-    from ._map import Estimate
+    from ._map import MapEstimate
 
 __all__ = ["Pipeline", "PipelineError", "PipelineRunError"]
 
@@ -543,7 +543,7 @@ class Pipeline:
         *,
         confirm_above: float | None = None,
         **run_inputs: Any,
-    ) -> Estimate:
+    ) -> MapEstimate:
         """The expected cost of :meth:`map` over ``df`` (or of one :meth:`run`)."""
         from ._map import estimate
 

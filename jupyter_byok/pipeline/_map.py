@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ByokError, RateLimitError
 from ..interpolate import interpolate
+from ..types import DEFAULT_MAX_TOKENS
 from ._nodes import INPUT, Inputs, LLMNode, PythonNode, SearchNode, render_value
 
 if TYPE_CHECKING:
@@ -34,10 +35,9 @@ if TYPE_CHECKING:
 
     from ._core import Pipeline, _Plan
 
-__all__ = ["AdaptiveLimiter", "Estimate", "amap", "estimate"]
+__all__ = ["AdaptiveLimiter", "MapEstimate", "amap", "estimate"]
 
 #: output tokens assumed for an LLM node without ``max_tokens`` (the engine's budget default)
-DEFAULT_MAX_TOKENS = 1024
 #: tokens a search node's results add to a downstream prompt, for estimates
 SEARCH_TOKENS = 400
 #: how often a row is retried after rate-limit errors before the map gives up on it
@@ -335,7 +335,7 @@ async def amap(
 
 # --------------------------------------------------------------------------- estimates
 @dataclass
-class Estimate:
+class MapEstimate:
     """What a map (or one run) is expected to cost, at most, before it runs."""
 
     rows: int
@@ -360,7 +360,7 @@ class Estimate:
         return text
 
     def __repr__(self) -> str:
-        return f"Estimate({self})"
+        return f"MapEstimate({self})"
 
 
 def estimate(
@@ -371,7 +371,7 @@ def estimate(
     confirm_above: float | None = None,
     run_inputs: Mapping[str, Any] | None = None,
     plan: _Plan | None = None,
-) -> Estimate:
+) -> MapEstimate:
     """An upper bound, node by node: prompts rendered from real row values and cached
     upstream outputs where known, every output at ``max_tokens``; cached nodes cost 0."""
     from .. import pricing
@@ -448,7 +448,7 @@ def estimate(
                 unpriced.add(name)
             else:
                 per_node[name] += cost
-    result = Estimate(
+    result = MapEstimate(
         rows=len(rows),
         calls=calls,
         cached_calls=cached,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import StreamError
-from ..types import Message, ProviderResult, StreamEvent, Usage
+from ..types import DEFAULT_MAX_TOKENS, Message, ProviderResult, StreamEvent, Usage
 from .base import SSEEvent, WireRequest, count, refuse_params, wrong_shape
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 1024
 _RENAMED = {"stop": "stop_sequences"}
 
 

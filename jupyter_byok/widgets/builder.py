@@ -24,7 +24,7 @@ import ipywidgets as w
 
 from ..errors import ByokError
 from ..pipeline import LLMNode, NodeResult, Pipeline, PipelineError, SearchNode
-from ..pipeline._map import DEFAULT_MAX_TOKENS
+from ..types import DEFAULT_MAX_TOKENS
 
 __all__ = ["NodePanel", "PipelineBuilder", "model_options"]
 

@@ -8,6 +8,8 @@ from typing import Any
 from ...errors import LocalModelError
 from ...types import Message
 
+#: a local model's own default output limit, smaller than the cloud's (types.DEFAULT_MAX_TOKENS):
+#: generation runs on this machine's CPU, where 1,024 tokens of a small model take minutes
 DEFAULT_MAX_TOKENS = 256
 # Sampling defaults mirror llama-cpp's create_chat_completion, so "the same settings" means
 # the same thing here and in raw llama-cpp.
