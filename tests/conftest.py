@@ -41,14 +41,3 @@ def redaction_registry() -> Iterator[None]:
 
     with isolated_registry():
         yield
-
-
-@pytest.fixture(autouse=True)
-def local_models_allowed() -> Iterator[None]:
-    """In-process Jupyter servers (pytest-jupyter) load our server extension, which forbids
-    local models in its process; that process is the test runner, so restore the flag."""
-    from jupyter_byok.providers import local
-
-    before = local._REFUSE_IN_PROCESS
-    yield
-    local._REFUSE_IN_PROCESS = before

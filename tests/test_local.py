@@ -277,14 +277,25 @@ def test_truncated_gguf_in_a_fresh_process_exits_cleanly(tmp_path: Path, model_p
     assert out.stderr == ""  # llama.cpp's log noise is suppressed
 
 
-def test_refuses_inside_the_server_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local, "_REFUSE_IN_PROCESS", True)
-    attempts: list[Attempt] = []
+def test_the_server_engine_refuses_local_models() -> None:
+    """The server builds ``Engine(allow_local=False)``: a ``local:`` call, completed or
+    streamed, fails before any model is loaded into that process."""
+    from jupyter_byok.engine import Engine
+    from jupyter_byok.types import Request
+
+    engine = Engine(allow_local=False)
+    loaded = len(local.loaded_models())
+    request = Request(model="local:smollm2", messages=QUESTION)
+
+    async def stream() -> None:
+        async for _ in engine.astream(request):
+            pass
+
     with pytest.raises(LocalModelError, match="kernel"):
-        local.complete_local("smollm2", QUESTION, {}, on_attempt=attempts.append)
+        asyncio.run(engine.acomplete(request))
     with pytest.raises(LocalModelError, match="kernel"):
-        list(local.stream_local("smollm2", QUESTION, {}))
-    assert [a.status for a in attempts] == ["error"]
+        asyncio.run(stream())
+    assert len(local.loaded_models()) == loaded
 
 
 # --------------------------------------------------------------------------- cancellation

@@ -63,7 +63,8 @@ async def wait_for(jp_fetch: Any, seen: list[str], job_id: str) -> dict[str, Any
 async def test_pull_list_test_default_remove_through_the_api(
     jp_fetch: Any, jp_serverapp: Any, fake_hub: FakeHub, seen: list[str]
 ) -> None:
-    assert local._REFUSE_IN_PROCESS  # the server process never runs a model
+    # the server process never runs a model: its engine refuses local: ids
+    assert jp_serverapp.web_app.settings["jupyter_byok"].engine.allow_local is False
     fake_hub.add_repo("org/Gated-GGUF", gated=True, token=TOKEN)
     fake_hub.add_file("org/Gated-GGUF", "gated.gguf", local.embedded_model_path())
 

@@ -23,13 +23,7 @@ def load_extension(server_app: Any) -> None:
 
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(install_log_filter())
-    # Local models belong to kernels: refuse to load one into the server process.
-    try:
-        from ..providers import local
-
-        local._REFUSE_IN_PROCESS = True
-    except ImportError:  # pragma: no cover - the local provider is part of the package
-        pass
+    # Local models belong to kernels: the service's Engine(allow_local=False) refuses them.
     setup_handlers(server_app.web_app, ByokService())
     _collect_once_serving(server_app)
     server_app.log.info("jupyter_byok server extension loaded (keystore and dispatch in server)")

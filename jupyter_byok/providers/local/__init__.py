@@ -12,9 +12,8 @@ Invariants:
   ``prompt_tokens`` llama-cpp reports for the same call made without streaming.
 - Every call reports exactly one :class:`~jupyter_byok.types.Attempt` through
   ``on_attempt`` (ok, error or cancelled), whatever happens, before it returns or raises.
-- Never inside the Jupyter server process: the server extension sets
-  ``_REFUSE_IN_PROCESS = True`` when it loads (an environment variable would leak into
-  kernels started by the server, which is where local models belong).
+- Never inside the Jupyter server process: the server's engine is built with
+  ``Engine(allow_local=False)``, which refuses a ``local:`` model before it gets here.
 """
 
 from __future__ import annotations
@@ -83,9 +82,6 @@ __all__ = [
     "unload_all",
 ]
 
-#: Set to True by the server extension: local models run in kernels, never in the server.
-_REFUSE_IN_PROCESS = False
-
 OnAttempt = Callable[[Attempt], None]
 
 
@@ -122,14 +118,6 @@ class _Call:
                 usage=usage,
                 ttft_s=self.ttft_s,
             )
-        )
-
-
-def _check_allowed() -> None:
-    if _REFUSE_IN_PROCESS:
-        raise LocalModelError(
-            "local models run in the notebook kernel, not in the Jupyter server: "
-            "call local:* models from a kernel or a script"
         )
 
 
@@ -173,7 +161,6 @@ def complete_local(
     cancel = cancel or threading.Event()
     partial: Usage | None = None
     try:
-        _check_allowed()
         path = resolve_local_model(model)
         chat = _message_dicts(messages)
         entry = _acquire(path, params)
@@ -235,7 +222,6 @@ def stream_local(
     partial: Usage | None = None
     response_id = f"cmpl-{uuid.uuid4()}"
     try:
-        _check_allowed()
         path = resolve_local_model(model)
         chat = _message_dicts(messages)
         entry = _acquire(path, params)
