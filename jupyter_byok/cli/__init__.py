@@ -37,13 +37,13 @@ def _read_secret(prompt: str) -> str:
         return getpass.getpass(prompt)
     # Not a terminal: read at most a little more than the largest key we accept,
     # so that a mistaken pipe of a huge file fails fast with a clear message.
-    from ..keys import MAX_SECRET_LENGTH
+    from ..keystore import MAX_SECRET_LENGTH
 
     return sys.stdin.read(MAX_SECRET_LENGTH + 1)
 
 
 def _keystore() -> Any:
-    from ..keys import Keystore
+    from ..keystore import Keystore
 
     return Keystore()
 
@@ -108,7 +108,7 @@ def cmd_keys_delete(args: argparse.Namespace) -> int:
 
 def cmd_keys_verify(args: argparse.Namespace) -> int:
     provider, name = _split_label(args.provider, args.name)
-    from ..keys import verify_key
+    from ..verify import verify_key
 
     result = verify_key(provider, name)
     _out(result)
@@ -148,7 +148,7 @@ def cmd_keys_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from ..keys import Keystore
+    from ..keystore import Keystore
 
     passphrase = None
     if args.tier == "passphrase":
@@ -297,4 +297,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-

@@ -24,7 +24,7 @@ def _out(text: str = "") -> None:
 
 
 def _origin(url: str) -> str:
-    from ..keys import origin_of
+    from ..origin import origin_of
 
     return str(origin_of(url))
 
@@ -131,7 +131,7 @@ def register(sub: Any) -> None:
 
 # -------------------------------------------------------------------------- rebind
 def cmd_keys_rebind(args: argparse.Namespace) -> int:
-    from ..keys import Keystore, binding_for
+    from ..keystore import Keystore, binding_for
     from ..providers import get_spec
 
     provider, _, at_name = args.provider.partition("@")
