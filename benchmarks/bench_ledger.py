@@ -18,7 +18,6 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 
 def main() -> None:
@@ -34,8 +33,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ledger-"))
     os.environ["JUPYTER_BYOK_HOME"] = str(tmp / "home")
 
-    from jupyter_byok._ledger_frame import snapshot_path
     from jupyter_byok.ledger import Ledger, LedgerRow
+    from jupyter_byok.ledger.frame import FrameReader, snapshot_path
 
     def make(i: int, rng: random.Random, t: float | None = None) -> LedgerRow:
         return LedgerRow(
@@ -88,7 +87,8 @@ def main() -> None:
     )
     led.close()
 
-    led = Ledger(path)
+    reader = FrameReader()  # arrow_reads: which path each first read took
+    led = Ledger(path, frames=reader)
     t0 = time.perf_counter()
     groups = led.summary(["provider"], bucket="day")
     t_rollup = time.perf_counter() - t0
@@ -108,23 +108,13 @@ def main() -> None:
 
     import pandas as pd
 
-    from jupyter_byok import _ledger_frame
-
     t0 = time.perf_counter()
     ref = pd.read_sql("SELECT * FROM attempts", conn)
     t_pd = time.perf_counter() - t0
     snap = snapshot_path(led)
     if snap.exists():
         snap.unlink()
-    arrow_used: list[bool] = []
-    read_arrow = _ledger_frame._read_arrow
-
-    def spy(*args: Any) -> Any:
-        got = read_arrow(*args)
-        arrow_used.append(got is not None)
-        return got
-
-    _ledger_frame._read_arrow = spy
+    arrow_used = reader.arrow_reads
     t0 = time.perf_counter()
     cold = led.frame()
     t_cold = time.perf_counter() - t0
@@ -146,7 +136,7 @@ def main() -> None:
     print(f"usage() after one more append         {t_tail:.3f} s   {t_tail / t_pd:.2f}x")
     if opts.sqlite3_path:
         snap.unlink()
-        _ledger_frame._arrow_available = lambda: False
+        reader.arrow = False
         t0 = time.perf_counter()
         plain = led.frame()
         t_plain = time.perf_counter() - t0

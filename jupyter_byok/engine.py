@@ -19,7 +19,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import threading
 import time
@@ -35,13 +34,12 @@ from .config import byok_home
 from .errors import (
     BudgetExceededError,
     ByokError,
-    LedgerError,
     LedgerUnavailableError,
     LocalModelError,
     MissingKeyError,
 )
 from .keystore import Keystore, resolve_key
-from .ledger import _is_write_failure, new_id
+from .ledger import new_id
 from .models import ModelRef, parse_model
 from .redact import Secret
 from .types import (
@@ -158,10 +156,6 @@ class Engine:
         self._turn = 0
         #: calls of this engine under way (all loops); see :meth:`_write_rows`
         self._in_flight = 0
-        #: rows waiting for the next turn of each loop (see :meth:`_write_rows`)
-        self._batches: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[list[LedgerRow], asyncio.Future[str | None]]
-        ] = weakref.WeakKeyDictionary()
         self._count_lock = threading.Lock()
         self._ledger: Ledger | None = None
         self._cache: ResponseCache | None = None
@@ -534,7 +528,7 @@ class Engine:
     async def _check_ledger(self, ref: ModelRef) -> None:
         """Refuse the call, before anything is sent, if the ledger is known not to take its
         row (:meth:`Ledger.ensure_writable`): remembered state, re-checked at most every
-        ``ledger.CHECK_EVERY_S`` (in the server, on a worker thread)."""
+        ``Ledger.check_every_s`` (in the server, on a worker thread)."""
         try:
             ledger = self.ledger
         except OSError as exc:  # its folder could not be made
@@ -682,7 +676,7 @@ class Engine:
         another thread. With several calls in flight on one loop, and always in the server
         (``offload``), the rows of every call that finishes in the same turn of the loop
         are committed together at the start of the next turn: on the loop itself, or in
-        the server by the ledger's writer thread (see :mod:`._group_commit`: concurrent
+        the server by the ledger's writer thread (see :mod:`.ledger.writer`: concurrent
         turns share its transactions, and the Tornado loop never waits on the disk). Each
         call returns only once its rows are committed: a reply is never sent for a row that
         a crash could still lose.
@@ -692,46 +686,13 @@ class Engine:
         refused until they are written) and the one-line warning goes to ``warnings``: an
         answer the provider already gave (and billed) is never thrown away.
         """
-        if self.offload or self._in_flight > 1:
-            loop = asyncio.get_running_loop()
-            batch = self._batches.get(loop)
-            if batch is None:
-                batch = self._batches[loop] = ([], loop.create_future())
-                loop.call_soon(self._commit_batch, loop)
-            batch[0].extend(rows)
-            # a cancelled caller's rows are written anyway
-            warning = await asyncio.shield(batch[1])
-        else:
-            warning = self.ledger.record_or_keep(rows)
+        # the ledger's writer batches (one writer for both modes: see :mod:`.ledger.writer`)
+        warning = await self.ledger.writer.write(
+            rows, thread=self.offload, alone=self._in_flight <= 1
+        )
         if warning is not None and warnings is not None:
             warnings.append(warning)
         return [row.id for row in rows]
-
-    def _commit_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        rows, done = self._batches.pop(loop)
-        ledger = self.ledger
-        if not self.offload:
-            try:
-                warning = ledger.record_or_keep(rows)
-            except BaseException as exc:  # every caller in the batch gets the error
-                done.set_exception(exc)
-            else:
-                done.set_result(warning)
-            return
-        from ._group_commit import writer_for
-
-        def committed(future: concurrent.futures.Future[list[str]]) -> None:
-            # in the writer thread: a failed write is kept pending whoever still waits
-            exc = future.exception()
-            warning: str | None = None
-            if isinstance(exc, LedgerError) and _is_write_failure(exc):
-                warning, exc = ledger.keep_pending(rows, exc), None
-            try:
-                loop.call_soon_threadsafe(_settle, done, warning, exc)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
-        writer_for(ledger).submit(rows).add_done_callback(committed)
 
     @property
     def cache(self) -> ResponseCache:
@@ -765,17 +726,6 @@ class Engine:
             ledger_id=None,
             warnings=[],
         )
-
-
-def _settle(
-    done: asyncio.Future[str | None], warning: str | None, exc: BaseException | None
-) -> None:
-    if done.done():
-        return
-    if exc is not None:
-        done.set_exception(exc)
-    else:
-        done.set_result(warning)
 
 
 _engine: Engine | None = None

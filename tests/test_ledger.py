@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from jupyter_byok import ledger as ledger_mod
-from jupyter_byok._ledger_frame import REFRESH_ROWS, snapshot_path
 from jupyter_byok.errors import ConfigError, LedgerError
 from jupyter_byok.ledger import Ledger, LedgerRow, export, ledger_path, migrate, parse_time, usage
+from jupyter_byok.ledger.frame import REFRESH_ROWS, snapshot_path
 
 
 def row(**kw: object) -> LedgerRow:
@@ -216,13 +216,13 @@ def test_network_home_relocates_with_warning(
     home = tmp_path / "nfs-home"
     home.mkdir()
     mounts = f"/dev/vda / ext4 rw 0 0\nserver:/export {home} nfs4 rw 0 0\n"
-    assert ledger_mod._fs_type(home / "x", mounts) == "nfs4"
+    assert ledger_mod.fs_type(home / "x", mounts) == "nfs4"
     assert ledger_path(home, mounts="/dev/vda / ext4 rw 0 0\n") == home / "ledger.sqlite3"
     with caplog.at_level("WARNING", logger="jupyter_byok"):
         p = ledger_path(home, mounts=mounts)
     assert (
         not str(p).startswith(str(home))
-        and ledger_mod._fs_type(p.parent) not in ledger_mod.NETWORK_FS
+        and ledger_mod.fs_type(p.parent) not in ledger_mod.NETWORK_FS
     )
     assert "network filesystem" in caplog.text
     monkeypatch.setenv("JUPYTER_BYOK_LEDGER_DIR", str(tmp_path / "chosen"))

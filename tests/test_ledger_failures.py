@@ -55,8 +55,8 @@ def one_line_refusal(message: str, path: Path) -> None:
 @pytest.fixture
 def env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    # each call checks the ledger now (the remembered state is trusted for CHECK_EVERY_S)
-    monkeypatch.setattr(ledger_mod, "CHECK_EVERY_S", 0.0)
+    # each call checks the ledger now (the remembered state is trusted for check_every_s)
+    monkeypatch.setattr(ledger_mod.Ledger, "check_every_s", 0.0)
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ import jupyter_byok
 from jupyter_byok import ledger as L
 from jupyter_byok.errors import LedgerUnavailableError
 
-L.CHECK_EVERY_S = 0.0  # each call checks the ledger now
+L.Ledger.check_every_s = 0.0  # each call checks the ledger now
 out = {}
 first = jupyter_byok.complete("openai:gpt-4o-mini", "first")
 out["first"] = [first.ledger_id, first.warnings]
@@ -462,7 +462,7 @@ def test_the_check_is_remembered_between_calls(
 ) -> None:
     """Within CHECK_EVERY_S the check is a clock read: no statvfs per call."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setattr(ledger_mod, "CHECK_EVERY_S", 3600.0)
+    monkeypatch.setattr(ledger_mod.Ledger, "check_every_s", 3600.0)
     jupyter_byok.complete(MODEL, "opens the ledger")
     calls: list[str] = []
     real = os.statvfs
@@ -477,6 +477,6 @@ def test_the_check_is_remembered_between_calls(
     for i in range(20):
         jupyter_byok.complete(MODEL, f"call {i}")
     assert calls == []
-    monkeypatch.setattr(ledger_mod, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(ledger_mod.Ledger, "check_every_s", 0.0)
     jupyter_byok.complete(MODEL, "now it checks")
     assert len(calls) == 1

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ import pandas as pd
 import pyarrow  # noqa: F401
 import pytest
 
-from jupyter_byok import _ledger_frame as lf
 from jupyter_byok.ledger import Ledger, LedgerRow
+from jupyter_byok.ledger import frame as lf
+from jupyter_byok.ledger.frame import FrameReader
 
 PROVIDERS = ["openai", "Anthropic", "ßeta", "émoji😀", "", "zz", "Zz"]
 
@@ -85,45 +87,42 @@ def assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 
 def reference(led: Ledger, after: int = 0) -> tuple[pd.DataFrame, int]:
-    with led._read() as conn:
-        return lf._read_sqlite(conn, after)
+    return FrameReader().read_sqlite(led, after)
 
 
-def arrow(led: Ledger, after: int = 0) -> tuple[pd.DataFrame, int] | None:
-    with led._read() as conn:
-        kinds = lf._kinds(conn)
-        (top,) = conn.execute("SELECT max(rowid) FROM attempts").fetchone()
-    assert kinds is not None
-    return lf._read_arrow(led, kinds, after, top)
+def arrow(
+    led: Ledger, after: int = 0, reader: FrameReader | None = None
+) -> tuple[pd.DataFrame, int] | None:
+    return (reader or FrameReader()).read_arrow(led, after)
 
 
 @pytest.fixture
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+def small_batches() -> FrameReader:
     """Many driver batches on a small ledger: type inference sees only the first one."""
-    monkeypatch.setattr(lf, "_BATCH_ROWS", 256)
+    return FrameReader(batch_rows=256)
 
 
 @pytest.mark.parametrize("parts", [1, 2])
 def test_arrow_read_equals_sqlite3_read(
-    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch, parts: int
+    tmp_path: Path, small_batches: FrameReader, monkeypatch: pytest.MonkeyPatch, parts: int
 ) -> None:
-    monkeypatch.setattr(lf, "ARROW_PART_ROWS", 1000 if parts == 2 else 10**9)
+    reader = replace(small_batches, arrow_part_rows=1000 if parts == 2 else 10**9)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     led = Ledger(tmp_path / "l.db")
     # optional columns NULL for the first 1,500 rows (several batches), set afterwards
     led.record_many(make_rows(3000, bare_until=1500))
     for after in (0, 1000, 2999):
-        got = arrow(led, after)
+        got = arrow(led, after, reader)
         assert got is not None
         want = reference(led, after)
         assert got[1] == want[1] == 3000
         assert_same(got[0], want[0])
 
 
-def test_arrow_read_of_all_null_columns(tmp_path: Path, small_batches: None) -> None:
+def test_arrow_read_of_all_null_columns(tmp_path: Path, small_batches: FrameReader) -> None:
     led = Ledger(tmp_path / "l.db")
     led.record_many([LedgerRow("openai", "o3", "ok", ts_start=1e9 + i) for i in range(700)])
-    got = arrow(led)
+    got = arrow(led, 0, small_batches)
     assert got is not None
     assert_same(got[0], reference(led)[0])
     assert got[0]["key_name"].isna().all() and got[0]["http_status"].isna().all()
@@ -135,7 +134,7 @@ def test_the_driver_alone_fails_on_null_then_text(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "l.db")
     led.record_many(make_rows(600, bare_until=300))
     plain = subprocess.run(
-        [sys.executable, "-c", lf._CHILD, led.path.resolve().as_uri() + "?mode=ro",
+        [sys.executable, "-c", lf.CHILD, led.path.resolve().as_uri() + "?mode=ro",
          "SELECT key_name FROM attempts ORDER BY rowid", "256", "1000"],
         capture_output=True, check=False,
     )  # fmt: skip
@@ -159,35 +158,25 @@ def test_the_driver_alone_fails_on_null_then_text(tmp_path: Path) -> None:
 )
 def test_mixed_types_fall_back_to_sqlite3(
     tmp_path: Path,
-    small_batches: None,
-    monkeypatch: pytest.MonkeyPatch,
+    small_batches: FrameReader,
     column: str,
     value: Any,
     row: int,
 ) -> None:
-    led = Ledger(tmp_path / "l.db")
+    reader = replace(small_batches, arrow_min_rows=100)
+    led = Ledger(tmp_path / "l.db", frames=reader)
     led.record_many(make_rows(1200, bare_until=600))
     with sqlite3.connect(led.path) as raw:
         raw.execute(f"UPDATE attempts SET {column} = ? WHERE rowid = ?", (value, row))
-    assert arrow(led) is None  # never silently different
-    monkeypatch.setattr(lf, "ARROW_MIN_ROWS", 100)
+    assert arrow(led, 0, reader) is None  # never silently different
     assert_same(led.frame(), reference(led)[0])
+    assert reader.arrow_reads == [False, False]  # tried, and handed back to sqlite3
 
 
-def test_cold_read_through_arrow_then_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(lf, "ARROW_MIN_ROWS", 100)
-    used: list[bool] = []
-    real = lf._read_arrow
-
-    def spy(*args: Any) -> Any:
-        got = real(*args)
-        used.append(got is not None)
-        return got
-
-    monkeypatch.setattr(lf, "_read_arrow", spy)
-    led = Ledger(tmp_path / "l.db")
+def test_cold_read_through_arrow_then_snapshot(tmp_path: Path) -> None:
+    reader = FrameReader(arrow_min_rows=100)
+    used = reader.arrow_reads  # one entry per Arrow read tried: whether it gave the rows
+    led = Ledger(tmp_path / "l.db", frames=reader)
     led.record_many(make_rows(lf.REFRESH_ROWS + 300, bare_until=2000))
     want = reference(led)[0]
     cold = led.frame()
@@ -211,22 +200,22 @@ def test_cold_read_through_arrow_then_snapshot(
     led.record_many(make_rows(300, start=2 * 10**6, bare_until=2 * 10**6 + 150))
     joined = led.frame()
     assert used == [True, True, True] and len(joined) == len(want) + 303
-    monkeypatch.setattr(lf, "_arrow_available", lambda: False)
+    reader.arrow = False
     assert_same(joined, led.frame())
 
 
-def test_failing_child_or_missing_driver_fall_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(lf, "ARROW_MIN_ROWS", 100)
-    led = Ledger(tmp_path / "l.db")
+def test_failing_child_or_missing_driver_fall_back(tmp_path: Path) -> None:
+    reader = FrameReader(arrow_min_rows=100)
+    led = Ledger(tmp_path / "l.db", frames=reader)
     led.record_many(make_rows(400, bare_until=200))
     want = reference(led)[0]
-    monkeypatch.setattr(lf, "_CHILD", "import sys; sys.exit(3)")
-    assert arrow(led) is None
+    reader.child = "import sys; sys.exit(3)"
+    assert arrow(led, 0, reader) is None
     assert_same(led.frame(), want)
-    monkeypatch.setattr(lf, "_arrow_available", lambda: False)
+    assert reader.arrow_reads == [False, False]
+    reader.arrow = False
     assert_same(led.frame(), want)
+    assert reader.arrow_reads == [False, False]  # not tried without the driver
 
 
 def test_arrow_read_leaves_this_process_locks_alone(tmp_path: Path) -> None:
@@ -265,9 +254,9 @@ for i in range(int(sys.argv[2])):
 
 
 def test_arrow_read_while_another_process_writes(
-    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, small_batches: FrameReader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lf, "ARROW_PART_ROWS", 2000)
+    reader = replace(small_batches, arrow_part_rows=2000)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     led = Ledger(tmp_path / "l.db")
     led.record_many(make_rows(5000, bare_until=2000))
@@ -276,7 +265,7 @@ def test_arrow_read_while_another_process_writes(
         seen = []
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            got = arrow(led)
+            got = arrow(led, 0, reader)
             assert got is not None
             frame, last = got
             # every row up to the last one read, in order, none twice
@@ -285,7 +274,7 @@ def test_arrow_read_while_another_process_writes(
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == 0 and seen == sorted(seen)
-    got = arrow(led)
+    got = arrow(led, 0, reader)
     assert got is not None and got[1] == 5000 + 300 * 50 == led.count()
     assert_same(got[0], reference(led)[0])
     assert led.integrity_check() == "ok"

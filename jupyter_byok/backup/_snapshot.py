@@ -118,7 +118,7 @@ def snapshot_ledger(source: Path, dest: Path) -> dict[str, Any]:
     """A consistent copy of the ledger at ``source`` in ``dest`` (SQLite's online backup
     API, in one step: one read transaction, so every row committed before it started is
     in, and writers go on meanwhile); its row count, cost and integrity are checked."""
-    from .._group_commit import flush_all
+    from ..ledger.writer import flush_all
 
     flush_all()  # rows this process has acknowledged are committed first
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)

@@ -22,6 +22,9 @@ differently (text in an INTEGER column, a BLOB in a TEXT column, ...) makes the 
 a column come back with another type, or the ``_blobs`` count non-zero; the read then falls
 back to the plain ``sqlite3`` path, which is also used without pyarrow or the driver and for
 small reads. Both paths give identical frames (tests/test_ledger_frame.py).
+
+:class:`FrameReader` holds the thresholds and the choice of path; a ledger made with
+``Ledger(path, frames=FrameReader(...))`` reads through it (the tests' seam).
 """
 
 from __future__ import annotations
@@ -34,17 +37,27 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from .ledger import COLUMNS, DIMENSIONS
+from .schema import COLUMNS, DIMENSIONS
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     import pyarrow as pa
 
-    from .ledger import Ledger
+__all__ = [
+    "ARROW_MIN_ROWS",
+    "ARROW_PART_ROWS",
+    "CHILD",
+    "REFRESH_ROWS",
+    "FrameReader",
+    "snapshot_path",
+]
 
 log = logging.getLogger("jupyter_byok")
 
@@ -58,11 +71,24 @@ REFRESH_ROWS = 5_000
 ARROW_MIN_ROWS = 50_000
 #: rows per child process when the Arrow read is split (at most two children)
 ARROW_PART_ROWS = 250_000
-_BATCH_ROWS = 65_536
+#: rows per Arrow batch the driver hands back
+BATCH_ROWS = 65_536
 _META_KEY = b"jupyter_byok"
 
 
-def snapshot_path(ledger: Ledger) -> Path:
+class LedgerSource(Protocol):
+    """What a frame is read from (the store's :class:`~.store.Ledger`)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def busy_timeout_ms(self) -> int: ...
+
+    def connection(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
+def snapshot_path(ledger: LedgerSource) -> Path:
     return ledger.path.with_name(ledger.path.name + ".frame.parquet")
 
 
@@ -128,8 +154,8 @@ def _kinds(conn: sqlite3.Connection) -> dict[str, str] | None:
 
 _SENTINEL = {"INTEGER": "0", "REAL": "0.0", "TEXT": "''"}
 
-# Runs in the child: nothing but the driver and pyarrow (about 0.2 s to start).
-_CHILD = """\
+#: the child's script: nothing but the driver and pyarrow (about 0.2 s to start)
+CHILD = """\
 import sys
 import adbc_driver_manager as dm
 import adbc_driver_sqlite as ds
@@ -188,7 +214,15 @@ def _arrow_sql(kinds: dict[str, str], lo: int, hi: int | None) -> str:
 
 
 def _fetch_arrow(
-    path: Path, kinds: dict[str, str], after_rowid: int, top: int, busy_ms: int
+    path: Path,
+    kinds: dict[str, str],
+    after_rowid: int,
+    top: int,
+    busy_ms: int,
+    *,
+    part_rows: int,
+    batch_rows: int,
+    child: str,
 ) -> pa.Table:
     """Rows after ``after_rowid`` as one Arrow table (rowid first), read by child processes."""
     import pyarrow as pa
@@ -198,7 +232,7 @@ def _fetch_arrow(
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    parts = 2 if cpus >= 2 and pending >= 2 * ARROW_PART_ROWS else 1
+    parts = 2 if cpus >= 2 and pending >= 2 * part_rows else 1
     cuts = [after_rowid + pending * i // parts for i in range(parts)]
     bounds = [(lo, hi) for lo, hi in zip(cuts, [*cuts[1:], None], strict=True)]
     uri = path.resolve().as_uri() + "?mode=ro"
@@ -213,7 +247,7 @@ def _fetch_arrow(
     try:
         for lo, hi in bounds:
             sql = _arrow_sql(kinds, lo, hi)
-            cmd = [sys.executable, "-c", _CHILD, uri, sql, str(_BATCH_ROWS), str(busy_ms)]
+            cmd = [sys.executable, "-c", child, uri, sql, str(batch_rows), str(busy_ms)]
             pipe, null = subprocess.PIPE, subprocess.DEVNULL
             # cwd: ``-c`` puts it on sys.path; the ledger's own folder holds no modules
             procs.append(
@@ -322,13 +356,29 @@ def _frame_from_arrow(table: pa.Table, kinds: dict[str, str]) -> pd.DataFrame:
 
 
 def _read_arrow(
-    ledger: Ledger, kinds: dict[str, str], after_rowid: int, top: int
+    ledger: LedgerSource,
+    kinds: dict[str, str],
+    after_rowid: int,
+    top: int,
+    *,
+    part_rows: int,
+    batch_rows: int,
+    child: str,
 ) -> tuple[pd.DataFrame, int] | None:
     """The rows after ``after_rowid`` through the Arrow driver; None if it cannot do them."""
     import numpy as np
 
     try:
-        table = _fetch_arrow(ledger.path, kinds, after_rowid, top, ledger._busy_ms)
+        table = _fetch_arrow(
+            ledger.path,
+            kinds,
+            after_rowid,
+            top,
+            ledger.busy_timeout_ms,
+            part_rows=part_rows,
+            batch_rows=batch_rows,
+            child=child,
+        )
         rowid = table.column(0).to_numpy()
         if len(rowid) == 0:
             raise _Unlike("no rows")
@@ -419,47 +469,105 @@ def _concat(base: pd.DataFrame, tail: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(merged)
 
 
-def _read_new(ledger: Ledger) -> tuple[pd.DataFrame | None, int, pd.DataFrame, int, str]:
-    """(snapshot frame or None, its last rowid, the newer rows, their last rowid, ledger uuid)."""
-    arrow: tuple[dict[str, str], int] | None = None
-    with ledger._read() as conn:
-        (ledger_uuid,) = conn.execute("SELECT value FROM meta WHERE key = 'ledger_uuid'").fetchone()
-        base, upto = _load_snapshot(snapshot_path(ledger), ledger_uuid, conn)
-        (top,) = conn.execute("SELECT max(rowid) FROM attempts").fetchone()
-        if (top or 0) - upto >= ARROW_MIN_ROWS and _arrow_available():
+@dataclass
+class FrameReader:
+    """Reads a ledger into pandas: the snapshot, then the newer rows through sqlite3, or
+    through the Arrow driver in child processes when there are many of them.
+
+    The fields are the thresholds (module constants by default); ``arrow`` is ``None`` to
+    use the Arrow path when pyarrow and the driver are installed, ``False`` never to.
+    ``arrow_reads`` gets one entry per Arrow read tried: whether it gave the rows (``False``:
+    the read fell back to sqlite3).
+    """
+
+    refresh_rows: int = REFRESH_ROWS
+    arrow_min_rows: int = ARROW_MIN_ROWS
+    arrow_part_rows: int = ARROW_PART_ROWS
+    batch_rows: int = BATCH_ROWS
+    arrow: bool | None = None
+    child: str = CHILD
+    arrow_reads: list[bool] = field(default_factory=list)
+
+    def read(
+        self, ledger: LedgerSource, since: int | None, until: int | None, filters: dict[str, Any]
+    ) -> pd.DataFrame:
+        """The matching rows, oldest first (times in microseconds; filters by column)."""
+        base, _, tail, last, ledger_uuid = self._read_new(ledger)
+        frame = tail if base is None else _concat(base.reset_index(drop=True), tail)
+        if len(tail) >= self.refresh_rows:
+            _write_snapshot(snapshot_path(ledger), frame, ledger_uuid, last)
+        mask = pd.Series(True, index=frame.index)
+        if since is not None:
+            mask &= frame["ts"] >= pd.Timestamp(since, unit="us", tz="UTC")
+        if until is not None:
+            mask &= frame["ts"] < pd.Timestamp(until, unit="us", tz="UTC")
+        for name, value in filters.items():
+            if value is None or name not in DIMENSIONS:
+                continue
+            if isinstance(value, list | tuple | set | frozenset):
+                mask &= frame[name].isin([str(v) for v in value])
+            else:
+                mask &= frame[name] == str(value)
+        if not bool(mask.all()):
+            frame = frame[mask.to_numpy()].reset_index(drop=True)
+        return frame
+
+    def read_sqlite(self, ledger: LedgerSource, after_rowid: int = 0) -> tuple[pd.DataFrame, int]:
+        """The rows after ``after_rowid`` and the last rowid, through sqlite3 (the reference)."""
+        with ledger.connection() as conn:
+            return _read_sqlite(conn, after_rowid)
+
+    def read_arrow(
+        self, ledger: LedgerSource, after_rowid: int = 0
+    ) -> tuple[pd.DataFrame, int] | None:
+        """The same through the Arrow driver, or ``None`` if it cannot give the same frame."""
+        with ledger.connection() as conn:
             kinds = _kinds(conn)
-            if kinds is not None:
-                arrow = kinds, int(top)
-        if arrow is None:
-            tail, last = _read_sqlite(conn, upto)
-            return base, upto, tail, last, ledger_uuid
-    # outside the lock: the children open their own read-only connections
-    got = _read_arrow(ledger, arrow[0], upto, arrow[1])
-    if got is None:
-        with ledger._read() as conn:
-            got = _read_sqlite(conn, upto)
-    return base, upto, got[0], got[1], ledger_uuid
+            (top,) = conn.execute("SELECT max(rowid) FROM attempts").fetchone()
+        if kinds is None:
+            return None
+        return self._read_arrow(ledger, kinds, after_rowid, int(top or 0))
 
+    def _arrow_ok(self) -> bool:
+        return _arrow_available() if self.arrow is None else self.arrow
 
-def read_frame(
-    ledger: Ledger, since: int | None, until: int | None, filters: dict[str, Any]
-) -> pd.DataFrame:
-    base, _, tail, last, ledger_uuid = _read_new(ledger)
-    frame = tail if base is None else _concat(base.reset_index(drop=True), tail)
-    if len(tail) >= REFRESH_ROWS:
-        _write_snapshot(snapshot_path(ledger), frame, ledger_uuid, last)
-    mask = pd.Series(True, index=frame.index)
-    if since is not None:
-        mask &= frame["ts"] >= pd.Timestamp(since, unit="us", tz="UTC")
-    if until is not None:
-        mask &= frame["ts"] < pd.Timestamp(until, unit="us", tz="UTC")
-    for name, value in filters.items():
-        if value is None or name not in DIMENSIONS:
-            continue
-        if isinstance(value, list | tuple | set | frozenset):
-            mask &= frame[name].isin([str(v) for v in value])
-        else:
-            mask &= frame[name] == str(value)
-    if not bool(mask.all()):
-        frame = frame[mask.to_numpy()].reset_index(drop=True)
-    return frame
+    def _read_arrow(
+        self, ledger: LedgerSource, kinds: dict[str, str], after_rowid: int, top: int
+    ) -> tuple[pd.DataFrame, int] | None:
+        """The rows after ``after_rowid`` through the Arrow driver; None if it cannot do them."""
+        got = _read_arrow(
+            ledger,
+            kinds,
+            after_rowid,
+            top,
+            part_rows=self.arrow_part_rows,
+            batch_rows=self.batch_rows,
+            child=self.child,
+        )
+        self.arrow_reads.append(got is not None)
+        return got
+
+    def _read_new(
+        self, ledger: LedgerSource
+    ) -> tuple[pd.DataFrame | None, int, pd.DataFrame, int, str]:
+        """(snapshot frame or None, its last rowid, the newer rows, their last rowid, uuid)."""
+        arrow: tuple[dict[str, str], int] | None = None
+        with ledger.connection() as conn:
+            (ledger_uuid,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'ledger_uuid'"
+            ).fetchone()
+            base, upto = _load_snapshot(snapshot_path(ledger), ledger_uuid, conn)
+            (top,) = conn.execute("SELECT max(rowid) FROM attempts").fetchone()
+            if (top or 0) - upto >= self.arrow_min_rows and self._arrow_ok():
+                kinds = _kinds(conn)
+                if kinds is not None:
+                    arrow = kinds, int(top)
+            if arrow is None:
+                tail, last = _read_sqlite(conn, upto)
+                return base, upto, tail, last, ledger_uuid
+        # outside the lock: the children open their own read-only connections
+        got = self._read_arrow(ledger, arrow[0], upto, arrow[1])
+        if got is None:
+            with ledger.connection() as conn:
+                got = _read_sqlite(conn, upto)
+        return base, upto, got[0], got[1], ledger_uuid
