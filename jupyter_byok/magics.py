@@ -312,12 +312,10 @@ class ByokMagics(Magics):
             _error(warning if warning.startswith("ledger:") else f"budget: {warning}")
 
     def _show_estimate(self, request: Request) -> None:
-        from .engine import estimate_call
-        from .models import parse_model
+        from .commands.prices import estimate
 
-        ref = parse_model(request.model)
-        estimate = estimate_call(ref, request.messages, request.params.get("max_tokens"))
-        print(f"{estimate} (not sent)")
+        found = estimate(request.model, request.messages, request.params.get("max_tokens"))
+        print(f"{found} (not sent)")
 
     # ------------------------------------------------------------ line magic
     def _line(self, line: str) -> Any:
@@ -401,9 +399,9 @@ class ByokMagics(Magics):
         print(f"protection tier: {store.status()['tier']}")
 
     def _cmd_models(self, rest: list[str]) -> None:
-        from .pricing import list_models
+        from .commands.prices import price_table
 
-        rows = list_models()
+        rows = price_table()["models"]
         if rest:
             rows = [r for r in rows if r.get("provider") == rest[0]]
         if not rows:
@@ -472,31 +470,21 @@ class ByokMagics(Magics):
         parser.add_argument("--by", default="provider")
         parser.add_argument("--no-chart", action="store_true")
         args = parser.parse_args(rest)
-        from .ledger import usage
+        from .commands.usage import usage_frame, usage_summary
 
-        frame = usage(since=args.since)
-        if frame.empty:
+        summary = usage_summary([args.by], since=args.since)
+        if not summary["groups"]:
             print(f"no calls since {args.since}")
             return None
-        if args.by not in frame.columns:
-            raise ByokError(
-                f"cannot group by {args.by!r}: use provider, model, feature or notebook"
-            )
-        table = (
-            frame.groupby(args.by, dropna=False)
-            .agg(
-                calls=("request_id", "count"),
-                input_tokens=("input_tokens", "sum"),
-                output_tokens=("output_tokens", "sum"),
-                cost_usd=("cost_usd", "sum"),
-            )
-            .sort_values("cost_usd", ascending=False)
-        )
-        display(table)
+        import pandas as pd
+
+        columns = [args.by, "calls", "input_tokens", "output_tokens", "cost_usd"]
+        table = pd.DataFrame([{c: g[c] for c in columns} for g in summary["groups"]])
+        display(table.set_index(args.by).sort_values("cost_usd", ascending=False))
         if not args.no_chart:
             from .charts import cost_by
 
-            display(cost_by(frame, by=args.by))
+            display(cost_by(usage_frame(since=args.since), by=args.by))
         return None
 
     def _cmd_search(self, rest: list[str]) -> Any:
@@ -522,18 +510,16 @@ class ByokMagics(Magics):
         return None
 
     def _cmd_price(self, rest: list[str]) -> None:
-        from .models import parse_model
-        from .pricing import price_for
+        from .commands.prices import price
 
         if len(rest) != 1:
             raise ByokError("use %byok price MODEL")
-        ref = parse_model(rest[0])
-        price = price_for(ref.provider, ref.model)
-        if price is None:
-            print(f"{ref.id}: no price known; its calls are recorded with cost unknown")
+        found = price(rest[0])
+        if found["price"] is None:
+            print(f"{found['id']}: no price known; its calls are recorded with cost unknown")
             return
-        print(f"{ref.id}:")
-        for key, value in price.items():
+        print(f"{found['id']}:")
+        for key, value in found["price"].items():
             print(f"  {key}: {value}")
 
     def _cmd_estimate(self, rest: list[str]) -> None:
@@ -544,17 +530,15 @@ class ByokMagics(Magics):
             i = rest.index("--max-tokens")
             max_tokens = int(rest[i + 1])
             rest = rest[:i] + rest[i + 2 :]
-        request = Request(
-            model=rest[0],
-            messages=build_messages(" ".join(rest[1:])),
-            params={"max_tokens": max_tokens},
-        )
-        self._show_estimate(request)
+        from .commands.prices import estimate
+
+        print(f"{estimate(rest[0], ' '.join(rest[1:]), max_tokens)} (not sent)")
 
     def _cmd_budget(self, rest: list[str]) -> None:
-        from .cli.usage import run_budget_command
+        """``%byok budget list | set PERIOD AMOUNT [--provider P] | remove NAME``."""
+        from .commands.budgets import parse_budget_args, run_budget
 
-        run_budget_command(rest)
+        print(run_budget(parse_budget_args(rest)))
 
     def _cmd_config(self, rest: list[str]) -> None:
         from .commands.config import set_config
@@ -574,9 +558,9 @@ class ByokMagics(Magics):
     def _cmd_local(self, rest: list[str]) -> None:
         """``%byok local [list|pull|remove|default|set|test|add] ...``: the local model
         manager, as ``jupyter byok local`` (a pull shows a progress widget)."""
-        from .cli.local import run_local_command
+        from .commands.local import parse_local_args, run_local
 
-        run_local_command(rest)
+        print(run_local(parse_local_args(rest)))
 
     def _cmd_doctor(self, rest: list[str]) -> None:
         from IPython.display import display

@@ -11,7 +11,7 @@ import pytest
 from jupyter_byok import budgets
 from jupyter_byok.cache import ResponseCache
 from jupyter_byok.cli import build_parser
-from jupyter_byok.cli.usage import run_budget_command
+from jupyter_byok.commands.budgets import parse_budget_args, run_budget
 from jupyter_byok.errors import ByokError, ConfigError
 from jupyter_byok.ledger import LedgerRow, default_ledger
 
@@ -95,10 +95,11 @@ def test_budgets_and_cache_commands(capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "budgets", "remove", "day:provider:openai")
     with pytest.raises(ByokError):
         run(capsys, "budgets", "remove", "day:provider:openai")
-    run_budget_command(["set", "month", "50"])
-    assert "month:total" in capsys.readouterr().out
+    # %byok budget: the same grammar and text, through commands.budgets
+    assert "month:total" in run_budget(parse_budget_args(["set", "month", "50"]))
+    assert "month:total" in run_budget(parse_budget_args([]))  # list by default
     with pytest.raises(ConfigError, match="budget list"):
-        run_budget_command(["frobnicate"])
+        parse_budget_args(["frobnicate"])
     capsys.readouterr()
     ResponseCache().put("k", {"text": "x"}, Decimal("0.1"))
     assert json.loads(run(capsys, "cache", "stats"))["entries"] == 1

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ByokError
+from .render import out as _out
+from .render import print_table
 
 __all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _out(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def _split_label(label: str, name: str | None) -> tuple[str, str]:
@@ -88,9 +86,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
                 i.last_verified or "never",
             )
         )
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     for i in infos:
         if i.warning:
             _out(f"warning ({i.label}): {i.warning}")

@@ -14,14 +14,11 @@ import sys
 from typing import Any
 
 from ..errors import ByokError
+from .render import out as _out
 
 __all__ = ["register"]
 
 ENV = "JUPYTER_BYOK_BACKUP_PASSPHRASE"
-
-
-def _out(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def _passphrase(confirm: bool) -> str:

@@ -15,12 +15,10 @@ import sys
 from typing import Any
 
 from ..errors import ByokError, ConfigError
+from .render import out as _out
+from .render import print_table
 
 __all__ = ["cmd_keys_rebind", "register", "register_rebind"]
-
-
-def _out(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def _origin(url: str) -> str:
@@ -80,9 +78,7 @@ def cmd_endpoints_list(args: argparse.Namespace) -> int:
     for name, e in sorted(endpoints.items()):
         key = (e.key_name if e.key_name != "default" else "default") if e.needs_key else "none"
         rows.append((name, e.base_url, e.wire, key))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 
