@@ -305,7 +305,7 @@ def test_a_write_error_keeps_a_provider_error_and_its_row(
     led = ledger_mod.default_ledger()
     # the rows table cannot take this row now: another connection holds the write lock
     # past the busy timeout (SQLITE_BUSY), a real failure of the file
-    led._busy_ms = 50
+    led.busy_timeout_ms = 50
     led.close()
     holder = sqlite3.connect(led.path, isolation_level=None)
     fake_providers.add_fault("openai", "quota")

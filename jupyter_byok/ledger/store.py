@@ -222,8 +222,13 @@ class Ledger:
 
     @property
     def busy_timeout_ms(self) -> int:
-        """How long a statement waits for another process's lock, in milliseconds."""
+        """How long a statement waits for another process's lock, in milliseconds (a new
+        value applies when the ledger is next opened)."""
         return self._busy_ms
+
+    @busy_timeout_ms.setter
+    def busy_timeout_ms(self, ms: int) -> None:
+        self._busy_ms = int(ms)
 
     @property
     def writer(self) -> LedgerWriter:
