@@ -150,7 +150,7 @@ class ResponseCache:
         payload: dict[str, Any] = json.loads(row[0])
         return payload
 
-    def put(self, key: str, payload: dict[str, Any], cost_usd: Decimal | None = None) -> None:
+    def put(self, key: str, payload: Mapping[str, Any], cost_usd: Decimal | None = None) -> None:
         """Store an answer and what it cost (the saving a later hit records)."""
         text = json.dumps(payload, separators=(",", ":"), default=str)
         cost = None if cost_usd is None else int((Decimal(cost_usd) * PICO).to_integral_value())

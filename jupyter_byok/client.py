@@ -20,7 +20,6 @@ import os
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from . import errors
@@ -29,7 +28,7 @@ from .config import Settings, load_settings
 from .errors import ByokError, ProviderConnectionError
 from .models import ModelRef, parse_model
 from .redact import Secret
-from .types import Completion, Request, SearchResult, Usage
+from .types import Completion, Request, SearchResult
 from .validate import check_params, check_search_options
 
 __all__ = ["Client", "ServerInfo", "find_server", "get_client"]
@@ -87,15 +86,8 @@ def _error_from_json(data: dict[str, Any], status: int) -> ByokError:
 
 
 def request_to_json(request: Request) -> dict[str, Any]:
-    return {
-        "model": request.model,
-        "messages": [m.to_dict() for m in request.messages],
-        "params": request.params,
-        "stream": request.stream,
-        "feature": request.feature,
-        "origin": request.origin,
-        "cache": request.cache,
-    }
+    """The body of ``POST /byok/complete`` (read back by ``Request.from_dict``)."""
+    return dict(request.to_dict())
 
 
 class Client:
@@ -190,17 +182,7 @@ class Client:
         if self.server is not None and kwargs.get("key") is None:
             kwargs.pop("key", None)
             data = await self._post("search", {"query": query, **kwargs})
-            return SearchResult(
-                query=query,
-                results=list(data.get("results", [])),
-                answer=data.get("answer"),
-                usage=Usage(search_credits=float(data.get("search_credits", 0) or 0)),
-                cost_usd=None if data.get("cost_usd") is None else Decimal(str(data["cost_usd"])),
-                cost_source=str(data.get("cost_source", "unknown")),
-                request_id=str(data.get("request_id", "")),
-                latency_s=float(data.get("latency_s") or 0.0),
-                warnings=[str(w) for w in data.get("warnings") or ()],
-            )
+            return SearchResult.from_dict(data)
         result: SearchResult = await self._engine().asearch(query, **kwargs)
         return result
 

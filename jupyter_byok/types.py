@@ -8,21 +8,26 @@ and ``output_tokens`` includes ``reasoning_tokens``.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "Attempt",
     "Completion",
+    "CompletionDict",
     "Message",
+    "MessageDict",
     "ProviderResult",
     "Request",
+    "RequestDict",
     "SearchResult",
+    "SearchResultDict",
     "StreamEvent",
     "Usage",
+    "UsageDict",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -33,13 +38,93 @@ Role = Literal["system", "user", "assistant"]
 DEFAULT_MAX_TOKENS = 1024
 
 
+# The JSON forms of the values below (``to_dict`` builds them, ``from_dict`` reads them):
+# what crosses REST between a kernel and the server (see server/_replies.py).
+class MessageDict(TypedDict):
+    role: Role
+    content: str
+
+
+class UsageDict(TypedDict):
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    search_credits: float
+    provider_cost_usd: str | None
+
+
+class RequestDict(TypedDict):
+    """What a kernel posts to ``/byok/complete`` (a ``CompleteBody``, see server/_wire)."""
+
+    model: str
+    messages: list[MessageDict]
+    params: dict[str, Any]
+    stream: bool
+    feature: str
+    origin: dict[str, str]
+    cache: bool
+
+
+class CompletionDict(TypedDict):
+    """``POST /byok/complete``'s reply, and a stream's ``done`` event."""
+
+    text: str
+    model: str
+    provider: str
+    usage: UsageDict
+    cost_usd: str | None
+    cost_source: str
+    finish_reason: str | None
+    request_id: str
+    response_id: str | None
+    latency_s: float
+    ttft_s: float | None
+    cached: bool
+    ledger_id: str | None
+    warnings: list[str]
+
+
+class SearchResultDict(TypedDict):
+    """``POST /byok/search``'s reply (``search_credits`` repeats ``usage.search_credits``
+    for readers of the older, flat form)."""
+
+    query: str
+    results: list[dict[str, Any]]
+    answer: str | None
+    usage: UsageDict
+    search_credits: float
+    cost_usd: str | None
+    cost_source: str
+    request_id: str
+    response_id: str | None
+    latency_s: float
+    cached: bool
+    warnings: list[str]
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class Message:
     role: Role
     content: str
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> MessageDict:
         return {"role": self.role, "content": self.content}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        """The inverse of :meth:`to_dict`; ``role`` defaults to ``user``."""
+        return cls(data.get("role", "user"), str(data["content"]))
 
 
 @dataclass
@@ -58,18 +143,25 @@ class Usage:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        if self.provider_cost_usd is not None:
-            data["provider_cost_usd"] = str(self.provider_cost_usd)
-        return data
+    def to_dict(self) -> UsageDict:
+        # built by hand, not dataclasses.asdict: this is on every reply of the server
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_write_1h_tokens": self.cache_write_1h_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "search_credits": self.search_credits,
+            "provider_cost_usd": _money(self.provider_cost_usd),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Usage:
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
         """The inverse of :meth:`to_dict` (unknown fields are ignored)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         cost = known.pop("provider_cost_usd", None)
-        return cls(**known, provider_cost_usd=None if cost is None else Decimal(str(cost)))
+        return cls(**known, provider_cost_usd=_decimal(cost))
 
 
 @dataclass
@@ -83,6 +175,33 @@ class Request:
     feature: str = "api"
     origin: dict[str, str] = field(default_factory=dict)
     cache: bool = False
+
+    def to_dict(self) -> RequestDict:
+        """The body a kernel posts to ``/byok/complete``."""
+        return {
+            "model": self.model,
+            "messages": [m.to_dict() for m in self.messages],
+            "params": self.params,
+            "stream": self.stream,
+            "feature": self.feature,
+            "origin": self.origin,
+            "cache": self.cache,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Request:
+        """The inverse of :meth:`to_dict`, from a body already checked against its shape
+        (server/_wire.CompleteBody): absent fields take their defaults, a message's
+        ``role`` defaults to ``user``, and fields a Request does not hold are ignored."""
+        return cls(
+            model=data.get("model") or "",
+            messages=[Message.from_dict(m) for m in data.get("messages") or ()],
+            params=dict(data.get("params") or {}),
+            stream=bool(data.get("stream", False)),
+            feature=data.get("feature") or "api",
+            origin=dict(data.get("origin") or {}),
+            cache=bool(data.get("cache", False)),
+        )
 
 
 @dataclass
@@ -107,13 +226,13 @@ class Completion:
     def __str__(self) -> str:
         return self.text
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CompletionDict:
         return {
             "text": self.text,
             "model": self.model,
             "provider": self.provider,
             "usage": self.usage.to_dict(),
-            "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
+            "cost_usd": _money(self.cost_usd),
             "cost_source": self.cost_source,
             "finish_reason": self.finish_reason,
             "request_id": self.request_id,
@@ -126,15 +245,14 @@ class Completion:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Completion:
+    def from_dict(cls, data: Mapping[str, Any]) -> Completion:
         """The inverse of :meth:`to_dict`: a completion from the server's JSON or the cache."""
-        cost = data.get("cost_usd")
         return cls(
             text=str(data.get("text", "")),
             model=str(data.get("model", "")),
             provider=str(data.get("provider", "")),
             usage=Usage.from_dict(dict(data.get("usage") or {})),
-            cost_usd=None if cost is None else Decimal(str(cost)),
+            cost_usd=_decimal(data.get("cost_usd")),
             cost_source=str(data.get("cost_source", "unknown")),
             finish_reason=data.get("finish_reason"),
             request_id=str(data.get("request_id", "")),
@@ -179,6 +297,43 @@ class SearchResult:
         if self.answer:
             lines.insert(0, self.answer)
         return "\n".join(lines)
+
+    def to_dict(self) -> SearchResultDict:
+        return {
+            "query": self.query,
+            "results": self.results,
+            "answer": self.answer,
+            "usage": self.usage.to_dict(),
+            "search_credits": self.usage.search_credits,
+            "cost_usd": _money(self.cost_usd),
+            "cost_source": self.cost_source,
+            "request_id": self.request_id,
+            "response_id": self.response_id,
+            "latency_s": self.latency_s,
+            "cached": self.cached,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchResult:
+        """The inverse of :meth:`to_dict` (also reads the older flat form, which had
+        ``search_credits`` and no ``usage``)."""
+        usage = data.get("usage")
+        return cls(
+            query=str(data.get("query", "")),
+            results=list(data.get("results") or ()),
+            answer=data.get("answer"),
+            usage=Usage.from_dict(usage)
+            if usage is not None
+            else Usage(search_credits=float(data.get("search_credits") or 0)),
+            cost_usd=_decimal(data.get("cost_usd")),
+            cost_source=str(data.get("cost_source", "unknown")),
+            request_id=str(data.get("request_id", "")),
+            response_id=data.get("response_id"),
+            latency_s=float(data.get("latency_s") or 0.0),
+            cached=bool(data.get("cached", False)),
+            warnings=[str(w) for w in data.get("warnings") or ()],
+        )
 
 
 @dataclass

@@ -28,10 +28,14 @@ __all__ = [
     "KEY",
     "SEARCH",
     "AddKeyBody",
+    "BackupBody",
     "BudgetsBody",
     "CompleteBody",
     "ConfigBody",
+    "LocalDefaultBody",
     "MessageBody",
+    "PullBody",
+    "RestoreBody",
     "SearchBody",
     "UsageQuery",
     "usage_query",
@@ -104,6 +108,46 @@ class ConfigBody(TypedDict, total=False):
     aliases: dict[str, str]
     endpoints: dict[str, Any]
     require_server: bool
+
+
+class LocalDefaultBody(TypedDict):
+    """``PUT /byok/local/default`` (checked in local_handlers)."""
+
+    name: str
+
+
+class _PullSpec(TypedDict):
+    spec: str
+
+
+class PullBody(_PullSpec, total=False):
+    """``POST /byok/local/pulls`` (checked in local_handlers): what to pull, and how."""
+
+    name: str | None
+    quant: str | None
+    sha256: str | None
+    n_gpu_layers: str | int | None
+
+
+class _Passphrase(TypedDict):
+    passphrase: str
+
+
+class BackupBody(_Passphrase, total=False):
+    """``POST /byok/backup`` (checked in backup_handlers); the reply is the file."""
+
+    with_models: bool
+
+
+class _Upload(_Passphrase):
+    upload: str
+
+
+class RestoreBody(_Upload, total=False):
+    """``POST /byok/restore`` (checked in backup_handlers): an upload's id, from
+    ``POST /byok/restore/upload``."""
+
+    replace: bool
 
 
 COMPLETE: Checker = compile_shape(CompleteBody)

@@ -30,6 +30,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from .. import errors
+from ._replies import UploadReply
 from .handlers import ByokHandler, error_body
 
 BACKUP_RESOURCE = "jupyter_byok:backup"
@@ -226,7 +227,8 @@ class RestoreUploadHandler(_BackupBase):
             self.fail(BadInput("the upload is empty: choose a backup file"))
             return
         self._kept = True
-        self.reply({"upload": self._path.stem, "bytes": self._size}, 201)
+        uploaded: UploadReply = {"upload": self._path.stem, "bytes": self._size}
+        self.reply(uploaded, 201)
 
 
 class RestoreHandler(_BackupBase):

@@ -19,12 +19,13 @@ Registered in :data:`.handlers.ROUTES` (imported from there, after ``ByokHandler
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from .. import errors
+from ._replies import LocalOverview, PullJob
 from .handlers import ByokHandler
 from .service import BadInput, NotFound
 
@@ -72,16 +73,19 @@ class _LocalHandler(ByokHandler):
         self.reply(result, status)
 
 
-def _overview() -> dict[str, Any]:
+def _overview() -> LocalOverview:
     from ..local_models import default_local_name, list_local_models, pull_jobs
     from ..providers.local._gpu import GPU_AUTO
 
-    return {
-        "models": list_local_models(),
-        "default": default_local_name(),
-        "pulls": pull_jobs().list(),
-        "gpu_layers_default": GPU_AUTO,
-    }
+    return cast(
+        LocalOverview,
+        {
+            "models": list_local_models(),
+            "default": default_local_name(),
+            "pulls": pull_jobs().list(),
+            "gpu_layers_default": GPU_AUTO,
+        },
+    )
 
 
 class LocalModelsHandler(_LocalHandler):
@@ -145,14 +149,14 @@ class LocalPullsHandler(_LocalHandler):
         await self.call(pull_jobs().start, spec, status=202, **body)
 
 
-def _job(job_id: str, cancel: bool) -> dict[str, Any]:
+def _job(job_id: str, cancel: bool) -> PullJob:
     from ..local_models import pull_jobs
 
     jobs = pull_jobs()
     found = jobs.cancel(job_id) if cancel else jobs.get(job_id)
     if found is None:
         raise NotFound(f"no pull {job_id}: it finished long ago or never started")
-    return found
+    return cast(PullJob, found)
 
 
 class LocalPullHandler(_LocalHandler):

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .._version import __version__
 from ..config import Endpoint, load_settings, update_settings
@@ -25,6 +25,23 @@ from ..keystore import Keystore
 from ..providers import BUILTIN, SECRET_NAMESPACE, env_base_urls, get_spec
 from ..redact import mask_value
 from ..types import Completion, Message, Request
+from ._replies import (
+    BudgetsReply,
+    BudgetStatus,
+    CompletionDict,
+    ConfigReply,
+    KeyInfoDict,
+    KeystoreStatus,
+    LedgerHealth,
+    ModelsReply,
+    PriceReply,
+    PriceTableReply,
+    SearchReply,
+    StatusReply,
+    UsageGroup,
+    UsageReply,
+    UsageRow,
+)
 from ._wire import USAGE_FILTERS, CompleteBody, SearchBody, usage_query
 
 __all__ = ["BadInput", "ByokService", "Forbidden", "NotFound", "TooLarge"]
@@ -138,9 +155,9 @@ class ByokService:
         return self.engine.keystore
 
     # ------------------------------------------------------------------ status
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> StatusReply:
         """The status as a dict (see :meth:`status_json`)."""
-        data: dict[str, Any] = json.loads(await self.status_json())
+        data: StatusReply = json.loads(await self.status_json())
         return data
 
     def status_now(self) -> str | None:
@@ -226,30 +243,34 @@ class ByokService:
         from ..models import default_model
 
         settings = load_settings()
-        data: dict[str, Any] = {
-            "version": __version__,
-            "as_of": time.time(),
-            "keystore": self.keystore.status(),
-            "default_model": default_model(settings),
-        }
+        as_of = time.time()
+        keystore = cast(KeystoreStatus, self.keystore.status())
         ledger = self.engine.ledger
         # a fresh check (a statvfs; a write only to retry rows kept pending): the status
         # shows a full disk or a broken file before the next call runs into it
         ledger.check_writable()
-        health = ledger.health()
-        data["ledger_error"] = health["error"]
-        data["ledger"] = health
+        health = cast(LedgerHealth, ledger.health())
+        ledger_error = health["error"]
+        spend: str | None = None
         try:
-            data["spend_today_usd"] = str(ledger.spend(since="today"))
+            spend = str(ledger.spend(since="today"))
         except ByokError as exc:
-            data["spend_today_usd"] = None
-            data["ledger_error"] = data["ledger_error"] or str(exc)
+            ledger_error = ledger_error or str(exc)
+        data: StatusReply = {
+            "version": __version__,
+            "as_of": as_of,
+            "keystore": keystore,
+            "default_model": default_model(settings),
+            "ledger_error": ledger_error,
+            "ledger": health,
+            "spend_today_usd": spend,
+            "budgets": [],
+        }
         try:
             from .. import budgets
 
-            data["budgets"] = budgets.status(self.engine.ledger)
+            data["budgets"] = cast(list[BudgetStatus], budgets.status(self.engine.ledger))
         except ByokError as exc:
-            data["budgets"] = []
             data["budgets_error"] = str(exc)
         return json.dumps(mask_value(data), default=str)
 
@@ -302,7 +323,7 @@ class ByokService:
 
         return await asyncio.to_thread(collect)
 
-    async def add_key(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def add_key(self, body: dict[str, Any]) -> KeyInfoDict:
         provider = _str(body, "provider")
         secret = body.get("key")
         if not provider:
@@ -331,7 +352,7 @@ class ByokService:
             )
         finally:
             self._edited()
-        return info.to_dict()
+        return cast(KeyInfoDict, info.to_dict())
 
     def _find(self, key_id: str) -> Any:
         for info in self.keystore.list():
@@ -372,29 +393,19 @@ class ByokService:
 
     # ------------------------------------------------------------------- calls
     def parse_request(self, body: CompleteBody) -> Request:
-        """A request from a body already checked against ``CompleteBody`` (see _wire)."""
-        messages = body.get("messages")
-        if messages is None and "prompt" in body:
-            messages = [{"role": "user", "content": body["prompt"]}]
-        if not messages:
+        """A request from a body already checked against ``CompleteBody`` (see _wire):
+        ``Request.from_dict``, with ``prompt`` as one user message and ``system`` put first."""
+        request = Request.from_dict(body)
+        if "messages" not in body and "prompt" in body:
+            request.messages = [Message("user", body["prompt"])]
+        if not request.messages:
             raise BadInput("'messages' must be a non-empty list of {role, content} objects")
-        request = Request(
-            model=body.get("model") or "",
-            messages=build_messages(
-                [Message(m.get("role", "user"), m["content"]) for m in messages],
-                body.get("system"),
-            ),
-            params=dict(body.get("params") or {}),
-            stream=body.get("stream", False),
-            feature=body.get("feature") or "api",
-            origin=body.get("origin") or {},
-            cache=body.get("cache", False),
-        )
+        request.messages = build_messages(request.messages, body.get("system"))
         # The model id is resolved by the engine: an unknown provider or a local model is
         # still a 400, as the stream sends nothing before its first piece (see relay).
         return request
 
-    async def complete(self, request: Request) -> dict[str, Any]:
+    async def complete(self, request: Request) -> CompletionDict:
         self._call_started()
         try:
             completion = await self.engine.acomplete(request)
@@ -402,7 +413,7 @@ class ByokService:
             self._call_ended()
         return completion.to_dict()
 
-    async def stream(self, request: Request) -> AsyncIterator[str | dict[str, Any]]:
+    async def stream(self, request: Request) -> AsyncIterator[str | CompletionDict]:
         self._call_started()
         try:
             async for item in self.engine.astream(request):
@@ -410,7 +421,7 @@ class ByokService:
         finally:
             self._call_ended()
 
-    async def search(self, body: SearchBody) -> dict[str, Any]:
+    async def search(self, body: SearchBody) -> SearchReply:
         """A search from a body already checked against ``SearchBody`` (see _wire)."""
         query = body["query"]
         if not query.strip():
@@ -429,20 +440,10 @@ class ByokService:
             )
         finally:
             self._call_ended()
-        return {
-            "query": result.query,
-            "results": result.results,
-            "answer": result.answer,
-            "search_credits": result.usage.search_credits,
-            "cost_usd": None if result.cost_usd is None else str(result.cost_usd),
-            "cost_source": result.cost_source,
-            "request_id": result.request_id,
-            "latency_s": result.latency_s,
-            "warnings": result.warnings,
-        }
+        return result.to_dict()
 
     # ------------------------------------------------------------------- usage
-    async def usage(self, args: dict[str, str]) -> dict[str, Any]:
+    async def usage(self, args: dict[str, str]) -> UsageReply:
         query: dict[str, Any] = dict(usage_query(args))
         since = query.pop("since", None) or "30d"
         until = query.pop("until", None) or None
@@ -457,22 +458,24 @@ class ByokService:
             raise BadInput(f"cannot group usage by {shown}: use {fields}")
         args = query  # the filters
 
-        def collect() -> dict[str, Any]:
+        def collect() -> UsageReply:
             ledger = self.engine.ledger
+            groups = ledger.summary(by, since=since, until=until, bucket=bucket, **args)
+            recent = ledger.recent(limit=limit, since=since, until=until, **args)
             return {
                 "since": since,
                 "until": until,
                 "by": by,
                 "bucket": bucket,
-                "groups": ledger.summary(by, since=since, until=until, bucket=bucket, **args),
+                "groups": cast(list[UsageGroup], groups),
                 "total_usd": str(ledger.spend(since=since, until=until, **args)),
-                "recent": ledger.recent(limit=limit, since=since, until=until, **args),
+                "recent": cast(list[UsageRow], recent),
             }
 
         return await asyncio.to_thread(collect)
 
-    async def models(self) -> dict[str, Any]:
-        def collect() -> dict[str, Any]:
+    async def models(self) -> ModelsReply:
+        def collect() -> ModelsReply:
             from .. import pricing
 
             settings = load_settings()
@@ -484,8 +487,8 @@ class ByokService:
 
         return await asyncio.to_thread(collect)
 
-    async def prices(self, model: str | None) -> dict[str, Any]:
-        def collect() -> dict[str, Any]:
+    async def prices(self, model: str | None) -> PriceReply | PriceTableReply:
+        def collect() -> PriceReply | PriceTableReply:
             from .. import pricing
 
             if model:
@@ -500,15 +503,15 @@ class ByokService:
 
         return await asyncio.to_thread(collect)
 
-    async def budgets(self) -> dict[str, Any]:
+    async def budgets(self) -> BudgetsReply:
         from .. import budgets
 
-        def collect() -> dict[str, Any]:
-            return {"budgets": budgets.status(self.engine.ledger)}
+        def collect() -> BudgetsReply:
+            return {"budgets": cast(list[BudgetStatus], budgets.status(self.engine.ledger))}
 
         return await asyncio.to_thread(collect)
 
-    async def set_budgets(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def set_budgets(self, body: dict[str, Any]) -> BudgetsReply:
         from .. import budgets
 
         items = body.get("budgets")
@@ -521,12 +524,12 @@ class ByokService:
         return await self.budgets()
 
     # ------------------------------------------------------------------ config
-    async def get_config(self) -> dict[str, Any]:
-        def collect() -> dict[str, Any]:
+    async def get_config(self) -> ConfigReply:
+        def collect() -> ConfigReply:
             from ..models import default_model
 
             settings = load_settings()
-            data = settings.to_json()
+            data = cast(ConfigReply, settings.to_json())
             data["effective_default_model"] = default_model(settings)
             return data
 
@@ -544,7 +547,7 @@ class ByokService:
             return True
         return proposed != current.endpoints
 
-    async def set_config(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def set_config(self, body: dict[str, Any]) -> ConfigReply:
         allowed = {"default_model", "aliases", "endpoints", "require_server"}
         unknown = set(body) - allowed
         if unknown:

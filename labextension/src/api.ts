@@ -2,7 +2,9 @@
  * The one client of the jupyter_byok REST API (`{base_url}/byok/*`).
  *
  * Every request goes through `ServerConnection.makeRequest`, which adds the Jupyter token and
- * the XSRF header. The interfaces mirror the JSON written by `jupyter_byok/server/service.py`.
+ * the XSRF header. The interfaces mirror the reply shapes in `jupyter_byok/server/_replies.py`
+ * and the request bodies in `jupyter_byok/server/_wire.py` (field names and which are required;
+ * `tests/test_wire_shapes.py` compares them): change both sides together.
  * Keys travel only in the body of `addKey`; nothing here ever stores or returns one.
  */
 import { URLExt } from '@jupyterlab/coreutils';
@@ -15,42 +17,75 @@ export { ByokApiError, SERVER_MISSING } from './errors';
 /** Decimal amounts arrive as strings (exact), but tolerate numbers. */
 export type Money = string | number | null;
 
+/** Keystore.status(): protection tier, file locations and counts. */
 export interface IKeystoreStatus {
   tier: string;
   tier_description: string;
   entries: number | null;
-  path?: string;
-  home?: string;
-  exists?: boolean;
-  providers?: string[];
+  path: string;
+  home: string;
+  exists: boolean;
+  machine_id_available: boolean;
+  providers: string[];
+  key_file?: string;
   error?: string;
 }
 
-/** A budget as GET /byok/budgets and GET /byok/status report it (limit plus current spend). */
-export interface IBudgetStatus {
-  id?: string;
-  name?: string;
+/** Ledger.health(): whether rows can be written, and what is kept pending. */
+export interface ILedgerHealth {
+  path: string;
+  writable: boolean;
+  error: string | null;
+  pending: number;
+  pending_cost_usd: Money;
+  failed_writes: number;
+  last_error: string | null;
+  last_error_at: string | null;
+  free_bytes: number | null;
+  total_bytes: number | null;
+}
+
+/**
+ * A budget as PUT /byok/budgets takes it (each item is read by Budget.from_json, which
+ * ignores other fields).
+ */
+export interface IBudget {
+  period: string;
+  limit_usd: Money;
+  /** `total` when absent */
   scope?: string;
   target?: string | null;
-  provider?: string | null;
-  model?: string | null;
-  period?: string;
-  limit_usd: Money;
-  spent_usd?: Money;
-  warn_at?: string | number | null;
-  fraction?: number | null;
-  state?: string;
-  message?: string;
+  /** 0.8 when absent */
+  warn_at?: string | number;
   [extra: string]: unknown;
+}
+
+/** A budget as GET /byok/budgets and GET /byok/status report it (limit plus current spend). */
+export interface IBudgetStatus extends IBudget {
+  scope: string;
+  target: string | null;
+  warn_at: string | number;
+  name: string;
+  /** null for a per-call budget */
+  spent_usd: Money;
+  fraction: number | null;
+  state: 'ok' | 'warning' | 'exceeded';
+}
+
+/** GET and PUT /byok/budgets */
+export interface IBudgets {
+  budgets: IBudgetStatus[];
 }
 
 /** GET /byok/status */
 export interface IStatus {
   version: string;
+  as_of: number;
   keystore: IKeystoreStatus;
   default_model: string;
   spend_today_usd: Money;
-  ledger_error?: string;
+  ledger_error: string | null;
+  ledger: ILedgerHealth;
   budgets: IBudgetStatus[];
   budgets_error?: string;
 }
@@ -92,9 +127,10 @@ export interface IKeysList {
 export interface IAddKey {
   provider: string;
   key: string;
-  name?: string;
+  name?: string | null;
   tier?: string | null;
   base_url?: string | null;
+  allow_http?: boolean;
 }
 
 /** POST /byok/keys/{id}/verify */
@@ -110,33 +146,74 @@ export interface IVerifyResult {
   [extra: string]: unknown;
 }
 
-/** One aggregated group of GET /byok/usage (the `by` fields plus totals). */
+/**
+ * One aggregated group of GET /byok/usage (Ledger.summary): the `by` fields (and `bucket`)
+ * that name it, then its totals. `cost_usd` is a float for charts, `cost_usd_exact` exact.
+ */
 export interface IUsageGroup {
+  bucket?: string | null;
   provider?: string | null;
   model?: string | null;
+  key_name?: string | null;
   feature?: string | null;
   notebook?: string | null;
-  bucket?: string | null;
-  cost_usd?: Money;
-  calls?: number;
+  cell_id?: string | null;
+  pipeline?: string | null;
+  node?: string | null;
+  status?: string | null;
+  error_type?: string | null;
+  cost_source?: string | null;
+  price_version?: string | null;
+  request_id?: string | null;
+  calls: number;
+  unknown_cost_calls: number;
+  input_tokens: number;
+  cached_input_tokens: number;
+  cache_write_tokens: number;
+  cache_write_1h_tokens: number;
+  output_tokens: number;
+  reasoning_tokens: number;
+  search_credits: number;
+  cost_usd: number;
+  cost_usd_exact: string;
+  saved_usd: number;
   [extra: string]: unknown;
 }
 
-/** One ledger row of GET /byok/usage `recent`. */
+/** One ledger row of GET /byok/usage `recent` (Ledger.recent): one attempt. */
 export interface IUsageRow {
-  id?: string;
-  ts?: string;
-  started_at?: string;
-  provider?: string;
-  model?: string;
-  feature?: string;
-  notebook?: string | null;
-  status?: string;
-  input_tokens?: number | null;
-  output_tokens?: number | null;
-  cost_usd?: Money;
-  cost_source?: string | null;
-  latency_s?: number | null;
+  id: string;
+  request_id: string;
+  attempt: number;
+  ts: string;
+  ts_end: string;
+  provider: string;
+  model: string;
+  key_name: string | null;
+  feature: string;
+  notebook: string | null;
+  cell_id: string | null;
+  pipeline: string | null;
+  node: string | null;
+  status: string;
+  http_status: number | null;
+  error_type: string | null;
+  response_id: string | null;
+  input_tokens: number;
+  cached_input_tokens: number;
+  cache_write_tokens: number;
+  cache_write_1h_tokens: number;
+  output_tokens: number;
+  reasoning_tokens: number;
+  search_credits: number;
+  cost_usd: Money;
+  cost_source: string;
+  price_version: string;
+  latency_s: number | null;
+  ttft_s: number | null;
+  stream: boolean;
+  cache_hit: boolean;
+  saved_usd: Money;
   [extra: string]: unknown;
 }
 
@@ -166,14 +243,26 @@ export interface IModels {
   aliases: Record<string, string>;
 }
 
-/** GET/PUT /byok/config */
+/** A user endpoint (config.Endpoint). */
+export interface IEndpoint {
+  base_url: string;
+  wire: string;
+  needs_key: boolean;
+  key_name: string;
+  allow_http: boolean;
+}
+
+/** GET/PUT /byok/config: the settings, and the default model actually used. */
 export interface IConfig {
+  version: number;
   default_model: string | null;
   aliases: Record<string, string>;
-  endpoints: Record<string, unknown>;
+  endpoints: Record<string, IEndpoint>;
+  local_models: Record<string, string>;
+  local_prices: Record<string, Record<string, string>>;
   require_server: boolean;
+  local_extra_buffers: string;
   effective_default_model: string;
-  [extra: string]: unknown;
 }
 
 /** One row of GET /byok/local/models: a local model and its facts. */
@@ -188,6 +277,8 @@ export interface ILocalModel {
   downloaded: boolean;
   repo: string | null;
   filename: string | null;
+  sha256: string | null;
+  pulled_at: string | null;
   quantization: string | null;
   parameters: number | null;
   size_label: string | null;
@@ -195,6 +286,7 @@ export interface ILocalModel {
   context_length: number | null;
   chat_template: boolean | null;
   ram_estimate_bytes: number | null;
+  facts_error: string | null;
   n_gpu_layers: number | string;
   last_used: string | null;
   [extra: string]: unknown;
@@ -216,19 +308,29 @@ export interface IPullJob {
   };
   result: { name: string; message: string; size_bytes: number } | null;
   error: string | null;
+  started: number;
 }
 
+/** GET /byok/local/models */
 export interface ILocalOverview {
   models: ILocalModel[];
   default: string;
   pulls: IPullJob[];
+  gpu_layers_default: number | string;
 }
 
+/** GET /byok/local/pulls */
+export interface IPulls {
+  pulls: IPullJob[];
+}
+
+/** POST /byok/local/pulls body. */
 export interface IPullRequest {
   spec: string;
-  name?: string;
-  quant?: string;
-  sha256?: string;
+  name?: string | null;
+  quant?: string | null;
+  sha256?: string | null;
+  n_gpu_layers?: string | number | null;
 }
 
 /** POST /byok/local/models/NAME/test: a short prompt, answered by a child process. */
@@ -309,10 +411,9 @@ export const api = {
   usage: (query: IUsageQuery): Promise<IUsage> =>
     requestAPI<IUsage>(`usage?${usageQuery(query)}`),
   models: (): Promise<IModels> => requestAPI<IModels>('models'),
-  budgets: (): Promise<{ budgets: IBudgetStatus[] }> =>
-    requestAPI<{ budgets: IBudgetStatus[] }>('budgets'),
-  setBudgets: (budgets: IBudgetStatus[]): Promise<{ budgets: IBudgetStatus[] }> =>
-    requestAPI<{ budgets: IBudgetStatus[] }>('budgets', json('PUT', { budgets })),
+  budgets: (): Promise<IBudgets> => requestAPI<IBudgets>('budgets'),
+  setBudgets: (budgets: IBudget[]): Promise<IBudgets> =>
+    requestAPI<IBudgets>('budgets', json('PUT', { budgets })),
   config: (): Promise<IConfig> => requestAPI<IConfig>('config'),
   setConfig: (change: Partial<IConfig>): Promise<IConfig> =>
     requestAPI<IConfig>('config', json('PUT', change)),

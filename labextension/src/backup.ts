@@ -13,6 +13,12 @@ import { ServerConnection } from '@jupyterlab/services';
 import { clear, h, uid } from './dom';
 import { errorFromResponse, messageOf, networkError, parseBody } from './errors';
 
+/** What POST /byok/restore/upload answers: the id POST /byok/restore takes. */
+export interface IUploaded {
+  upload: string;
+  bytes: number;
+}
+
 /** What POST /byok/restore answers (counts per kind). */
 export interface IMergeCounts {
   added: number;
@@ -23,12 +29,12 @@ export interface IMergeCounts {
 }
 
 export interface IRestoreReport {
-  source: { machine: string | null; created: string | null };
+  source: { machine: string | null; created: string | null; jupyter_byok?: string | null };
   keys: IMergeCounts;
   settings: IMergeCounts;
   budgets: IMergeCounts;
   prices: string | null;
-  local_registry?: string | null;
+  local_registry: string | null;
   model_files: Record<string, number>;
   ledger: { added: number; present: number };
 }
@@ -316,7 +322,7 @@ export class BackupSection {
         body: chosen,
         headers: { 'Content-Type': 'application/octet-stream' }
       });
-      this.upload = ((await response.json()) as { upload: string }).upload;
+      this.upload = ((await response.json()) as IUploaded).upload;
       this.fileLabel.textContent = `${chosen.name}: enter the passphrase it was made with.`;
       this.restoreForm.hidden = false;
       this.say('');

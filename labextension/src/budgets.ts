@@ -4,7 +4,7 @@
  */
 import { showErrorMessage } from '@jupyterlab/apputils';
 
-import { api, IBudgetStatus } from './api';
+import { api, IBudget, IBudgetStatus } from './api';
 import { clear, h, options } from './dom';
 import { messageOf } from './errors';
 import { budgetLabel, budgetProgress, formatUSD, toNumber } from './transforms';
@@ -25,8 +25,11 @@ const COMPUTED = new Set([
   'until'
 ]);
 
+/** A budget as shown: from the server (with its spend), or a new one being added. */
+type Shown = IBudget & Partial<IBudgetStatus>;
+
 interface IRow {
-  budget: IBudgetStatus;
+  budget: Shown;
   period: HTMLSelectElement;
   scope: HTMLSelectElement;
   target: HTMLInputElement;
@@ -106,7 +109,7 @@ export class BudgetsSection {
     row.querySelector('input')?.focus();
   }
 
-  private renderRow(budget: IBudgetStatus): HTMLElement {
+  private renderRow(budget: Shown): HTMLElement {
     const name = budgetLabel(budget);
     const target = budget.target ?? budget.model ?? budget.provider ?? '';
     const scopeValue = String(budget.scope ?? (budget.model ? 'model' : budget.provider ? 'provider' : 'total')).replace(/^global$/, 'total');
@@ -176,9 +179,9 @@ export class BudgetsSection {
   }
 
   /** The edited list, without the fields the server computes. */
-  collect(): IBudgetStatus[] {
+  collect(): IBudget[] {
     return this.rows.map(row => {
-      const out: IBudgetStatus = { limit_usd: null };
+      const out: IBudget = { period: 'day', scope: 'total', target: null, limit_usd: null, warn_at: '0.8' };
       for (const [key, value] of Object.entries(row.budget)) {
         if (!COMPUTED.has(key)) {
           out[key] = value;

@@ -68,4 +68,7 @@ def _sampling(params: dict[str, Any]) -> dict[str, Any]:
 def _message_dicts(messages: Sequence[Message | dict[str, str]]) -> list[dict[str, str]]:
     if not messages:
         raise LocalModelError("no messages to send: pass at least one user message")
-    return [m.to_dict() if isinstance(m, Message) else dict(m) for m in messages]
+    return [
+        {"role": m.role, "content": m.content} if isinstance(m, Message) else dict(m)
+        for m in messages
+    ]

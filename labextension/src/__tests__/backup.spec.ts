@@ -10,6 +10,7 @@ describe('describeRestore', () => {
       settings: none,
       budgets: { ...none, replaced: 2 },
       prices: 'added',
+      local_registry: null,
       model_files: {},
       ledger: { added: 120, present: 7 }
     };

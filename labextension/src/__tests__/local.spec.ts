@@ -2,7 +2,7 @@ import { formatBytes, formatCount, progressText } from '../localformat';
 import { IPullJob } from '../api';
 
 function job(progress: IPullJob['progress']): IPullJob {
-  return { id: 'a', spec: 'hf:o/r/f.gguf', state: 'running', progress, result: null, error: null };
+  return { id: 'a', spec: 'hf:o/r/f.gguf', state: 'running', progress, result: null, error: null, started: 0 };
 }
 
 describe('local models formatting', () => {
