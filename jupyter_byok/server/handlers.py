@@ -440,7 +440,7 @@ class ConfigHandler(ByokHandler):
         of its own, ``jupyter_byok:endpoints``, beyond ``jupyter_byok:config``: a deployment
         can grant kernels ``config`` and ``complete`` and still deny them this."""
         try:
-            body = self.body(_wire.CONFIG)
+            body = cast(_wire.ConfigBody, self.body(_wire.CONFIG))
             if await self.service.changes_endpoints(body):
                 allowed = await ensure_async(
                     self.authorizer.is_authorized(

@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -42,7 +42,15 @@ from ._replies import (
     UsageReply,
     UsageRow,
 )
-from ._wire import USAGE_FILTERS, CompleteBody, SearchBody, usage_query
+from ._wire import (
+    USAGE_FILTERS,
+    AddKeyBody,
+    BudgetsBody,
+    CompleteBody,
+    ConfigBody,
+    SearchBody,
+    usage_query,
+)
 
 __all__ = ["BadInput", "ByokService", "Forbidden", "NotFound", "TooLarge"]
 
@@ -127,7 +135,7 @@ def _check_default_model(settings: Any) -> None:
         raise BadInput(f"'default_model' {value!r}: unknown provider {provider!r}; use {known}")
 
 
-def _str(body: dict[str, Any], name: str, default: str | None = None) -> str | None:
+def _str(body: Mapping[str, Any], name: str, default: str | None = None) -> str | None:
     value = body.get(name, default)
     if value is not None and not isinstance(value, str):
         raise BadInput(f"'{name}' must be a string")
@@ -323,7 +331,7 @@ class ByokService:
 
         return await asyncio.to_thread(collect)
 
-    async def add_key(self, body: dict[str, Any]) -> KeyInfoDict:
+    async def add_key(self, body: AddKeyBody) -> KeyInfoDict:
         provider = _str(body, "provider")
         secret = body.get("key")
         if not provider:
@@ -511,7 +519,7 @@ class ByokService:
 
         return await asyncio.to_thread(collect)
 
-    async def set_budgets(self, body: dict[str, Any]) -> BudgetsReply:
+    async def set_budgets(self, body: BudgetsBody) -> BudgetsReply:
         from .. import budgets
 
         items = body.get("budgets")
@@ -535,7 +543,7 @@ class ByokService:
 
         return await asyncio.to_thread(collect)
 
-    async def changes_endpoints(self, body: dict[str, Any]) -> bool:
+    async def changes_endpoints(self, body: ConfigBody) -> bool:
         """Whether this ``PUT /byok/config`` body adds, changes or removes an endpoint
         (which needs the ``jupyter_byok:endpoints`` permission, see ConfigHandler)."""
         if "endpoints" not in body:
@@ -547,7 +555,7 @@ class ByokService:
             return True
         return proposed != current.endpoints
 
-    async def set_config(self, body: dict[str, Any]) -> ConfigReply:
+    async def set_config(self, body: ConfigBody) -> ConfigReply:
         allowed = {"default_model", "aliases", "endpoints", "require_server"}
         unknown = set(body) - allowed
         if unknown:
