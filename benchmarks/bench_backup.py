@@ -35,7 +35,7 @@ def main() -> None:
 
     from jupyter_byok.backup import DEFAULT_KDF, create_backup, restore_backup
     from jupyter_byok.backup._format import derive
-    from jupyter_byok.keystore import Keystore
+    from jupyter_byok.keys import Keystore
     from jupyter_byok.ledger import Ledger, LedgerRow, ledger_path
 
     try:

@@ -238,7 +238,7 @@ def sequential_sync(env: dict[str, str], n: int, out: dict[str, float]) -> None:
             # allows 1.25 for the call with the ledger on.
             from jupyter_byok import _runner
             from jupyter_byok.engine import get_engine
-            from jupyter_byok.keystore import resolve_key
+            from jupyter_byok.keys import resolve_key
 
             path_spec = spec_at("openai", oai)
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas
 
     from .engine import Estimate
-    from .keystore import Keystore, resolve_key
+    from .keys import Keystore, resolve_key
     from .pipeline import Pipeline
     from .widgets import PipelineBuilder
 
@@ -195,9 +195,9 @@ def __getattr__(name: str) -> Any:
     # The keystore (cryptography), pipelines and widgets load on first use:
     # `import jupyter_byok` stays cheap.
     if name in ("Keystore", "resolve_key"):
-        from . import keystore
+        from . import keys
 
-        return getattr(keystore, name)
+        return getattr(keys, name)
     if name == "Pipeline":
         from .pipeline import Pipeline
 

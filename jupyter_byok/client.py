@@ -20,7 +20,7 @@ import os
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._runner import close_with_loop, iter_sync, run_sync
@@ -30,6 +30,9 @@ from .models import ModelRef, parse_model
 from .redact import Secret
 from .types import Completion, Request, SearchResult
 from .validate import check_params, check_search_options
+
+if TYPE_CHECKING:
+    from .keys import KeySource
 
 __all__ = ["Client", "ServerInfo", "find_server", "get_client"]
 
@@ -198,6 +201,46 @@ class Client:
     def search(self, query: str, **kwargs: Any) -> SearchResult:
         return run_sync(self.asearch(query, **kwargs))
 
+    # ------------------------------------------------------------------- keys
+    # What may be known about keys, never a key: the server's keystore and environment
+    # when this kernel has a server, this process's otherwise.
+    def keys_overview(self) -> dict[str, Any]:
+        """What ``GET /byok/keys`` answers: the stored keys' metadata, per built-in provider
+        whether a key is configured, the store's protection tier."""
+        if self.server is not None:
+            return run_sync(self._rest("GET", "keys"))
+        from .keys import Keystore, keys_overview
+
+        return keys_overview(Keystore())
+
+    def key_sources(self) -> list[KeySource]:
+        """Every provider key that can be used, and where each comes from."""
+        from .keys import KeyInfo, key_sources
+
+        overview = self.keys_overview()
+        stored = [KeyInfo.from_dict(k) for k in overview["keys"]]
+        return key_sources(stored, _env_seen(overview))
+
+    def key_source(self, provider: str, name: str = "default") -> KeySource:
+        """Where the key for ``provider@name`` comes from (see :func:`keys.key_source`)."""
+        from .keys import KeyInfo, key_source
+
+        overview = self.keys_overview()
+        stored = [KeyInfo.from_dict(k) for k in overview["keys"]]
+        return key_source(provider, name, stored=stored, environ=_env_seen(overview))
+
+    def delete_key(self, provider: str, name: str = "default") -> bool:
+        """Delete a stored key; ``False`` when there is none."""
+        if self.server is None:
+            from .keys import Keystore
+
+            return Keystore().delete(provider, name)
+        for key in self.keys_overview()["keys"]:
+            if key["provider"] == provider and key["name"] == name:
+                run_sync(self._rest("DELETE", f"keys/{key['id']}"))
+                return True
+        return False
+
     # ------------------------------------------------------- server transport
     def _http(self) -> Any:
         """The client to this kernel's server for the running loop, kept between calls
@@ -220,10 +263,15 @@ class Client:
         return http
 
     async def _post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._rest("POST", endpoint, body)
+
+    async def _rest(
+        self, method: str, endpoint: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         import httpx
 
         try:
-            response = await self._http().post(f"byok/{endpoint}", json=body)
+            response = await self._http().request(method, f"byok/{endpoint}", json=body)
         except httpx.HTTPError as exc:
             raise ProviderConnectionError(
                 f"could not reach the Jupyter server for jupyter_byok ({type(exc).__name__}); "
@@ -278,6 +326,11 @@ class Client:
 
 
 _client: Client | None = None
+
+
+def _env_seen(overview: dict[str, Any]) -> dict[str, str]:
+    """The environment variables a keys overview says are set (names only: no values)."""
+    return {p["env_var"]: "set" for p in overview.get("providers", []) if p.get("env_var")}
 
 
 def get_client() -> Client:

@@ -38,7 +38,7 @@ from .errors import (
     LocalModelError,
     MissingKeyError,
 )
-from .keystore import Keystore, resolve_key
+from .keys import Keystore, resolve_key
 from .ledger import new_id
 from .models import ModelRef, parse_model
 from .redact import Secret

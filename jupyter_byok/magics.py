@@ -44,7 +44,8 @@ def keyform_bundle(provider: str, name: str = "default", tier: str | None = None
     so no key ever passes through the kernel or lands in the notebook; the bundle holds only
     what names the key. Where nothing renders the form, ``text/plain`` says what to do.
     """
-    from .keystore import validate_name
+    from .keys import label as key_label
+    from .keys import validate_name
     from .providers import SECRET_NAMESPACE, known_provider_names
 
     if provider == "local" or (
@@ -53,7 +54,7 @@ def keyform_bundle(provider: str, name: str = "default", tier: str | None = None
         known = ", ".join(sorted(known_provider_names() - {"local"}))
         raise ByokError(f"unknown provider {provider!r}: use one of {known} or 'secret'")
     validate_name(name)
-    label = provider if name == "default" else f"{provider}@{name}"
+    label = key_label(provider, name)
     command = f"jupyter byok keys set {provider}"
     command += "" if name == "default" else f" --name {name}"
     command += f" --tier {tier}" if tier else ""
@@ -341,11 +342,10 @@ class ByokMagics(Magics):
         return None
 
     def _cmd_status(self, rest: list[str]) -> None:
-        from .keystore import Keystore
         from .models import default_model
 
-        status = Keystore().status()
         client = get_client()
+        status = client.keys_overview()
         print(f"default model:   {default_model()}")
         print(f"protection tier: {status['tier']} — {status['tier_description']}")
         print(f"transport:       {client.transport}")
@@ -358,9 +358,11 @@ class ByokMagics(Magics):
             print(f"spent today:     unknown ({exc})")
 
     def _cmd_keys(self, rest: list[str]) -> None:
-        from .keystore import Keystore
+        from .keys import KeyInfo
+        from .keys import label as key_label
         from .providers import BUILTIN
 
+        client = get_client()
         if rest and rest[0] in ("set", "delete"):
             parser = argparse.ArgumentParser(prog=f"%byok keys {rest[0]}", add_help=False)
             parser.add_argument("provider")
@@ -369,23 +371,22 @@ class ByokMagics(Magics):
             args = parser.parse_args(rest[1:])
             provider, _, at_name = args.provider.partition("@")
             name = args.name or at_name or "default"
-            label = provider if name == "default" else f"{provider}@{name}"
+            label = key_label(provider, name)
             if rest[0] == "set":
                 display(keyform_bundle(provider, name, args.tier), raw=True)
                 return
-            if not Keystore().delete(provider, name):
+            if not client.delete_key(provider, name):
                 raise ByokError(f"no stored key {label}")
             print(f"deleted {label}")
             return
-        store = Keystore()
-        infos = store.list()
-        import os
-
+        overview = client.keys_overview()
+        infos = [KeyInfo.from_dict(k) for k in overview["keys"]]
+        env_vars = {p["provider"]: p["env_var"] for p in overview["providers"]}
         for provider, spec in BUILTIN.items():
             if not spec.needs_key:
                 continue
             mine = [i for i in infos if i.provider == provider]
-            env = next((v for v in spec.env_vars if os.environ.get(v)), None)
+            env = env_vars.get(provider)
             mark = "✅" if mine or env else "❌"
             detail = ", ".join(
                 f"{i.label} …{i.last4 or '****'}" + (f" ({i.tier})" if i.tier else "") for i in mine
@@ -396,7 +397,7 @@ class ByokMagics(Magics):
         secrets = [i for i in infos if i.kind == "secret"]
         for info in secrets:
             print(f"🔑 secret     {info.name}")
-        print(f"protection tier: {store.status()['tier']}")
+        print(f"protection tier: {overview['tier']}")
 
     def _cmd_models(self, rest: list[str]) -> None:
         from .commands.prices import price_table

@@ -7,7 +7,6 @@ is the embedded local model, so everything works offline out of the box.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .config import Settings, load_settings
@@ -97,15 +96,19 @@ def default_model(settings: Settings | None = None) -> str:
     settings = settings if settings is not None else load_settings()
     if settings.default_model:
         return settings.default_model
-    from .keystore import Keystore
+    from .keys import key_source, stored_keys
 
     try:
-        stored = {info.provider for info in Keystore().list()}
+        stored = stored_keys()
     except Exception:  # a damaged store must not break the offline default
-        stored = set()
+        stored = []
     for candidate in CLOUD_DEFAULTS:
         provider = candidate.split(":", 1)[0]
-        if provider in stored or any(os.environ.get(v) for v in get_spec(provider).env_vars):
+        # a stored key of any name counts, as the default one (or its variable) would
+        if (
+            any(i.provider == provider for i in stored)
+            or key_source(provider, stored=stored).available
+        ):
             return candidate
     return default_local_model()
 

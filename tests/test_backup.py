@@ -39,7 +39,7 @@ from jupyter_byok.cli import main
 from jupyter_byok.config import Endpoint, Settings, load_settings, update_settings
 from jupyter_byok.engine import Engine
 from jupyter_byok.errors import MachineBindingError
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.ledger import Ledger, LedgerRow, ledger_path
 from jupyter_byok.testing import FakeProviders
 from jupyter_byok.types import Message, Request
@@ -529,7 +529,7 @@ def test_the_other_machine_error_and_doctor_name_restore(
     byok_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jupyter_byok.commands.doctor import doctor, render_text
-    from jupyter_byok.keystore import machine_app_id
+    from jupyter_byok.keys import machine_app_id
 
     Keystore(machine_id=MACHINE_A).set("openai", KEYS["openai"])
     with pytest.raises(MachineBindingError) as err:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from jupyter_byok.backup._format import MAGIC
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.ledger import Ledger, LedgerRow, ledger_path
 
 CANARY = "sk-proj-BACKUPSERVERCANARY" + "k" * 40 + "T3BlbkFJ" + "v" * 20

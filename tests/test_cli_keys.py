@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_byok.cli import main
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 
 ENTRY_POINT = Path(sys.executable).with_name("jupyter-byok")
 OPENAI = "sk-proj-CLITESTKEYAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAT3BlbkFJCLITESTKEYAAAAAAAAAAAAAA9f3Q"

@@ -11,7 +11,7 @@ import pytest
 import jupyter_byok
 from jupyter_byok.cli import main
 from jupyter_byok.commands.doctor import doctor, render_text
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 
 CANARY = "sk-proj-CANARYdoctor0123456789abcdefDOCTOR42"
 ENV_CANARY = "sk-ant-api03-ENVCANARYdoctor9876543210zyxw"

@@ -16,7 +16,7 @@ from catch_server import Catch, serve
 from jupyter_byok.cli import main
 from jupyter_byok.config import load_settings
 from jupyter_byok.errors import UnknownProviderError
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.providers import get_spec
 from jupyter_byok.testing import FakeProviders
 

@@ -12,7 +12,7 @@ import jupyter_byok
 from jupyter_byok import budgets
 from jupyter_byok.engine import Engine
 from jupyter_byok.errors import BudgetExceededError, MissingKeyError, RateLimitError, StreamError
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.ledger import Ledger, LedgerRow, default_ledger
 from jupyter_byok.testing import FakeProviders
 from jupyter_byok.types import Completion, Message, Request

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from jupyter_byok import keystore as keystore_module
 from jupyter_byok import ledger as ledger_module
 from jupyter_byok.config import Settings, load_settings, update_settings
 from jupyter_byok.errors import KeystoreCorruptError, ModelIdError, ProviderTimeoutError
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
+from jupyter_byok.keys import store as keystore_module
 from jupyter_byok.models import parse_model
 from jupyter_byok.pricing import compute_cost
 from jupyter_byok.providers import BUILTIN, ProviderSpec, dispatch

@@ -23,7 +23,7 @@ import jupyter_byok
 from jupyter_byok.config import Endpoint, Settings, load_settings, save_settings
 from jupyter_byok.engine import Engine
 from jupyter_byok.errors import ConfigError, KeyOriginError, UnknownProviderError
-from jupyter_byok.keystore import Keystore, resolve_key
+from jupyter_byok.keys import Keystore, resolve_key
 from jupyter_byok.origin import BoundSecret, check_base_url, check_destination, origin_of
 from jupyter_byok.testing import FakeProviders
 from jupyter_byok.types import Message, Request

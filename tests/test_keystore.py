@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_byok import keystore as keystore_module
 from jupyter_byok.errors import (
     InvalidSecretError,
     KeystoreCorruptError,
@@ -27,7 +26,8 @@ from jupyter_byok.errors import (
     MissingKeyError,
     UnknownProviderError,
 )
-from jupyter_byok.keystore import Keystore, resolve_key
+from jupyter_byok.keys import Keystore, resolve_key
+from jupyter_byok.keys import kek as kek_module
 from jupyter_byok.redact import Secret
 
 MACHINE_A = b"machine-A-" + b"a" * 22
@@ -370,7 +370,7 @@ def test_keyring_tier(byok_home: Path) -> None:
 def test_hanging_keyring_is_cut_off(
     byok_home: Path, monkeypatch: pytest.MonkeyPatch, release: threading.Event
 ) -> None:
-    monkeypatch.setattr(keystore_module, "KEYRING_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(kek_module, "KEYRING_TIMEOUT_S", 0.2)
     hanging = HangingKeyring(release)
     started = time.monotonic()
     with pytest.raises(KeystoreLockedError, match=r"did not answer within 0\.2 s"):

@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 
 MACHINE = b"crash-machine-" + b"c" * 18
 VALUES = (

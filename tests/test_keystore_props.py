@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from jupyter_byok.errors import InvalidSecretError, KeystoreError
-from jupyter_byok.keystore import Keystore, validate_secret
+from jupyter_byok.keys import Keystore, validate_secret
 
 MACHINE = b"props-machine-" + b"p" * 18
 PROVIDERS = st.sampled_from(["openai", "anthropic", "gemini", "secret"])

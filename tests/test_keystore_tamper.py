@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from jupyter_byok.errors import KeystoreCorruptError, MachineBindingError
-from jupyter_byok.keystore import Keystore, _encode_aad
+from jupyter_byok.keys import Keystore, encode_aad
 
 MACHINE = b"tamper-machine-" + b"t" * 17
 OPENAI_KEY = "sk-proj-TAMPERTESTKEYAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -337,5 +337,5 @@ def test_associated_data_encoding_is_unambiguous() -> None:
         ("", "openaiwork"),
         ("openai@work",),
     ]
-    encodings = [_encode_aad(*t) for t in tuples]
+    encodings = [encode_aad(*t) for t in tuples]
     assert len(set(encodings)) == len(encodings)

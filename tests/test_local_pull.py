@@ -21,7 +21,7 @@ import jupyter_byok
 from jupyter_byok.cli import build_parser
 from jupyter_byok.config import load_settings
 from jupyter_byok.errors import LocalModelError, ModelIdError
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.local_models import (
     Progress,
     PullCancelled,

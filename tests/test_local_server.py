@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.providers import local
 from jupyter_byok.testing.hub import EMBEDDED_FILENAME, EMBEDDED_REPO, FakeHub
 

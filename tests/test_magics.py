@@ -11,7 +11,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.testing import FakeProviders
 from jupyter_byok.types import Completion
 
@@ -247,8 +247,8 @@ def test_keys_set_shows_a_key_form_and_no_key_enters_the_kernel(
     import builtins
     import getpass
 
-    from jupyter_byok.keystore import Secret
     from jupyter_byok.magics import KEYFORM_MIME
+    from jupyter_byok.redact import Secret
 
     touched: list[str] = []
 

@@ -15,7 +15,7 @@ import pytest
 import jupyter_byok
 from jupyter_byok import engine as engine_module
 from jupyter_byok._runner import run_sync
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.pipeline import Pipeline, PipelineError, PipelineRunError
 from jupyter_byok.testing import FakeProviders
 

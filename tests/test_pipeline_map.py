@@ -18,7 +18,7 @@ import jupyter_byok
 from jupyter_byok import engine as engine_module
 from jupyter_byok._runner import run_sync
 from jupyter_byok.client import get_client
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.pipeline import AdaptiveLimiter, CostConfirmationError, Pipeline
 from jupyter_byok.testing import FakeProviders
 from jupyter_byok.types import Message, Request

@@ -19,13 +19,12 @@ from jupyter_byok.errors import (
     QuotaExceededError,
     StreamError,
 )
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore, verify_key
 from jupyter_byok.providers import BUILTIN, ProviderSpec, dispatch
 from jupyter_byok.providers.base import CallResult, FinalEvent, RetryPolicy, make_async_client
 from jupyter_byok.redact import Secret
 from jupyter_byok.testing import FakeProviders, tokens
 from jupyter_byok.types import Attempt, Message, StreamEvent, Usage
-from jupyter_byok.verify import verify_key
 
 pytest_plugins = ["jupyter_byok.testing.pytest_plugin"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from jupyter_byok.errors import KeystoreError
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.testing import FakeProviders
 
 KEY = "sk-proj-READONLYHOME" + "r" * 40 + "T3BlbkFJ" + "h" * 20

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_byok.errors import ByokError, KeystoreCorruptError
-from jupyter_byok.keystore import Keystore, resolve_key
+from jupyter_byok.keys import Keystore, resolve_key
 from jupyter_byok.redact import install_log_filter
 
 ENTRY_POINT = Path(sys.executable).with_name("jupyter-byok")

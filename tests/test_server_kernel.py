@@ -173,7 +173,7 @@ async def test_magic_in_a_server_kernel_never_holds_the_key(
     probe = await execute(
         server,
         kernel_id,
-        "import jupyter_byok, jupyter_byok.keystore as ks\n"
+        "import jupyter_byok, jupyter_byok.keys.store as ks\n"
         "_decrypts = []\n"
         "_orig_get = ks.Keystore.get\n"
         "def _spy(self, *a, **k):\n"

@@ -295,7 +295,7 @@ async def test_status_sees_every_change_made_before_it(
     after_call = await status(jp_fetch)
     assert float(after_call["spend_today_usd"]) > 0  # a call finished here
 
-    from jupyter_byok.keystore import Keystore
+    from jupyter_byok.keys import Keystore
 
     Keystore().set("anthropic", "sk-ant-" + "x" * 40)  # another process (the CLI)
     assert (await status(jp_fetch))["keystore"]["entries"] == 2

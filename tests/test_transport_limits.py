@@ -27,7 +27,7 @@ from jupyter_byok.errors import (
     ResponseTooLargeError,
     StreamError,
 )
-from jupyter_byok.keystore import Keystore
+from jupyter_byok.keys import Keystore
 from jupyter_byok.providers import BUILTIN, dispatch
 from jupyter_byok.providers.base import Limits, RetryPolicy, make_async_client
 from jupyter_byok.redact import Secret

@@ -196,7 +196,7 @@ def restore_backup(
     from .._files import atomic_write, ensure_private_dir, file_lock
     from ..budgets import get_budgets, merge_budgets
     from ..config import Settings, byok_home, home_file, load_settings, update_settings
-    from ..keystore import Keystore
+    from ..keys import Keystore
     from ..ledger import ledger_path
     from ..pricing import OVERRIDE_NAME, validate_prices
 

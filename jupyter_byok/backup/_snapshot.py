@@ -163,7 +163,7 @@ def create_backup(
     from .._files import ensure_private_dir
     from .._version import __version__
     from ..config import byok_home, load_settings
-    from ..keystore import Keystore
+    from ..keys import Keystore
     from ..ledger import ledger_path
 
     if not passphrase or not passphrase.strip():

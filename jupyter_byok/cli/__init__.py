@@ -35,13 +35,13 @@ def _read_secret(prompt: str) -> str:
         return getpass.getpass(prompt)
     # Not a terminal: read at most a little more than the largest key we accept,
     # so that a mistaken pipe of a huge file fails fast with a clear message.
-    from ..keystore import MAX_SECRET_LENGTH
+    from ..keys import MAX_SECRET_LENGTH
 
     return sys.stdin.read(MAX_SECRET_LENGTH + 1)
 
 
 def _keystore() -> Any:
-    from ..keystore import Keystore
+    from ..keys import Keystore
 
     return Keystore()
 
@@ -51,7 +51,9 @@ def cmd_keys_set(args: argparse.Namespace) -> int:
     from ..redact import KEY_PATTERNS
 
     provider, name = _split_label(args.provider, args.name)
-    label = provider if name == "default" else f"{provider}@{name}"
+    from ..keys import label as key_label
+
+    label = key_label(provider, name)
     value = _read_secret(f"Key for {label} (input hidden): ")
     store = _keystore()
     info = store.set(
@@ -95,7 +97,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_delete(args: argparse.Namespace) -> int:
     provider, name = _split_label(args.provider, args.name)
-    label = provider if name == "default" else f"{provider}@{name}"
+    from ..keys import label as key_label
+
+    label = key_label(provider, name)
     if not _keystore().delete(provider, name):
         raise ByokError(f"no stored key {label}; `jupyter byok keys list` shows what is stored")
     _out(f"deleted {label}")
@@ -104,7 +108,7 @@ def cmd_keys_delete(args: argparse.Namespace) -> int:
 
 def cmd_keys_verify(args: argparse.Namespace) -> int:
     provider, name = _split_label(args.provider, args.name)
-    from ..verify import verify_key
+    from ..keys import verify_key
 
     result = verify_key(provider, name)
     _out(result)
@@ -144,7 +148,7 @@ def cmd_keys_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from ..keystore import Keystore
+    from ..keys import Keystore
 
     passphrase = None
     if args.tier == "passphrase":

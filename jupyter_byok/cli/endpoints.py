@@ -127,12 +127,14 @@ def register(sub: Any) -> None:
 
 # -------------------------------------------------------------------------- rebind
 def cmd_keys_rebind(args: argparse.Namespace) -> int:
-    from ..keystore import Keystore, binding_for
+    from ..keys import Keystore, binding_for
     from ..providers import get_spec
 
     provider, _, at_name = args.provider.partition("@")
     name = args.name or at_name or "default"
-    label = provider if name == "default" else f"{provider}@{name}"
+    from ..keys import label as key_label
+
+    label = key_label(provider, name)
     if not sys.stdin.isatty():
         raise ByokError("`jupyter byok keys rebind` asks for a confirmation: run it in a terminal")
     store = Keystore()

@@ -105,7 +105,7 @@ def _llama(probe: bool) -> dict[str, Any]:
 
 
 def _keystore() -> dict[str, Any]:
-    from ..keystore import Keystore
+    from ..keys import Keystore
     from ..providers import BUILTIN
 
     store = Keystore()

@@ -135,7 +135,7 @@ def _offline() -> bool:
 
 def _hub_token() -> tuple[Any, str | None]:
     """(the keystore's ``huggingface`` secret or None, why it could not be read)."""
-    from ..keystore import Keystore
+    from ..keys import Keystore
 
     try:
         return Keystore().get("secret", HUB_SECRET), None

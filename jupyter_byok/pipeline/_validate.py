@@ -6,7 +6,6 @@ decrypted here.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -134,8 +133,10 @@ def make_plan(
 
 
 def missing_key(pipeline: Pipeline, provider: str, key_name: str) -> str | None:
-    """Why no key is available for ``provider`` (None if one is), from metadata only."""
-    from ..keystore import Keystore
+    """Why no key is available for ``provider`` (None if one is), from metadata only: the
+    key rule (:func:`jupyter_byok.keys.key_source`) as the pipeline's client sees it (the
+    server's keystore and environment when there is a server)."""
+    from ..keys import label
     from ..providers import get_spec
 
     try:
@@ -145,19 +146,14 @@ def missing_key(pipeline: Pipeline, provider: str, key_name: str) -> str | None:
     if not spec.needs_key:
         return None
     try:
-        if Keystore().has(provider, key_name):
+        if pipeline._get_client().key_source(provider, key_name).available:
             return None
     except ByokError as exc:
         return exc.message
-    if key_name == "default" and any(os.environ.get(v, "").strip() for v in spec.env_vars):
-        return None
-    if pipeline._get_client().transport == "server" and key_name == "default":
-        return None  # the server may have it in its own environment: it will say
-    label = provider if key_name == "default" else f"{provider}@{key_name}"
-    how = f"run `%byok keys set {label}`"
+    how = f"run `%byok keys set {label(provider, key_name)}`"
     if key_name == "default" and spec.env_vars:
         how += " or set " + " or ".join(spec.env_vars)
-    return f"has no key for {label}: {how}"
+    return f"has no key for {label(provider, key_name)}: {how}"
 
 
 def _resolve_model(model: str) -> ModelRef:

@@ -21,7 +21,7 @@ from .._version import __version__
 from ..config import Endpoint, load_settings, update_settings
 from ..engine import Engine, build_messages
 from ..errors import ByokError, InvalidInputError
-from ..keystore import Keystore
+from ..keys import Keystore
 from ..providers import BUILTIN, SECRET_NAMESPACE, env_base_urls, get_spec
 from ..redact import mask_value
 from ..types import Completion, Message, Request
@@ -303,33 +303,9 @@ class ByokService:
 
     # -------------------------------------------------------------------- keys
     async def list_keys(self) -> dict[str, Any]:
-        def collect() -> dict[str, Any]:
-            import os
+        from ..keys import keys_overview
 
-            stored = [info.to_dict() for info in self.keystore.list()]
-            providers = []
-            for name, spec in BUILTIN.items():
-                if not spec.needs_key:
-                    continue
-                env = next((v for v in spec.env_vars if os.environ.get(v)), None)
-                providers.append(
-                    {
-                        "provider": name,
-                        "configured": any(k["provider"] == name for k in stored) or bool(env),
-                        "stored": [k for k in stored if k["provider"] == name],
-                        "env_var": env,
-                        "key_url": spec.key_url,
-                    }
-                )
-            status = self.keystore.status()
-            return {
-                "keys": stored,
-                "providers": providers,
-                "tier": status["tier"],
-                "tier_description": status["tier_description"],
-            }
-
-        return await asyncio.to_thread(collect)
+        return await asyncio.to_thread(keys_overview, self.keystore)
 
     async def add_key(self, body: AddKeyBody) -> KeyInfoDict:
         provider = _str(body, "provider")
@@ -379,25 +355,26 @@ class ByokService:
             self._edited()
 
     async def verify_key(self, key_id: str) -> dict[str, Any]:
-        from ..keystore import bind_key
-        from ..providers import dispatch
+        from ..keys import check_key
 
         info = await asyncio.to_thread(self._find, key_id)
         if info.provider == SECRET_NAMESPACE:
             raise BadInput("named secrets have no provider to verify against")
-        spec = get_spec(info.provider)
-        secret, stored = await asyncio.to_thread(
-            self.keystore.get_with_info, info.provider, info.name
-        )
-        # the same binding as a call: the key goes to the origin it was stored for, or nowhere
-        bound = bind_key(spec, stored, secret)
-        result = await dispatch.check_key(spec, bound, client=self.engine.client())
-        if result.get("ok"):
-            try:
-                await asyncio.to_thread(self.keystore.mark_verified, info.provider, info.name)
-            finally:
-                self._edited()
-        return {"id": key_id, "label": info.label, **result}
+        # the same check as `jupyter byok keys verify`, and the same binding as a call: the
+        # key goes to the origin it was stored for, or nowhere
+        try:
+            result = await check_key(
+                info.provider,
+                info.name,
+                store=self.keystore,
+                client=self.engine.client(),
+                env_base_urls=self.engine.env_base_urls,
+            )
+        finally:
+            self._edited()
+        result.pop("source", None)
+        result.pop("last4", None)
+        return {"id": key_id, **result, "label": info.label}
 
     # ------------------------------------------------------------------- calls
     def parse_request(self, body: CompleteBody) -> Request:

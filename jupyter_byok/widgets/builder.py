@@ -57,24 +57,23 @@ def _price_label(model_id: str) -> str:
 
 def model_options(extra: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """(label, model id) for providers with a key, local models and aliases, priced."""
-    import os
-
+    from ..client import get_client
     from ..config import load_settings
-    from ..keystore import Keystore
     from ..pricing import load_prices
     from ..providers import BUILTIN
     from ..providers.local import available_models
 
     try:
-        stored = {(i.provider, i.name) for i in Keystore().list()}
+        sources = get_client().key_sources()
     except ByokError:
-        stored = set()
+        sources = []
     ids: list[str] = []
     for name, spec in BUILTIN.items():
         if spec.wire in ("local", "tavily"):
             continue
-        names = sorted({n for p, n in stored if p == name})
-        if any(os.environ.get(v) for v in spec.env_vars) and "default" not in names:
+        mine = [s for s in sources if s.provider == name]
+        names = sorted({s.name for s in mine if s.source == "keystore"})
+        if any(s.source == "environment" for s in mine):
             names.insert(0, "default")
         for key_name in names:
             suffix = "" if key_name == "default" else f"@{key_name}"

@@ -10,7 +10,7 @@ Invariants:
 * The KEK comes from a per-install random key file (0600 in a 0700 folder) fed through
   HKDF together with this machine's id (so a copied store does not open elsewhere), or
   from a passphrase (scrypt), or from the OS keyring when the user asks for it and one
-  answers within 3 seconds.
+  answers within 3 seconds (the tiers: :mod:`.kek`).
 * The whole file is authenticated (HMAC over its exact bytes under a DEK subkey): any
   change to any byte is reported as :class:`KeystoreCorruptError`, and the file is left
   where it is. Nothing here ever overwrites a store it could not read.
@@ -20,7 +20,8 @@ Invariants:
   as corruption and never misread as "created on another machine". It adds no
   authenticity: the HMAC and the AES-GCM tags do that. Only a file whose checksum is
   intact but whose KEK does not match raises :class:`MachineBindingError` (or
-  :class:`KeystoreLockedError` for a wrong passphrase).
+  :class:`KeystoreLockedError` for a wrong passphrase). The layout, checksums and
+  associated data are in :mod:`.fileformat`.
 * Writes are atomic (temp file, fsync, ``os.replace``, fsync dir) and read-modify-write
   cycles hold an exclusive ``flock`` on ``keystore.lock``, so several servers and kernels
   can share one store.
@@ -28,7 +29,6 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
 import builtins
 import contextlib
 import datetime as dt
@@ -39,23 +39,18 @@ import hmac
 import json
 import logging
 import os
-import re
 import secrets as _random
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ._files import (
+from .._files import (
     PRIVATE_FILE,
     atomic_write,
     check_private_dir,
@@ -66,45 +61,31 @@ from ._files import (
     read_no_symlink,
     remove_stale_temps,
 )
-from .errors import (
-    ConfigError,
+from ..errors import (
     InvalidSecretError,
     KeystoreCorruptError,
     KeystoreError,
     KeystoreLockedError,
     KeystorePermissionError,
     MachineBindingError,
-    MissingKeyError,
     UnknownProviderError,
 )
-from .redact import Secret
+from ..redact import Secret
+from . import fileformat as ff
+from . import kek as tiers
+from .binding import binding_for
+from .fileformat import KEK_FILE_RE, VERSION, Corrupt, Store, b64, hkdf, unb64
+from .kek import RECOVERY, TIERS, machine_app_id
+from .naming import NAME_RE, label, validate_name
 
-__all__ = ["KeyInfo", "Keystore", "bind_key", "resolve_key", "validate_secret"]
+__all__ = ["KeyInfo", "Keystore", "validate_name", "validate_secret"]
 
 log = logging.getLogger("jupyter_byok.keystore")
 
-FORMAT = "jupyter_byok.keystore"
-VERSION = 1
 MAX_SECRET_LENGTH = 4096
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAC_PREFIX = b"hmac-sha256:"
-DIGEST_PREFIX = b"sha256:"
-KEK_FILE_RE = re.compile(r"^kek/kek-[0-9a-f]{12}\.key$")
 #: Random 96-bit nonces stay safe far below 2**32 encryptions per key (NIST SP 800-38D).
 ROTATE_AFTER = 2**30
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
-KEYRING_TIMEOUT_S = 3.0
 
-TIERS = {
-    "machine-file": "key file + machine id (a copied store does not open on another machine)",
-    "file": "key file only (no machine id found on this system)",
-    "passphrase": "passphrase (scrypt); portable between machines",
-    "keyring": "OS keyring + machine id",
-}
-RECOVERY = (
-    "run `jupyter byok keys reset` to set the old files aside and start a fresh store, "
-    "then `jupyter byok restore BACKUP` if you have a backup (or add your keys again)"
-)
 #: the end of the one line a keystore change in a folder that cannot be written gets
 UNWRITABLE_HINT = (
     "stored keys can still be listed and used, but none can be added, changed or removed: "
@@ -121,41 +102,6 @@ def _link_target(path: Path) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise ValueError("expected base64 text")
-    return base64.b64decode(text.encode("ascii"), validate=True)
-
-
-def _encode_aad(*fields: str | bytes) -> bytes:
-    """Length-prefixed encoding: no two field tuples share an encoding."""
-    out = bytearray()
-    for item in fields:
-        data = item.encode("utf-8") if isinstance(item, str) else item
-        out += struct.pack(">I", len(data)) + data
-    return bytes(out)
-
-
-def _hkdf(ikm: bytes, info: bytes, salt: bytes | None = None) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
-
-
-def machine_app_id() -> bytes | None:
-    """An app-specific id derived from the machine id (never the raw id), or None."""
-    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            raw = Path(candidate).read_text().strip()
-        except OSError:
-            continue
-        if raw:
-            return hmac.new(raw.encode(), b"jupyter_byok/machine", hashlib.sha256).digest()
-    return None
 
 
 def validate_secret(value: str) -> str:
@@ -183,12 +129,6 @@ def validate_secret(value: str) -> str:
     return value
 
 
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise KeystoreError(f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    return name
-
-
 @dataclass
 class KeyInfo:
     """What may be shown about a stored key: never more than its last 4 characters."""
@@ -207,7 +147,7 @@ class KeyInfo:
 
     @property
     def label(self) -> str:
-        return self.provider if self.name == "default" else f"{self.provider}@{self.name}"
+        return label(self.provider, self.name)
 
     @property
     def warning(self) -> str | None:
@@ -224,6 +164,12 @@ class KeyInfo:
         data["warning"] = self.warning
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KeyInfo:
+        """The inverse of :meth:`to_dict` (``label`` and ``warning`` are derived)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 #: seconds between checks of the keystore folders' permissions on the fast read path
 DIR_CHECK_INTERVAL = 1.0
@@ -237,17 +183,6 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
 def _unchanged(st: os.stat_result, parsed: tuple[int, ...]) -> bool:
     """The file is the one parsed when its identity was ``parsed``, and still private."""
     return _identity(st) == parsed and not st.st_mode & 0o077
-
-
-@dataclass
-class _Store:
-    header: dict[str, Any]
-    entries: list[dict[str, Any]]
-    dek: bytes = field(repr=False)
-
-
-class _Corrupt(Exception):
-    """Internal: the file failed a structural or integrity check."""
 
 
 class Keystore:
@@ -265,7 +200,7 @@ class Keystore:
         passphrase: str | None = None,
         keyring_backend: Any = None,
     ) -> None:
-        from .config import byok_home
+        from ..config import byok_home
 
         folder = Path(home) if home else byok_home()
         try:
@@ -283,8 +218,8 @@ class Keystore:
         )
         self._keyring = keyring_backend
         self._kek_cache: dict[tuple[str, ...], bytes] = {}
-        self._parsed: tuple[bytes, _Store] | None = None
-        self._seen: tuple[tuple[int, ...], _Store] | None = None
+        self._parsed: tuple[bytes, Store] | None = None
+        self._seen: tuple[tuple[int, ...], Store] | None = None
         self._dirs_checked = float("-inf")
         self._mutex = threading.Lock()
         self._cleanup()
@@ -415,9 +350,8 @@ class Keystore:
         with self._locked() as (store, save):
             entry = self._find(store, provider, name) if store else None
             if store is None or entry is None:
-                label = provider if name == "default" else f"{provider}@{name}"
                 raise KeystoreError(
-                    f"no stored key {label}; `jupyter byok keys list` shows what is stored"
+                    f"no stored key {label(provider, name)}; `jupyter byok keys list` shows what is stored"
                 )
             value = self._open_entry(store, entry)
             new = {**entry, "base_url": bind, "updated": _now(), "last_verified": None}
@@ -608,12 +542,12 @@ class Keystore:
             os.close(fd)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[tuple[_Store | None, Callable[[_Store], None]]]:
+    def _locked(self) -> Iterator[tuple[Store | None, Callable[[Store], None]]]:
         with self._writing(), file_lock(self.lock_path), self._mutex:
             remove_stale_temps(self.path)
             store = self._load()
 
-            def save(new: _Store) -> None:
+            def save(new: Store) -> None:
                 atomic_write(self.path, self._serialize(new))
 
             yield store, save
@@ -630,7 +564,7 @@ class Keystore:
                 f"cannot change the keystore: {os_error_line(exc, where)}; {UNWRITABLE_HINT}"
             ) from None
 
-    def _find(self, store: _Store, provider: str, name: str) -> dict[str, Any] | None:
+    def _find(self, store: Store, provider: str, name: str) -> dict[str, Any] | None:
         for entry in store.entries:
             if entry.get("provider") == provider and entry.get("name") == name:
                 return entry
@@ -652,7 +586,7 @@ class Keystore:
         )
 
     # -- key hierarchy
-    def _create(self, tier: str | None = None) -> _Store:
+    def _create(self, tier: str | None = None) -> Store:
         if tier is None:
             tier = "machine-file" if self._machine_id is not None else "file"
         if tier == "machine-file" and self._machine_id is None:
@@ -661,7 +595,7 @@ class Keystore:
         header: dict[str, Any] = {
             "kid": "dek-" + _random.token_hex(6),
             "tier": tier,
-            "salt": _b64(salt),
+            "salt": b64(salt),
             "created": _now(),
             "encryptions": 0,
             "kek_file": None,
@@ -674,7 +608,7 @@ class Keystore:
             header["kek_file"] = self._new_key_file()
         elif tier == "keyring":
             header["keyring_user"] = "kek-" + _random.token_hex(6)
-            self._keyring_set(header["keyring_user"], _b64(_random.token_bytes(32)))
+            tiers.keyring_set(self._keyring, header["keyring_user"], b64(_random.token_bytes(32)))
         elif tier == "passphrase" and not self._passphrase:
             raise KeystoreLockedError(
                 "the passphrase tier needs a passphrase: set JUPYTER_BYOK_PASSPHRASE "
@@ -682,92 +616,44 @@ class Keystore:
             )
         kek = self._derive_kek(header)
         dek = AESGCM.generate_key(bit_length=256)
-        header["kek_check"] = _kek_check(kek)
+        header["kek_check"] = ff.kek_check(kek)
         nonce = _random.token_bytes(12)
-        wrapped = AESGCM(kek).encrypt(nonce, dek, _dek_aad(header))
-        header["wrapped_dek"] = {"nonce": _b64(nonce), "ct": _b64(wrapped)}
-        return _Store(header=header, entries=[], dek=dek)
-
-    def _machine_hint(self) -> str:
-        assert self._machine_id is not None
-        return hashlib.sha256(b"jupyter_byok/hint" + self._machine_id).hexdigest()[:16]
+        wrapped = AESGCM(kek).encrypt(nonce, dek, ff.dek_aad(header))
+        header["wrapped_dek"] = {"nonce": b64(nonce), "ct": b64(wrapped)}
+        return Store(header=header, entries=[], dek=dek)
 
     def _new_key_file(self) -> str:
         ensure_private_dir(self.kek_dir)
         rel = f"kek/kek-{_random.token_hex(6)}.key"
-        atomic_write(self.home / rel, _b64(_random.token_bytes(32)).encode() + b"\n")
+        atomic_write(self.home / rel, b64(_random.token_bytes(32)).encode() + b"\n")
         return rel
 
-    def _keyring_get(self, user: str) -> str | None:
-        return _with_timeout(lambda: self._keyring.get_password("jupyter_byok", user))
-
-    def _keyring_set(self, user: str, value: str) -> None:
-        if self._keyring is None:
-            raise KeystoreError("no OS keyring is available here: use the 'machine-file' tier")
-        _with_timeout(lambda: self._keyring.set_password("jupyter_byok", user, value))
-
     def _derive_kek(self, header: dict[str, Any]) -> bytes:
-        tier = header.get("tier")
-        salt = _unb64(header["salt"])
-        machine = b""
-        if tier in ("machine-file", "keyring"):
-            if self._machine_id is None:
-                raise MachineBindingError(
-                    f"keystore {self.path} is bound to a machine id, and this system has none; "
-                    + RECOVERY
-                )
-            machine = self._machine_id
-        if tier in ("machine-file", "file"):
-            key_path = self.home / str(header.get("kek_file"))
-            check_private_file(key_path)
-            try:
-                ikm = _unb64(key_path.read_text().strip())
-            except FileNotFoundError:
-                raise MachineBindingError(
-                    f"the key file {key_path} is missing, so keystore {self.path} cannot be "
-                    "decrypted; restore the file from a backup, or " + RECOVERY
-                ) from None
-            except ValueError:
-                raise KeystoreCorruptError(
-                    f"the key file {key_path} is damaged; restore it from a backup, or " + RECOVERY
-                ) from None
-        elif tier == "keyring":
-            if self._keyring is None:
-                raise KeystoreLockedError(
-                    "this keystore keeps its key in the OS keyring, which is not available here; "
-                    + RECOVERY
-                )
-            stored = self._keyring_get(str(header.get("keyring_user")))
-            if not stored:
-                raise MachineBindingError(
-                    "the OS keyring has no key for this keystore; " + RECOVERY
-                )
-            ikm = _unb64(stored)
-        elif tier == "passphrase":
-            if not self._passphrase:
-                raise KeystoreLockedError(
-                    "the keystore is protected by a passphrase: set JUPYTER_BYOK_PASSPHRASE "
-                    "(or pass passphrase=...) to unlock it"
-                )
-            ikm = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(
-                self._passphrase.encode("utf-8")
-            )
-        else:
-            raise _Corrupt(f"unknown protection tier {tier!r}")
-        return _hkdf(ikm, b"jupyter_byok/kek/v1\x00" + machine, salt)
+        return tiers.derive_kek(
+            header,
+            home=self.home,
+            store_path=self.path,
+            machine_id=self._machine_id,
+            passphrase=self._passphrase,
+            keyring=self._keyring,
+        )
+
+    def _machine_hint(self) -> str:
+        assert self._machine_id is not None
+        return tiers.machine_hint(self._machine_id)
 
     # -- reading
     def _read_header(self) -> dict[str, Any]:
         try:
-            body, _ = _split(self.path.read_bytes())
+            body, _ = ff.split(self.path.read_bytes())
             header = json.loads(body)["header"]
             if not isinstance(header, dict) or header.get("tier") not in TIERS:
                 raise ValueError
             return header
-        except (ValueError, KeyError, TypeError, _Corrupt):
+        except (ValueError, KeyError, TypeError, Corrupt):
             return {"tier": "unknown (damaged file)"}
 
-    def _load_readonly(self) -> _Store | None:
+    def _load_readonly(self) -> Store | None:
         """:meth:`_load` for readers that do not modify the store (every provider call reads
         a key): a verified parse is reused while the file's identity is unchanged.
 
@@ -811,7 +697,7 @@ class Keystore:
         seen = self._seen
         return seen is not None and _unchanged(st, seen[0])
 
-    def _load(self, reuse: bool = False) -> _Store | None:
+    def _load(self, reuse: bool = False) -> Store | None:
         """Read and verify the store (each time: other processes may have changed it)."""
         ensure_private_dir(self.home)
         try:
@@ -837,52 +723,52 @@ class Keystore:
             if reuse:
                 self._parsed = (digest, store)
             return store
-        except _Corrupt as exc:
+        except Corrupt as exc:
             raise KeystoreCorruptError(
                 f"keystore {self.path} is damaged or was tampered with ({exc}); it was left "
                 "untouched. Restore it from a backup, or " + RECOVERY
             ) from None
 
-    def _parse(self, raw: bytes) -> _Store:
-        body, mac = _split(raw)
+    def _parse(self, raw: bytes) -> Store:
+        body, mac = ff.split(raw)
         try:
             doc = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise _Corrupt("not valid JSON") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise _Corrupt("not a jupyter_byok keystore")
+            raise Corrupt("not valid JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != ff.FORMAT:
+            raise Corrupt("not a jupyter_byok keystore")
         if doc.get("v") != VERSION:
-            raise _Corrupt(f"unsupported format version {doc.get('v')!r}")
+            raise Corrupt(f"unsupported format version {doc.get('v')!r}")
         header, entries = doc.get("header"), doc.get("entries")
         if not isinstance(header, dict) or not isinstance(entries, list):
-            raise _Corrupt("missing header or entries")
-        _check_header(header)
+            raise Corrupt("missing header or entries")
+        ff.check_header(header)
         try:
             wrapped = header["wrapped_dek"]
-            nonce, ct = _unb64(wrapped["nonce"]), _unb64(wrapped["ct"])
+            nonce, ct = unb64(wrapped["nonce"]), unb64(wrapped["ct"])
         except (KeyError, TypeError, ValueError):
-            raise _Corrupt("missing or malformed data key") from None
+            raise Corrupt("missing or malformed data key") from None
         if len(nonce) != 12:
-            raise _Corrupt("malformed data key nonce")
+            raise Corrupt("malformed data key nonce")
         try:
             kek = self._cached_kek(header)
         except (KeyError, TypeError, ValueError):
-            raise _Corrupt("malformed header") from None
+            raise Corrupt("malformed header") from None
         try:
-            dek = AESGCM(kek).decrypt(nonce, ct, _dek_aad(header))
+            dek = AESGCM(kek).decrypt(nonce, ct, ff.dek_aad(header))
         except InvalidTag:
-            if hmac.compare_digest(str(header.get("kek_check")), _kek_check(kek)):
-                raise _Corrupt("the data key failed authentication") from None
+            if hmac.compare_digest(str(header.get("kek_check")), ff.kek_check(kek)):
+                raise Corrupt("the data key failed authentication") from None
             self._raise_binding(header)
-            raise _Corrupt("the data key failed authentication") from None
-        if not hmac.compare_digest(mac, _mac(dek, body)):
-            raise _Corrupt("file checksum mismatch")
+            raise Corrupt("the data key failed authentication") from None
+        if not hmac.compare_digest(mac, ff.mac(dek, body)):
+            raise Corrupt("file checksum mismatch")
         for entry in entries:
             if not isinstance(entry, dict) or not all(
                 isinstance(entry.get(k), str) for k in ("provider", "name")
             ):
-                raise _Corrupt("malformed entry")
-        return _Store(header=header, entries=entries, dek=dek)
+                raise Corrupt("malformed entry")
+        return Store(header=header, entries=entries, dek=dek)
 
     def _cached_kek(self, header: dict[str, Any]) -> bytes:
         """KEK derivation can be slow (scrypt): remember it per header identity."""
@@ -918,10 +804,10 @@ class Keystore:
             "Restore the matching key file, or " + RECOVERY
         )
 
-    def _open_entry(self, store: _Store, entry: dict[str, Any]) -> str:
+    def _open_entry(self, store: Store, entry: dict[str, Any]) -> str:
         try:
-            nonce, ct = _unb64(entry["nonce"]), _unb64(entry["ct"])
-            plaintext = AESGCM(store.dek).decrypt(nonce, ct, _entry_aad(store.header, entry))
+            nonce, ct = unb64(entry["nonce"]), unb64(entry["ct"])
+            plaintext = AESGCM(store.dek).decrypt(nonce, ct, ff.entry_aad(store.header, entry))
             return plaintext.decode("utf-8")
         except (KeyError, TypeError, ValueError, InvalidTag, UnicodeDecodeError):
             raise KeystoreCorruptError(
@@ -931,147 +817,27 @@ class Keystore:
             ) from None
 
     # -- writing
-    def _seal(self, store: _Store, entry: dict[str, Any], value: str) -> None:
+    def _seal(self, store: Store, entry: dict[str, Any], value: str) -> None:
         if store.header.get("encryptions", 0) >= ROTATE_AFTER:
             raise KeystoreError(
                 "the data key has been used very often: run `jupyter byok keys rotate-master`"
             )
         nonce = _random.token_bytes(12)
         ct = AESGCM(store.dek).encrypt(
-            nonce, value.encode("utf-8"), _entry_aad(store.header, entry)
+            nonce, value.encode("utf-8"), ff.entry_aad(store.header, entry)
         )
-        entry["nonce"], entry["ct"] = _b64(nonce), _b64(ct)
+        entry["nonce"], entry["ct"] = b64(nonce), b64(ct)
         entry["last4"] = value[-4:] if len(value) >= 12 else ""
-        fp_key = _hkdf(store.dek, b"jupyter_byok/fingerprint")
+        fp_key = hkdf(store.dek, b"jupyter_byok/fingerprint")
         entry["fingerprint"] = hmac.new(fp_key, value.encode(), hashlib.sha256).hexdigest()[:12]
         store.header["encryptions"] = int(store.header.get("encryptions", 0)) + 1
 
-    def _serialize(self, store: _Store) -> bytes:
-        doc = {"format": FORMAT, "v": VERSION, "header": store.header, "entries": store.entries}
-        body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        return (
-            body
-            + b"\n"
-            + DIGEST_PREFIX
-            + _digest(body)
-            + b"\n"
-            + MAC_PREFIX
-            + _mac(store.dek, body)
-            + b"\n"
-        )
-
-
-def _split(raw: bytes) -> tuple[bytes, bytes]:
-    """``(body, mac)`` of a keystore file, after checking the unkeyed body checksum.
-
-    Files written before the checksum line existed (body + MAC line only) are still read;
-    the next write adds the line.
-    """
-    if raw[-1:] != b"\n":
-        raise _Corrupt("missing checksum line (truncated?)")
-    lines = raw[:-1].split(b"\n")
-    if len(lines) == 3:
-        body, digest, mac = lines
-        if not digest.startswith(DIGEST_PREFIX):
-            raise _Corrupt("missing checksum line (truncated?)")
-        if not hmac.compare_digest(digest[len(DIGEST_PREFIX) :], _digest(body)):
-            raise _Corrupt("checksum mismatch: the file was damaged")
-    elif len(lines) == 2:
-        body, mac = lines
-    else:
-        raise _Corrupt("missing checksum line (truncated?)")
-    if not mac.startswith(MAC_PREFIX):
-        raise _Corrupt("missing checksum line (truncated?)")
-    return body, mac[len(MAC_PREFIX) :]
-
-
-def _digest(body: bytes) -> bytes:
-    return hashlib.sha256(body).hexdigest().encode("ascii")
-
-
-def _check_header(header: dict[str, Any]) -> None:
-    """Structural checks before any field is used (a tampered field never escapes as a
-    ``KeyError``, and ``kek_file`` can only name a file inside ``kek/``)."""
-    for key in ("kid", "tier", "salt", "kek_check"):
-        if not isinstance(header.get(key), str):
-            raise _Corrupt(f"malformed header field {key!r}")
-    for key in ("kek_file", "keyring_user", "machine_hint"):
-        if not isinstance(header.get(key), (str, type(None))):
-            raise _Corrupt(f"malformed header field {key!r}")
-    kek_file = header.get("kek_file")
-    if header["tier"] in ("machine-file", "file") and not (
-        isinstance(kek_file, str) and KEK_FILE_RE.match(kek_file)
-    ):
-        raise _Corrupt("malformed header field 'kek_file'")
-    if not isinstance(header.get("wrapped_dek"), dict):
-        raise _Corrupt("missing or malformed data key")
-
-
-def _mac(dek: bytes, body: bytes) -> bytes:
-    key = _hkdf(dek, b"jupyter_byok/file-mac")
-    return hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
-
-
-def _kek_check(kek: bytes) -> str:
-    return hmac.new(kek, b"jupyter_byok/kek-check", hashlib.sha256).hexdigest()[:16]
-
-
-def _dek_aad(header: dict[str, Any]) -> bytes:
-    return _encode_aad(
-        "jupyter_byok.dek",
-        str(VERSION),
-        str(header["kid"]),
-        str(header["tier"]),
-        str(header["salt"]),
-        str(header.get("kek_file") or ""),
-        str(header.get("keyring_user") or ""),
-        str(header.get("machine_hint") or ""),
-    )
-
-
-def _entry_aad(header: dict[str, Any], entry: dict[str, Any]) -> bytes:
-    return _encode_aad(
-        "jupyter_byok.entry",
-        str(VERSION),
-        str(header["kid"]),
-        str(entry["provider"]),
-        str(entry["name"]),
-        str(entry.get("kind") or "provider"),
-        str(entry.get("base_url") or ""),
-    )
-
-
-def _with_timeout(fn: Callable[[], Any], timeout: float | None = None) -> Any:
-    """Run a keyring call with a deadline: a hung D-Bus must never block the server.
-
-    The default deadline is read at call time (``KEYRING_TIMEOUT_S``), so that it can be
-    configured after import.
-    """
-    if timeout is None:
-        timeout = KEYRING_TIMEOUT_S
-    result: list[Any] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
-            error.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True, name="byok-keyring")
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise KeystoreLockedError(
-            f"the OS keyring did not answer within {timeout:g} s; use the 'machine-file' tier"
-        )
-    if error:
-        raise KeystoreLockedError(f"the OS keyring failed ({type(error[0]).__name__})")
-    return result[0] if result else None
+    def _serialize(self, store: Store) -> bytes:
+        return ff.serialize(store)
 
 
 def _check_provider(provider: str) -> None:
-    from .providers import SECRET_NAMESPACE, known_provider_names
+    from ..providers import SECRET_NAMESPACE, known_provider_names
 
     if provider == SECRET_NAMESPACE:
         return
@@ -1084,126 +850,10 @@ def _check_provider(provider: str) -> None:
 
 
 def _secret_namespace() -> str:
-    from .providers import SECRET_NAMESPACE
+    from ..providers import SECRET_NAMESPACE
 
     return SECRET_NAMESPACE
 
 
 def _label(meta: dict[str, Any]) -> str:
-    provider, name = meta.get("provider"), meta.get("name")
-    return f"{provider}" if name == "default" else f"{provider}@{name}"
-
-
-def binding_for(provider: str, base_url: str | None, allow_http: bool = False) -> str | None:
-    """The base URL a key stored now for ``provider`` is bound to; ``None`` for a built-in
-    provider's own URL (or, on replacing a key, the one it had)."""
-    from .origin import check_base_url, origin_of
-    from .providers import get_spec
-
-    if provider == _secret_namespace():
-        if base_url is not None:
-            raise KeystoreError("named secrets are never sent anywhere: they take no base URL")
-        return None
-    if base_url is not None:
-        base_url = check_base_url(base_url, allow_http=allow_http)
-    spec = get_spec(provider)
-    if spec.builtin:
-        return base_url
-    own = spec.resolved_base_url()
-    if base_url is not None and origin_of(base_url) != origin_of(own):
-        raise ConfigError(
-            f"a key for endpoint {provider} goes to the endpoint's origin {origin_of(own)}, "
-            f"not {origin_of(base_url)}: change the endpoint with `jupyter byok endpoints add`"
-        )
-    return own
-
-
-def bind_key(spec: Any, info: KeyInfo, secret: Secret, *, env: Any = None) -> Secret:
-    """A stored key as a :class:`~jupyter_byok.origin.BoundSecret` with the base URL its
-    calls go to, or :class:`~jupyter_byok.errors.KeyOriginError` when it may not go to
-    ``spec``'s provider at all.
-
-    * generic secrets (``secret@NAME``) are never provider keys;
-    * a key stored with a base URL (``keys set --base-url``) goes there;
-    * a built-in provider's key stored without one goes to the provider's own URL;
-    * an endpoint's key goes to the endpoint's URL only while it has the origin the key was
-      stored for: keys do not follow an endpoint to a new origin.
-    """
-    from .errors import KeyOriginError
-    from .origin import BoundSecret, origin_of
-
-    label = info.label
-    if info.kind != "provider" or info.provider != spec.name:
-        raise KeyOriginError(
-            f"{label} is a named secret, never sent as a provider key: store the provider's "
-            f"key with `jupyter byok keys set {spec.name}`"
-        )
-    how = f"`jupyter byok keys rebind {spec.name}"
-    how += f" --name {info.name}`" if info.name != "default" else "`"
-    if spec.builtin:
-        return BoundSecret(secret, info.base_url or spec.resolved_base_url(env))
-    own = spec.resolved_base_url()
-    if not info.base_url:
-        raise KeyOriginError(
-            f"the key {label} was stored before keys were bound to an origin: run {how} in a "
-            f"terminal to bind it to {origin_of(own)}, or enter it again with "
-            f"`jupyter byok keys set {spec.name}`"
-        )
-    if origin_of(info.base_url) != origin_of(own):
-        raise KeyOriginError(
-            f"the key {label} is bound to {origin_of(info.base_url)}, and endpoint {spec.name} "
-            f"now points to {origin_of(own)}: keys do not follow an endpoint to a new origin; "
-            f"enter the key again with `jupyter byok keys set {spec.name}` or run {how} in a "
-            "terminal"
-        )
-    return BoundSecret(secret, own)
-
-
-def resolve_key(
-    provider: str,
-    name: str = "default",
-    *,
-    explicit: str | Secret | None = None,
-    store: Keystore | None = None,
-    env_base_urls: Any = None,
-) -> Secret:
-    """The key for ``provider``: explicit argument > keystore > environment variable.
-
-    Keys from the keystore or the environment come bound to their origin (see
-    :func:`bind_key`); an environment key to the built-in provider's URL, or to
-    ``JUPYTER_BYOK_<PROVIDER>_BASE_URL`` as in ``env_base_urls`` (the server passes the
-    values it saw at start; default: this process's environment). Endpoints take keys
-    from the keystore only. An explicit key is the caller's own: it is not bound.
-    """
-    if explicit is not None:
-        return Secret(
-            validate_secret(explicit.reveal() if isinstance(explicit, Secret) else explicit)
-        )
-    from .errors import KeyOriginError
-    from .origin import BoundSecret
-    from .providers import get_spec
-
-    if provider.lower() == _secret_namespace():
-        raise KeyOriginError(
-            "named secrets are never sent as a provider key: use a provider or endpoint name"
-        )
-    spec = get_spec(provider)
-    store = store if store is not None else Keystore()
-    try:
-        secret, info = store.get_with_info(provider, name)
-    except KeyError:
-        pass
-    else:
-        return bind_key(spec, info, secret, env=None)
-    if name == "default" and spec.builtin:
-        for var in spec.env_vars:
-            value = os.environ.get(var, "").strip()
-            if value:
-                return BoundSecret(value, spec.resolved_base_url(env_base_urls), "environment")
-    label = provider if name == "default" else f"{provider}@{name}"
-    how = f"run `jupyter byok keys set {provider}"
-    how += f" --name {name}`" if name != "default" else "`"
-    how += " (or `%byok keys set " + label + "` in a notebook)"
-    if name == "default" and spec.env_vars:
-        how += " or set " + " or ".join(spec.env_vars)
-    raise MissingKeyError(f"no key for {label}: {how}")
+    return label(meta.get("provider"), meta.get("name"))
