@@ -177,6 +177,8 @@ async def test_every_reply_of_a_server_matches_its_shape(
         jp_fetch, "keys", **post, body=json.dumps({"provider": "openai", "key": "sk-" + "a" * 40})
     )
     from_dict(_replies.KeyInfoDict, key)
+    verified = await _get(jp_fetch, "keys", key["id"], "verify", **post, body="{}")
+    assert from_dict(_replies.VerifyReply, verified) == verified and verified["ok"] is True
     budgets = {
         "budgets": [{"period": "day", "limit_usd": "5"}, {"period": "call", "limit_usd": "1"}]
     }

@@ -31,6 +31,7 @@ from ._replies import (
     CompletionDict,
     ConfigReply,
     KeyInfoDict,
+    KeysReply,
     KeystoreStatus,
     LedgerHealth,
     ModelsReply,
@@ -41,6 +42,7 @@ from ._replies import (
     UsageGroup,
     UsageReply,
     UsageRow,
+    VerifyReply,
 )
 from ._wire import (
     USAGE_FILTERS,
@@ -302,10 +304,10 @@ class ByokService:
             asyncio.get_running_loop().call_soon(gc.collect)
 
     # -------------------------------------------------------------------- keys
-    async def list_keys(self) -> dict[str, Any]:
+    async def list_keys(self) -> KeysReply:
         from ..keys import keys_overview
 
-        return await asyncio.to_thread(keys_overview, self.keystore)
+        return cast(KeysReply, await asyncio.to_thread(keys_overview, self.keystore))
 
     async def add_key(self, body: AddKeyBody) -> KeyInfoDict:
         provider = _str(body, "provider")
@@ -354,7 +356,7 @@ class ByokService:
         finally:
             self._edited()
 
-    async def verify_key(self, key_id: str) -> dict[str, Any]:
+    async def verify_key(self, key_id: str) -> VerifyReply:
         from ..keys import check_key
 
         info = await asyncio.to_thread(self._find, key_id)
@@ -374,7 +376,7 @@ class ByokService:
             self._edited()
         result.pop("source", None)
         result.pop("last4", None)
-        return {"id": key_id, **result, "label": info.label}
+        return cast(VerifyReply, {"id": key_id, **result, "label": info.label})
 
     # ------------------------------------------------------------------- calls
     def parse_request(self, body: CompleteBody) -> Request:
