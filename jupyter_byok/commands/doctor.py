@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._format import human_size as _size
 from ..errors import ByokError
 
 __all__ = ["doctor", "render_text"]
@@ -232,15 +233,6 @@ def doctor(*, probe: bool = False) -> dict[str, Any]:
         "ledger": _safe(_ledger),
         "jupyter": _safe(_extensions),
     }
-
-
-def _size(nbytes: int) -> str:
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover
 
 
 def render_text(report: dict[str, Any]) -> str:

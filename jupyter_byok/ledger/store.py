@@ -123,14 +123,9 @@ MIN_FREE_BYTES = 256 * 1024
 
 
 def _size(n: int) -> str:
-    if n < 0:
-        return "unknown space"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
+    from .._format import human_size
+
+    return "unknown space" if n < 0 else human_size(n)
 
 
 def _reason(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
+from .._format import human_size
 from ..errors import LocalModelError
 
 __all__ = ["PullSpec", "check_name", "human_size", "model_name_for", "parse_spec"]
@@ -119,14 +120,3 @@ def check_name(name: str) -> str:
     if name == EMBEDDED_NAME:
         raise ConfigError(f"{EMBEDDED_NAME!r} is the embedded model: choose another name")
     return name
-
-
-def human_size(nbytes: int | None) -> str:
-    if nbytes is None:
-        return "-"
-    size = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"  # pragma: no cover
