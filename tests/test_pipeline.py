@@ -228,13 +228,16 @@ def test_cancellation_stops_pending_nodes(keys: FakeProviders) -> None:
 
     async def go() -> None:
         task = asyncio.ensure_future(p.arun(x="y"))
-        await asyncio.sleep(0.2)
+        # Cancel once the first node's request is at the provider (not after a guessed
+        # delay: on a loaded machine the request may not have left yet).
+        deadline = time.monotonic() + 20
+        while not keys.requests_for("openai") and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     run_sync(go())
-    time.sleep(0.6)
     assert len(keys.requests_for("openai")) == 1
     assert keys.requests_for("anthropic") == []
     rows = jupyter_byok.usage()

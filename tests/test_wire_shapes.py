@@ -94,12 +94,8 @@ def test_value_round_trips(value: Any) -> None:
 
 
 def test_key_info_round_trips() -> None:
-    try:
-        from jupyter_byok.keys import KeyInfo
-    except ImportError:  # before the keys/ package
-        from jupyter_byok.keystore import KeyInfo  # type: ignore[no-redef,unused-ignore]
-    if not hasattr(KeyInfo, "from_dict"):
-        pytest.skip("KeyInfo.from_dict comes with the keys/ package")
+    from jupyter_byok.keys import KeyInfo
+
     info = KeyInfo(
         provider="gemini",
         name="work",
