@@ -24,8 +24,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jupyter_byok"
 ALLOWED = ("client.py", "commands/", "server/", "keys/")
 #: other places that still build one, each with its reason (do not add without one)
 KNOWN: dict[str, str] = {
-    "engine.py": "the engine resolves the key of each call it makes (in a kernel only when "
-    "no server is there: the in-process transport)",
+    "engine/resources.py": "the engine resolves the key of each call it makes (in a kernel "
+    "only when no server is there: the in-process transport)",
     "cli/": "a terminal process, never a kernel; moving onto commands/ with the CLI",
     "backup/": "`jupyter byok backup|restore` in a terminal and /byok/backup in the server",
     "local_models/_pull.py": "the Hugging Face token of a pull; to move behind Client with "
