@@ -266,7 +266,11 @@ def _probe_once(path: Path, key: str, setting: str, info: str) -> ProbeVerdict:
     from ...config import home_file
 
     verdict_path = _verdict_path()
-    with _probe_lock, file_lock(home_file("local-probe.lock")):
+    with _probe_lock, contextlib.ExitStack() as stack:
+        try:  # one probe at a time across processes; a read-only home still gets its probe
+            stack.enter_context(file_lock(home_file("local-probe.lock")))
+        except OSError as exc:
+            log.warning("probing without the cross-process lock (%s)", exc)
         verdict = _load_verdict(verdict_path, key)
         if verdict is None:
             # A verdict this process already found (under another JUPYTER_BYOK_HOME) is a
