@@ -64,6 +64,20 @@ class Lab:
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
 
 
+def write_notebook(path: Path, sources: list[str]) -> None:
+    """A notebook of code cells (no outputs) at ``path``, for the browser to open."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(src, id=f"cell-{i}") for i, src in enumerate(sources)],
+        metadata={
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+    )
+    nbformat.write(nb, path)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

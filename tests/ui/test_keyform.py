@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Capture, Lab
+from .conftest import Capture, Lab, write_notebook
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -41,26 +41,7 @@ print('BYOK-SCAN', _byok_scan(%r), len(globals()), len(In))
 
 def _notebook(lab: Lab) -> None:
     sources = ["%load_ext jupyter_byok", "%byok keys set openai --name work", SCAN % KEY[::-1]]
-    nb = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "execution_count": None,
-                "id": f"cell-{i}",
-                "metadata": {},
-                "outputs": [],
-                "source": src,
-            }
-            for i, src in enumerate(sources)
-        ],
-        "metadata": {
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (lab.root / NOTEBOOK).write_text(json.dumps(nb))
+    write_notebook(lab.root / NOTEBOOK, sources)
 
 
 def _run(page: Any, cells: Any, index: int, attempts: int = 1) -> None:
@@ -226,25 +207,7 @@ def test_builder_links_to_the_panel_instead_of_a_key_field(
     """The workflow builder has no key field: its link runs the panel's add-key command."""
     page, _ = browser_page
     name = "byok-builder-link.ipynb"
-    nb = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "execution_count": None,
-                "id": "cell-0",
-                "metadata": {},
-                "outputs": [],
-                "source": "import jupyter_byok as byok\nbyok.PipelineBuilder()",
-            }
-        ],
-        "metadata": {
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (lab.root / name).write_text(json.dumps(nb))
+    write_notebook(lab.root / name, ["import jupyter_byok as byok\nbyok.PipelineBuilder()"])
     try:
         page.goto(f"{lab.url}/lab/workspaces/byok-builder/tree/{name}?token={lab.token}")
         page.wait_for_selector("body[data-byok-activated='true']", state="attached", timeout=60_000)

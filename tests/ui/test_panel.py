@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import CANARY, Capture, Lab
+from .conftest import CANARY, Capture, Lab, write_notebook
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -39,26 +38,7 @@ def _notebook(root: Path) -> None:
         "%load_ext jupyter_byok",
         "%%byok openai:gpt-4o-mini\nSay hello to the BYOK UI test.",
     ]
-    nb = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "execution_count": None,
-                "id": f"cell-{i}",
-                "metadata": {},
-                "outputs": [],
-                "source": src,
-            }
-            for i, src in enumerate(cells)
-        ],
-        "metadata": {
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (root / NOTEBOOK).write_text(json.dumps(nb))
+    write_notebook(root / NOTEBOOK, cells)
 
 
 def _run_command(page: Any, label: str) -> None:
