@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ._files import atomic_write
+from .config import home_file, load_settings
 from .errors import ConfigError
 from .types import Usage
 
@@ -232,8 +233,6 @@ _warned_lock = threading.Lock()
 
 
 def _override_path() -> Path:
-    from .config import home_file
-
     return home_file(OVERRIDE_NAME)
 
 
@@ -314,8 +313,6 @@ def update_prices(path: str | os.PathLike[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- local models
 def _local_price(provider: str, model: str) -> dict[str, Any] | None:
     """A user-set price for a local model or endpoint (``Settings.local_prices``)."""
-    from .config import load_settings
-
     try:
         prices = load_settings().local_prices
     except ConfigError as exc:
@@ -336,8 +333,6 @@ def _local_price(provider: str, model: str) -> dict[str, Any] | None:
 def _is_local(provider: str) -> bool:
     if provider in LOCAL_PROVIDERS:
         return True
-    from .config import load_settings
-
     try:
         endpoint = load_settings().endpoints.get(provider)
     except ConfigError:

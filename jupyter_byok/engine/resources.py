@@ -20,6 +20,7 @@ from .._runner import close_with_loop
 from ..config import byok_home
 from ..errors import MissingKeyError
 from ..keys import Keystore, resolve_key
+from ..ledger import default_ledger
 from ..models import ModelRef
 from ..redact import Secret
 from ..types import Completion
@@ -90,8 +91,6 @@ class Resources:
     @property
     def ledger(self) -> Ledger:
         if self.home is None:
-            from ..ledger import default_ledger
-
             return default_ledger()
         if self._ledger is None:
             from ..ledger import Ledger, ledger_path

@@ -8,10 +8,11 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..ledger.schema import LedgerRow
+from ..pricing import compute_cost
 from ..types import Attempt, Request, Usage
 
 if TYPE_CHECKING:
-    from ..ledger import LedgerRow
     from ..models import ModelRef
 
 __all__ = ["attempt_rows", "base_row", "end_cancelled", "end_failed", "end_ok", "make_row"]
@@ -71,8 +72,6 @@ def attempt_rows(
     base: dict[str, Any], ref: ModelRef, attempts: list[Attempt]
 ) -> tuple[list[LedgerRow], tuple[Decimal | None, str] | None]:
     """One priced row per attempt, and the last attempt's cost (``None``: no usage)."""
-    from ..pricing import compute_cost
-
     rows = []
     cost: Cost | None = None
     for attempt in attempts:
@@ -115,8 +114,6 @@ def make_row(
     saved_usd: Decimal | None = None,
     started_at: float | None = None,
 ) -> LedgerRow:
-    from ..ledger import LedgerRow
-
     usage = usage or Usage()
     if started_at is None:  # each attempt's own times when dispatch reported them
         ts_end = time.time()

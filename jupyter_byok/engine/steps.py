@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
+from .. import budgets
 from ..errors import BudgetExceededError, LedgerUnavailableError
 from ..models import ModelRef
+from ..pricing import compute_cost
+from ..providers import dispatch
 from ..redact import Secret
 from ..types import Attempt, Completion, ProviderResult, Request, StreamEvent, Usage
 from . import rows
@@ -48,8 +51,6 @@ class Steps(Resources):
         self, request: Request, ref: ModelRef, base: dict[str, Any]
     ) -> list[str]:
         """Block the call (one ledger row, then an error) or return budget warnings."""
-        from .. import budgets
-
         if not budgets.has_budgets():
             return []
         estimate = estimate_call(ref, request.messages, request.params.get("max_tokens"))
@@ -103,8 +104,6 @@ class Steps(Resources):
             ):
                 yield event
             return
-        from ..providers import dispatch
-
         secret = await self._secret(ref, key)
         async for event in dispatch.stream(
             ref.spec,
@@ -127,8 +126,6 @@ class Steps(Resources):
             return await local.acomplete_local(
                 ref.model, request.messages, request.params, on_attempt=attempts.append
             )
-        from ..providers import dispatch
-
         secret = await self._secret(ref, key)
         return await dispatch.complete(
             ref.spec,
@@ -141,8 +138,6 @@ class Steps(Resources):
         )
 
     def _price(self, ref: ModelRef, usage: Usage) -> tuple[Decimal | None, str]:
-        from ..pricing import compute_cost
-
         result = compute_cost(ref.provider, ref.model, usage)
         return result.cost_usd, result.source
 

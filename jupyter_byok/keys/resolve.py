@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ..errors import KeyOriginError, MissingKeyError
 from ..origin import BoundSecret
+from ..providers import BUILTIN, SECRET_NAMESPACE, get_spec
 from ..redact import Secret
 from .binding import bind_key
 from .naming import label
@@ -101,8 +102,6 @@ def key_source(
     ``environ``: the environment to look in (default: this process's). Raises
     :class:`~jupyter_byok.errors.UnknownProviderError` for an unknown provider.
     """
-    from ..providers import SECRET_NAMESPACE, get_spec
-
     infos = stored_keys() if stored is None else stored
     info = next((i for i in infos if i.provider == provider and i.name == name), None)
     if provider == SECRET_NAMESPACE:
@@ -116,8 +115,6 @@ def key_sources(
 ) -> list[KeySource]:
     """Every stored key (provider keys and named secrets), then each built-in provider's
     environment key where no default key is stored."""
-    from ..providers import BUILTIN
-
     infos = list(stored_keys() if stored is None else stored)
     environ = os.environ if environ is None else environ
     out = [KeySource(i.provider, i.name, "keystore", base_url=i.base_url, info=i) for i in infos]
@@ -134,8 +131,6 @@ def keys_overview(store: Keystore, environ: Mapping[str, str] | None = None) -> 
     """What ``GET /byok/keys`` answers (and ``Client.keys_overview`` in-process): the stored
     keys' metadata, per built-in provider whether a key is configured and from where, and
     the store's protection tier. Never a value."""
-    from ..providers import BUILTIN
-
     infos = store.list()
     stored = [info.to_dict() for info in infos]
     providers = []
@@ -194,8 +189,6 @@ def resolve_key(
         return Secret(
             validate_secret(explicit.reveal() if isinstance(explicit, Secret) else explicit)
         )
-    from ..providers import SECRET_NAMESPACE, get_spec
-
     if provider.lower() == SECRET_NAMESPACE:
         raise KeyOriginError(
             "named secrets are never sent as a provider key: use a provider or endpoint name"

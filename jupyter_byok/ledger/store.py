@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import byok_home
 from ..errors import ConfigError, LedgerError, LedgerUnavailableError
 from . import query
 from .schema import DIMENSIONS, FOLD_EVERY, INSERT, LedgerRow, fold_into_rollup, migrate
@@ -94,7 +95,6 @@ _relocation_warned: set[str] = set()
 def ledger_path(home: Path | None = None, *, mounts: str | None = None) -> Path:
     """The ledger file: in the home folder, or on local disk if the home is on a network FS."""
     from .._files import ensure_private_dir
-    from ..config import byok_home
 
     explicit = os.environ.get("JUPYTER_BYOK_LEDGER_DIR")
     if explicit:
@@ -592,8 +592,6 @@ _paths: dict[Path, Path] = {}
 def default_ledger() -> Ledger:
     """The process-wide ledger at the current ``JUPYTER_BYOK_HOME``."""
     global _default
-    from ..config import byok_home
-
     home = byok_home()
     path = _paths.get(home)
     if path is None:  # reading /proc/mounts on every call would cost more than the write
