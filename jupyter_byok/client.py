@@ -96,12 +96,14 @@ def request_to_json(request: Request) -> dict[str, Any]:
 class Client:
     """Routes calls to the kernel's Jupyter server or to the in-process engine."""
 
-    def __init__(self, transport: str = "auto") -> None:
+    def __init__(self, transport: str = "auto", *, server: ServerInfo | None = None) -> None:
+        """``server``: the Jupyter server to use (default: the one that started this kernel,
+        found on first use)."""
         if transport not in ("auto", "server", "inprocess"):
             raise ByokError(f"unknown transport {transport!r}: use auto, server or inprocess")
         self._transport = transport
-        self._server: ServerInfo | None = None
-        self._looked = False
+        self._server: ServerInfo | None = server
+        self._looked = server is not None
         self._https: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -188,6 +190,55 @@ class Client:
             return SearchResult.from_dict(data)
         result: SearchResult = await self._engine().asearch(query, **kwargs)
         return result
+
+    # ------------------------------------------------------------ local models
+    async def alocal_pull(
+        self, spec: str, *, show_progress: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """Pull a GGUF model and register it (``options``: ``name``, ``quant``, ``sha256``,
+        ``n_gpu_layers``); the result as :meth:`PullResult.to_dict
+        <jupyter_byok.local_models.PullResult.to_dict>`.
+
+        With a server, the server downloads it (``POST /byok/local/pulls``), with the Hub
+        token from its keystore: the token never enters this process, which only shows
+        the progress. Without one, the pull runs here, as ``jupyter byok local pull`` does.
+        """
+        options = {k: v for k, v in options.items() if v is not None}
+        if self.server is None:
+            from .local_models import pull
+
+            result = await asyncio.to_thread(pull, spec, show_progress=show_progress, **options)
+            return result.to_dict()
+        job = await self._post("local/pulls", {"spec": spec, **options})
+        bar: Any = None
+        try:
+            while job["state"] == "running":
+                bar = _show_pull(bar, job.get("progress") or {}, show_progress)
+                await asyncio.sleep(0.2)
+                job = await self._rest("GET", f"local/pulls/{job['id']}")
+            if job["state"] == "done" and bar is not None:
+                bar.update(bar.total - bar.n if bar.total else 0)
+        except BaseException:  # interrupted or cancelled: stop the download (the part is kept)
+            if job.get("state") == "running":
+                await asyncio.shield(self._rest("DELETE", f"local/pulls/{job['id']}"))
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if job["state"] == "done":
+            return dict(job["result"])
+        if job["state"] == "cancelled":
+            raise errors.LocalModelError(
+                f"the pull of {spec} was cancelled; the part downloaded is kept: pull again "
+                "to resume"
+            )
+        raise errors.LocalModelError(str(job.get("error") or f"the pull of {spec} failed"))
+
+    def local_pull(
+        self, spec: str, *, show_progress: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """:meth:`alocal_pull` from synchronous code."""
+        return run_sync(self.alocal_pull(spec, show_progress=show_progress, **options))
 
     # ----------------------------------------------------------------- sync
     def complete(self, request: Request, *, key: str | Secret | None = None) -> Completion:
@@ -323,6 +374,26 @@ class Client:
             raise ProviderConnectionError(
                 f"the stream from the Jupyter server broke off ({type(exc).__name__})"
             ) from None
+
+
+def _show_pull(bar: Any, progress: dict[str, Any], show: bool) -> Any:
+    """A ``tqdm.auto`` bar (terminal or notebook) following a server-side pull."""
+    total = progress.get("total_bytes")
+    if not show or not total:
+        return bar
+    if bar is None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=total,
+            initial=progress.get("resumed_from") or 0,
+            desc=str(progress.get("filename") or "pull"),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+        )
+    bar.update(max(0, int(progress.get("done_bytes") or 0) - bar.n))
+    return bar
 
 
 _client: Client | None = None

@@ -28,8 +28,6 @@ KNOWN: dict[str, str] = {
     "only when no server is there: the in-process transport)",
     "cli/": "a terminal process, never a kernel; moving onto commands/ with the CLI",
     "backup/": "`jupyter byok backup|restore` in a terminal and /byok/backup in the server",
-    "local_models/_pull.py": "the Hugging Face token of a pull; to move behind Client with "
-    "the local model manager",
 }
 CONSTRUCTS = re.compile(r"\bKeystore\(")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from jupyter_byok.errors import LocalModelError
 from jupyter_byok.keys import Keystore
 from jupyter_byok.providers import local
 from jupyter_byok.testing.hub import EMBEDDED_FILENAME, EMBEDDED_REPO, FakeHub
@@ -152,3 +153,50 @@ async def test_cancel_keeps_the_part_and_bad_bodies_are_400(
         assert code == 400 and message in data["message"], data
     code, data = await call(jp_fetch, seen, "pulls", "0123456789abcdef")
     assert code == 404
+
+
+async def test_a_kernel_pull_goes_through_the_server_and_never_reads_the_token(
+    jp_fetch: Any,
+    jp_serverapp: Any,
+    jp_http_port: int,
+    jp_base_url: str,
+    fake_hub: FakeHub,
+    seen: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``%byok local pull`` in a kernel: Client asks the server, which reads the Hub token
+    from its keystore on its pull thread; the calling side only follows the progress."""
+    import threading
+
+    from jupyter_byok.client import Client, ServerInfo
+    from jupyter_byok.keys import resolve
+
+    fake_hub.add_repo("org/Gated-GGUF", gated=True, token=TOKEN)
+    fake_hub.add_file("org/Gated-GGUF", "gated.gguf", local.embedded_model_path())
+    Keystore().set("secret", TOKEN, "huggingface")
+    fake_hub.set_rate(60 * 1024**2)
+    readers: list[str] = []
+    real = resolve.named_secret
+
+    def spying(name: str, **kwargs: Any) -> Any:
+        readers.append(threading.current_thread().name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(resolve, "named_secret", spying)
+    token = jp_serverapp.identity_provider.token
+    client = Client(
+        "server", server=ServerInfo(f"http://127.0.0.1:{jp_http_port}{jp_base_url}", token)
+    )
+    result = await client.alocal_pull("hf:org/Gated-GGUF/gated.gguf", name="gated2")
+    seen.append(json.dumps(result))
+    assert result["name"] == "gated2" and result["status"] == "pulled"
+    assert result["facts"]["quantization"] == "Q4_1"
+    # the token was read once, by the server's pull thread, not by the caller's
+    assert readers and threading.main_thread().name not in readers
+
+    # an error comes back as the job's one line
+    with pytest.raises(
+        LocalModelError, match=r"has no file 'missing.gguf' \(its GGUF files: gated.gguf\)"
+    ) as info:
+        await client.alocal_pull("hf:org/Gated-GGUF/missing.gguf")
+    assert TOKEN not in str(info.value)

@@ -103,9 +103,11 @@ def render_list(rows: list[dict[str, Any]]) -> str:
 
 
 def _pull(args: argparse.Namespace) -> str:
-    from ..local_models import pull
+    # through Client: in a kernel, the Jupyter server downloads with the Hub token from
+    # its keystore, so the token never enters the kernel
+    from ..client import get_client
 
-    result = pull(
+    result = get_client().local_pull(
         args.spec,
         name=args.name,
         quant=args.quant,
@@ -114,11 +116,11 @@ def _pull(args: argparse.Namespace) -> str:
         show_progress=not args.quiet,
     )
     if args.json:
-        return json.dumps(result.to_dict(), indent=2)
-    lines = [result.message]
-    if result.facts:
-        lines.append(f"  {_facts_line(result.facts)}")
-    lines.append(f"  use it as local:{result.name}")
+        return json.dumps(result, indent=2)
+    lines = [str(result["message"])]
+    if result.get("facts"):
+        lines.append(f"  {_facts_line(result['facts'])}")
+    lines.append(f"  use it as local:{result['name']}")
     return "\n".join(lines)
 
 

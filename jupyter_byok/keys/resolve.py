@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import KeyOriginError, MissingKeyError
+from ..errors import ByokError, KeyOriginError, MissingKeyError
 from ..origin import BoundSecret
 from ..providers import BUILTIN, SECRET_NAMESPACE, get_spec
 from ..redact import Secret
@@ -23,7 +23,14 @@ from .binding import bind_key
 from .naming import label
 from .store import KeyInfo, Keystore, validate_secret
 
-__all__ = ["KeySource", "key_source", "key_sources", "keys_overview", "resolve_key"]
+__all__ = [
+    "KeySource",
+    "key_source",
+    "key_sources",
+    "keys_overview",
+    "named_secret",
+    "resolve_key",
+]
 
 Source = Literal["keystore", "environment", "not-needed"]
 
@@ -206,3 +213,15 @@ def resolve_key(
         value = os.environ.get(source.env_var, "").strip()
         return BoundSecret(value, spec.resolved_base_url(env_base_urls), "environment")
     raise MissingKeyError(missing_key_message(provider, name, spec.env_vars))
+
+
+def named_secret(name: str, *, store: Keystore | None = None) -> tuple[Secret | None, str | None]:
+    """The stored generic secret ``secret@NAME`` (a Hub token, a database password), never
+    sent as a provider key: ``(secret, None)``, ``(None, None)`` when none is stored, or
+    ``(None, why)`` when the keystore could not be read (one line, no value)."""
+    try:
+        return (store if store is not None else Keystore()).get(SECRET_NAMESPACE, name), None
+    except KeyError:
+        return None, None
+    except ByokError as exc:
+        return None, str(exc)

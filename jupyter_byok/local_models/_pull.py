@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..errors import ByokError, LocalModelError
+from ..errors import LocalModelError
 from ._spec import PullSpec, check_name, check_sha256, human_size, model_name_for, parse_spec
 
 __all__ = [
@@ -135,14 +135,9 @@ def _offline() -> bool:
 
 def _hub_token() -> tuple[Any, str | None]:
     """(the keystore's ``huggingface`` secret or None, why it could not be read)."""
-    from ..keys import Keystore
+    from ..keys import named_secret
 
-    try:
-        return Keystore().get("secret", HUB_SECRET), None
-    except KeyError:
-        return None, None
-    except ByokError as exc:
-        return None, str(exc)
+    return named_secret(HUB_SECRET)
 
 
 def _hub_error(exc: BaseException, spec: PullSpec, has_token: bool, why: str | None) -> Exception:
