@@ -216,6 +216,11 @@ async def test_config_models_prices_budgets(jp_fetch: Any, captured: list[str]) 
     assert code == 400 and "colour" in data["message"]
     code, data = await call(jp_fetch, captured, "models")
     assert code == 200 and "openai" in data["providers"] and data["models"]
+    # the settings editor's default-model suggestions: local models first, then priced
+    # models, then the alias just added
+    choices = data["choices"]
+    assert choices[0] == "local:smollm2" and "openai:gpt-4o-mini" in choices
+    assert choices[-1] == "fast" and len(choices) == len(set(choices))
     code, data = await call(jp_fetch, captured, "prices", params={"model": "openai:gpt-4o-mini"})
     assert code == 200 and data["price"]
     code, data = await call(jp_fetch, captured, "prices", params={"model": "openai:no-such-model"})

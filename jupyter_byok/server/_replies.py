@@ -299,11 +299,14 @@ class UsageReply(TypedDict):
 
 # --------------------------------------------------------- models, prices
 class ModelsReply(TypedDict):
-    """``GET /byok/models``: providers, priced models (``pricing.list_models``), aliases."""
+    """``GET /byok/models``: providers, priced models (``pricing.list_models``), aliases,
+    and ``choices``: every model id for a picker, as ``%%byok`` completes them (the local
+    models first, then the priced models and the aliases)."""
 
     providers: list[str]
     models: list[dict[str, Any]]
     aliases: dict[str, str]
+    choices: list[str]
 
 
 class PriceReply(TypedDict):

@@ -464,12 +464,14 @@ class ByokService:
     async def models(self) -> ModelsReply:
         def collect() -> ModelsReply:
             from .. import pricing
+            from ..completion import model_ids
 
             settings = load_settings()
             return {
                 "providers": sorted(set(BUILTIN) | set(settings.endpoints)),
                 "models": pricing.list_models(),
                 "aliases": settings.aliases,
+                "choices": model_ids(),
             }
 
         return await asyncio.to_thread(collect)

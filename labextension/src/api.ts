@@ -241,6 +241,8 @@ export interface IModels {
   providers: string[];
   models: unknown[];
   aliases: Record<string, string>;
+  /** every model id for a picker: local models first, then priced models and aliases */
+  choices: string[];
 }
 
 /** A user endpoint (config.Endpoint). */

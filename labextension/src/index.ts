@@ -17,6 +17,7 @@ import { api } from './api';
 import { messageOf } from './errors';
 import { KEYS_CHANGED_EVENT } from './keyform';
 import { ByokPanel, byokIcon, TabName } from './panel';
+import { withModelChoices } from './settings';
 import { SpendModel, SpendStatus } from './statusbar';
 
 export const PLUGIN_ID = 'jupyter_byok:plugin';
@@ -137,6 +138,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       settings.defaultModel = defaultModel;
     };
     if (registry) {
+      // The default-model field suggests the models a user can pick (as %%byok completes
+      // them); they arrive from the server after activation, then the schema is reloaded.
+      let choices: string[] = [];
+      registry.transform(PLUGIN_ID, { fetch: loaded => withModelChoices(loaded, choices) });
       void registry
         .load(PLUGIN_ID)
         .then(loaded => {
@@ -144,6 +149,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
           loaded.changed.connect(apply);
         })
         .catch(error => console.warn(`jupyter_byok: settings not loaded: ${messageOf(error)}`));
+      api
+        .models()
+        .then(models => {
+          choices = models.choices ?? [];
+          return choices.length ? registry.reload(PLUGIN_ID) : undefined;
+        })
+        .catch(error => console.warn(`jupyter_byok: no model choices: ${messageOf(error)}`));
     }
 
     model.start();

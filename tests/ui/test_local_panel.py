@@ -97,3 +97,31 @@ def test_pull_test_default_and_remove_from_the_panel(
     overview = lab.api("GET", "/byok/local/models").json()
     assert [m["name"] for m in overview["models"]] == ["smollm2"]
     assert overview["default"] == "smollm2"
+
+
+def test_settings_editor_suggests_the_local_models(
+    lab: Lab, browser_page: tuple[Any, Capture], output_dir: Path
+) -> None:
+    """The "Default model" setting is a picker: its suggestions are the model ids that
+    ``%%byok`` completes, the local models first."""
+    from .test_panel import _run_command
+
+    page, _ = browser_page
+    _open_lab(lab, page)
+    _run_command(page, "Settings Editor")
+    page.get_by_text("BYOK", exact=True).first.click()
+    field = page.locator("input[id$='defaultModel']")
+    field.wait_for(state="visible", timeout=WAIT)
+    page.wait_for_function(
+        """() => {
+            const input = document.querySelector("input[id$='defaultModel']");
+            return input && input.list && input.list.options.length > 1;
+        }""",
+        timeout=WAIT,
+    )
+    options = page.evaluate(
+        """() => [...document.querySelector("input[id$='defaultModel']").list.options]
+            .map(o => o.value)"""
+    )
+    assert options[0] == "local:smollm2" and "openai:gpt-4o-mini" in options
+    page.screenshot(path=str(output_dir / "settings-default-model.png"))
