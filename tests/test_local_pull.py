@@ -465,3 +465,79 @@ def test_a_file_in_the_hugging_face_cache_is_used_where_it_is(
     # not ours: remove forgets the name and keeps the file
     assert "jupyter_byok did not download it" in remove_model("cached")["message"]
     assert blob.is_file() and snapshot.is_file()
+
+
+class _ForwardProxy:
+    """A plain-HTTP forward proxy on 127.0.0.1 (absolute-URI requests, Basic auth
+    recorded), relaying each answer as it arrives."""
+
+    def __init__(self) -> None:
+        import http.client
+        import http.server
+        from urllib.parse import urlsplit
+
+        self.seen: list[tuple[str, str, str | None, int]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _relay(self) -> None:
+                target = urlsplit(self.path)
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {
+                    k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")
+                }
+                path = target.path + (f"?{target.query}" if target.query else "")
+                conn.request(self.command, path, headers=headers)
+                answer = conn.getresponse()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding"):
+                        self.send_header(key, value)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                sent = 0
+                if self.command != "HEAD":
+                    while block := answer.read(1024**2):
+                        self.wfile.write(block)
+                        sent += len(block)
+                conn.close()
+                auth = self.headers.get("Proxy-Authorization")
+                outer.seen.append((self.command, self.path, auth, sent))
+
+            do_GET = do_HEAD = _relay
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_download_goes_through_the_environment_proxy(
+    fake_hub: FakeHub, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model's bytes are read with http.client (one copy each: see local_models._body),
+    through the proxy the environment names, with its credentials, as httpx would."""
+    import base64
+
+    proxy = _ForwardProxy()
+    try:
+        for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", f"http://byok:s%40cret@127.0.0.1:{proxy.port}")
+        result = pull(SPEC)
+    finally:
+        proxy.close()
+    assert result.status == "pulled" and result.size_bytes == size
+    # (huggingface_hub's own calls, the model info, went through the proxy too)
+    bodies = [s for s in proxy.seen if s[0] == "GET" and "/resolve/" in s[1]]
+    assert [sent for *_, sent in bodies] == [size], proxy.seen
+    _, url, auth, _ = bodies[0]
+    assert url.startswith(fake_hub.url) and url.endswith(EMBEDDED_FILENAME)
+    assert auth == "Basic " + base64.b64encode(b"byok:s@cret").decode()
+    assert hashlib.sha256(Path(result.path).read_bytes()).hexdigest() == result.sha256

@@ -98,7 +98,8 @@ async def test_pull_list_test_default_remove_through_the_api(
         if job["progress"].get("phase") == "download":
             partial.append(job["progress"]["done_bytes"])
     assert job["state"] == "done", job
-    assert partial and 0 < min(partial) < job["result"]["size_bytes"]
+    # progress seen mid-download (a first poll may come before the first block arrives)
+    assert any(0 < done < job["result"]["size_bytes"] for done in partial), partial
     assert job["progress"]["total_bytes"] == job["result"]["size_bytes"]
 
     code, data = await call(jp_fetch, seen, "models")

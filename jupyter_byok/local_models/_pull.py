@@ -4,10 +4,11 @@ Invariants:
 
 - The Hub is spoken to through ``huggingface_hub`` (``HfApi.model_info`` for the file list
   with LFS sizes and SHA-256, ``get_hf_file_metadata`` for the file's location, and its
-  HTTP session, ``http_stream_backoff`` and ``hf_raise_for_status`` for the bytes), so
-  ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and proxies behave as everywhere else. The body is
-  read with ``iter_raw`` in our own loop (``http_get`` re-buffers it into 10 MB chunks,
-  which costs a copy of the whole file) so that resuming, hashing and cancelling stay ours.
+  HTTP session, ``http_stream_backoff`` and ``hf_raise_for_status`` for every answer that
+  is not a 2xx body), so ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, proxies and the Hub's errors
+  behave as everywhere else. A 2xx body is read by :mod:`._body` with ``http.client``
+  (one copy of each byte, where httpx/h11 make three: most of a pull's time), with the
+  same TLS trust and proxies; resuming, hashing and cancelling stay ours.
 - The Hub token is the keystore's generic secret ``huggingface``, never a file: without one,
   ``token=False`` stops huggingface_hub from reading its own token file. It is sent to the
   Hub only (never to a URL pull, nor to a CDN the Hub redirects to), and never appears in a
@@ -299,7 +300,7 @@ class _Hasher:
     GIL), so hashing overlaps the download instead of following it."""
 
     def __init__(self, part: Path, already: int) -> None:
-        self._queue: queue.Queue[bytes | int | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[bytes | memoryview | int | None] = queue.Queue(maxsize=8)
         self._digest = hashlib.sha256()
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -329,7 +330,7 @@ class _Hasher:
         except BaseException as exc:  # reported by hexdigest()
             self._error = exc
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         self._queue.put(chunk)
 
     def restart(self) -> None:
@@ -364,9 +365,9 @@ class _Writer:
         self.checked = already >= 8
         self.written = 0
 
-    def write(self, chunk: bytes) -> int:
+    def write(self, chunk: bytes | memoryview) -> int:
         if not self.checked:
-            self.head += chunk[: 8 - len(self.head)]
+            self.head += bytes(chunk[: 8 - len(self.head)])
             if len(self.head) >= 4 and self.head[:4] != _GGUF_MAGIC:
                 raise _NotGGUF(
                     f"{self.filename} is not a GGUF file (it starts with {self.head[:4]!r}): "
@@ -502,14 +503,16 @@ _RETRIES = 5
 def _fetch(
     url: str, headers: dict[str, str], writer: _Writer, already: int, total: int | None, bar: Any
 ) -> None:
-    """GET ``url`` from byte ``already`` on through huggingface_hub's HTTP session (its
-    proxies, offline mode, user agent and status errors), writing as it arrives. A
-    dropped connection is resumed from what was written, up to ``_RETRIES`` times in a row,
-    as huggingface_hub's own downloads do."""
+    """GET ``url`` from byte ``already`` on, writing as it arrives: a 2xx body is read with
+    ``http.client`` (:mod:`._body`), anything else through huggingface_hub's HTTP session
+    (its status errors and back-off). A dropped connection is resumed from what was
+    written, up to ``_RETRIES`` times in a row, as huggingface_hub's own downloads do."""
     import importlib
 
     from huggingface_hub import constants
-    from huggingface_hub.utils import get_session, hf_raise_for_status, http_stream_backoff
+    from huggingface_hub.utils import get_session
+
+    from ._body import BodyBroken, open_body
 
     # The HTTP library huggingface_hub is built on (httpx2 today, httpx before): its
     # transient errors are the ones a dropped connection raises.
@@ -522,44 +525,36 @@ def _fetch(
         if already:
             request["Range"] = f"bytes={already}-"
         pending: list[bytes] = []
-        held = 0
         try:
-            with http_stream_backoff(
-                "GET",
-                url,
-                headers=request,
-                timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
-                retry_on_exceptions=(),
-                retry_on_status_codes=(408, 429),
-            ) as response:
-                hf_raise_for_status(response)
-                if already and response.status_code == 200:
-                    # The server ignored the Range: start the file again.
-                    writer.truncate(0)
-                    bar.update(-already)
-                    already = 0
-                for chunk in response.iter_raw():
-                    bar.update(len(chunk))  # raises PullCancelled when asked to stop
-                    pending.append(chunk)
-                    held += len(chunk)
-                    if held >= _BLOCK:
-                        writer.write(b"".join(pending))
-                        already += held
-                        pending, held = [], 0
+            # A 2xx body is read with http.client (one copy: see _body); anything else
+            # goes through huggingface_hub's session below, for its errors and back-off.
+            body = open_body(url, request, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, library=http)
+            if body is not None:
+                with body:
+                    if already and body.status == 200:  # the Range was ignored: start again
+                        writer.truncate(0)
+                        bar.update(-already)
+                        already = 0
+                    for piece in body.chunks():
+                        writer.write(piece)  # written first: a cancel keeps every byte read
+                        already += len(piece)
                         retries = _RETRIES
-                if pending:
-                    writer.write(b"".join(pending))
-                    already += held
+                        bar.update(len(piece))  # raises PullCancelled when asked to stop
+            else:
+                already = _through_session(url, request, writer, already, bar, pending)
         except (PullCancelled, KeyboardInterrupt):
             if pending:  # keep what arrived: the next pull resumes from there
                 writer.write(b"".join(pending))
             raise
-        except transient as exc:
+        except (*transient, BodyBroken) as exc:
             if pending:  # keep what arrived before the connection dropped
                 writer.write(b"".join(pending))
-                already += held
+                already += sum(len(p) for p in pending)
             if retries <= 0:
-                raise
+                raise LocalModelError(
+                    f"the download of {writer.filename} broke off {_RETRIES + 1} times in a "
+                    f"row ({type(exc).__name__}); pull again to resume from byte {already}"
+                ) from exc
             retries -= 1
             log.warning(
                 "the download of %s was interrupted (%s); resuming at byte %d",
@@ -575,6 +570,51 @@ def _fetch(
                 f"{total}: pull again"
             )
         return
+
+
+def _through_session(
+    url: str,
+    request: dict[str, str],
+    writer: _Writer,
+    already: int,
+    bar: Any,
+    pending: list[bytes],
+) -> int:
+    """GET through huggingface_hub's session (its proxies, status errors and back-off),
+    writing in ``_BLOCK``s; returns the bytes now in the file. What arrived but is not yet
+    written is in ``pending`` if this raises (the caller keeps it)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff
+
+    with http_stream_backoff(
+        "GET",
+        url,
+        headers=request,
+        timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+        retry_on_exceptions=(),
+        retry_on_status_codes=(408, 429),
+    ) as response:
+        hf_raise_for_status(response)
+        if already and response.status_code == 200:
+            # The server ignored the Range: start the file again.
+            writer.truncate(0)
+            bar.update(-already)
+            already = 0
+        held = 0
+        for chunk in response.iter_raw():
+            bar.update(len(chunk))  # raises PullCancelled when asked to stop
+            pending.append(chunk)
+            held += len(chunk)
+            if held >= _BLOCK:
+                writer.write(b"".join(pending))
+                already += held
+                pending.clear()
+                held = 0
+        if pending:
+            writer.write(b"".join(pending))
+            already += held
+            pending.clear()
+    return already
 
 
 # --------------------------------------------------------------------------- pull
