@@ -305,12 +305,13 @@ def test_server_engine_reads_a_parsed_keystore_without_a_thread_hop(
             await engine.aclose()
 
     assert asyncio.run(calls(3)) == ["Echo: 0", "Echo: 1", "Echo: 2"]
-    # the first read parses the file on a worker thread; so does the first ledger check,
-    # which opens the ledger (later checks are a statvfs and a stat, on the loop)
-    assert hops == ["ensure_writable", "_key_for"]
+    # two hops for three calls: the first ledger check, which opens the ledger (later
+    # checks are a statvfs and a stat, on the loop), and the first key read, which parses
+    # the keystore file
+    assert len(hops) == 2 and "ensure_writable" in hops
     Keystore().set("openai", KEY.replace("h", "j"))  # a new file: parsed off the loop again
     asyncio.run(calls(2))
-    assert hops == ["ensure_writable", "_key_for", "_key_for"]
+    assert len(hops) == 3 and hops[2] == hops[1] != "ensure_writable"
     assert fake_providers.requests_for("openai")[-1].auth.endswith(KEY.replace("h", "j")[-8:])
 
 

@@ -299,8 +299,26 @@ def test_the_server_engine_refuses_local_models() -> None:
 
 
 # --------------------------------------------------------------------------- cancellation
+class _Watched(threading.Event):
+    """A cancel event that tells when generation is under way: llama.cpp's stopping
+    criterion asks it once per sampled token, so after ``tokens`` questions at least that
+    many tokens are out (no sleeping and hoping)."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.asked = 0
+        self.generating = threading.Event()
+
+    def is_set(self) -> bool:
+        self.asked += 1
+        if self.asked >= self.tokens:
+            self.generating.set()
+        return super().is_set()
+
+
 def test_cancel_event_stops_a_long_generation_quickly() -> None:
-    cancel = threading.Event()
+    cancel = _Watched(tokens=5)
     attempts: list[Attempt] = []
     errors: list[BaseException] = []
 
@@ -314,7 +332,7 @@ def test_cancel_event_stops_a_long_generation_quickly() -> None:
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.6)
+    assert cancel.generating.wait(60), "generation never started"
     cancel.set()
     stopped = time.perf_counter()
     thread.join(10)
@@ -351,10 +369,11 @@ async def test_acomplete_keeps_the_loop_responsive_and_cancels_promptly() -> Non
     ticks: list[float] = []
     stop = asyncio.Event()
     ticker = asyncio.create_task(_ticker(ticks, stop))
+    cancel = _Watched(tokens=40)
     task = asyncio.create_task(
-        local.acomplete_local("smollm2", QUESTION, LONG, on_attempt=attempts.append)
+        local.acomplete_local("smollm2", QUESTION, LONG, cancel=cancel, on_attempt=attempts.append)
     )
-    await asyncio.sleep(1.0)
+    assert await asyncio.to_thread(cancel.generating.wait, 60), "generation never started"
     assert not task.done()
     cancelled_at = time.perf_counter()
     task.cancel()
@@ -363,7 +382,7 @@ async def test_acomplete_keeps_the_loop_responsive_and_cancels_promptly() -> Non
     assert time.perf_counter() - cancelled_at < 2.0
     stop.set()
     await ticker
-    assert len(ticks) >= 30
+    assert len(ticks) >= 10  # the loop kept turning while 40 tokens were generated
     assert _max_gap(ticks) < 0.5
     assert [a.status for a in attempts] == ["cancelled"]
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from waiting import until
 
 import jupyter_byok
 from jupyter_byok import engine as engine_module
@@ -230,9 +231,7 @@ def test_cancellation_stops_pending_nodes(keys: FakeProviders) -> None:
         task = asyncio.ensure_future(p.arun(x="y"))
         # Cancel once the first node's request is at the provider (not after a guessed
         # delay: on a loaded machine the request may not have left yet).
-        deadline = time.monotonic() + 20
-        while not keys.requests_for("openai") and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        await until(lambda: keys.requests_for("openai"), timeout=20)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from waiting import until
 
 from jupyter_byok import errors
 from jupyter_byok.server import handlers, service
@@ -330,10 +331,7 @@ async def test_status_while_calls_are_in_flight_does_not_wait_for_a_collection(
     in_flight = asyncio.ensure_future(
         jp_fetch("byok", "complete", method="POST", body=body, request_timeout=30)
     )
-    for _ in range(100):
-        if svc._in_flight:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: svc._in_flight)
     assert svc._in_flight == 1
     assert (await post_stream(jp_fetch)).code == 200  # another call ends meanwhile
     assert await status(jp_fetch) == snapshot  # at most STATUS_BUSY_AGE_S old, not waited for
@@ -389,7 +387,9 @@ def test_the_server_runs_one_full_collection_as_soon_as_it_serves() -> None:
         before = gc.get_stats()[2]["collections"]
         _collect_once_serving(SimpleNamespace(io_loop=IOLoop.current()))
         assert gc.get_stats()[2]["collections"] == before  # not at load: once serving
-        await asyncio.sleep(0.05)
+        await until(lambda: gc.get_stats()[2]["collections"] > before)
+        for _ in range(20):  # and no second one in the loop turns that follow
+            await asyncio.sleep(0)
         return int(gc.get_stats()[2]["collections"] - before)
 
     # automatic collections off, so that the count is the server's alone: exactly one
@@ -420,5 +420,6 @@ async def test_one_full_collection_once_the_first_calls_are_done(
         *(jp_fetch("byok", "complete", method="POST", body=json.dumps(body)) for _ in range(2))
     )
     assert first.code == second.code == 200
-    await asyncio.sleep(0.05)  # the collection runs on the loop once both are done
-    assert svc._collected and gc.get_stats()[2]["collections"] > before
+    # the collection runs on the loop once both are done
+    await until(lambda: gc.get_stats()[2]["collections"] > before)
+    assert svc._collected
