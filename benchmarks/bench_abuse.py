@@ -32,17 +32,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from _server import jupyter_server
+
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
@@ -162,23 +157,8 @@ def main() -> int:
         fake.stdin.flush()
         assert fake.stdout.readline().strip() == "ok"
 
-    with tempfile.TemporaryDirectory() as tmp:
-        port, token = free_port(), uuid.uuid4().hex
-        env = {
-            **os.environ,
-            **fake_env,
-            "JUPYTER_BYOK_HOME": str(Path(tmp) / "home"),
-            "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "runtime"),
-            "JUPYTER_CONFIG_DIR": str(Path(tmp) / "config"),
-        }
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser", f"--port={port}",
-             "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={tmp}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory() as tmp, jupyter_server(Path(tmp), fake_env) as server:
+        proc, url, token, headers = server.proc, server.url, server.token, server.headers
         peak = [0.0]
         sampling = threading.Event()
 
@@ -189,17 +169,6 @@ def main() -> int:
 
         phases: list[tuple[str, float, float, str]] = []
         try:
-            headers = {"Authorization": f"token {token}"}
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(url + "byok/status", headers=headers, trust_env=False).is_success:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
             key = "sk-proj-" + "b" * 40 + "T3BlbkFJ" + "c" * 20
             httpx.post(
                 url + "byok/keys", headers=headers, json={"provider": "openai", "key": key},
@@ -248,9 +217,6 @@ def main() -> int:
             ).json()  # fmt: skip
         finally:
             sampling.set()
-            proc.terminate()
-            proc.wait(timeout=20)
-            log.close()
             fake.terminate()
             fake.wait(timeout=10)
 

@@ -25,28 +25,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from _server import jupyter_server
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STREAM_MODEL = "openai:gpt-4o-mini"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -256,71 +251,42 @@ def main() -> int:
 
     from jupyter_byok.testing.process import fake_providers_process
 
-    with tempfile.TemporaryDirectory() as tmp, fake_providers_process(args.latency) as fake_env:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        fake_env = stack.enter_context(fake_providers_process(args.latency))
         fake_pids = [p for p in children_of(os.getpid()) if "jupyter_byok.testing" in
                      Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]  # fmt: skip
-        port, token = free_port(), uuid.uuid4().hex
-        env = {
-            **os.environ,
-            **fake_env,
-            "JUPYTER_BYOK_HOME": str(Path(tmp) / "home"),
-            "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "runtime"),
-            "JUPYTER_CONFIG_DIR": str(Path(tmp) / "config"),
-        }
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser", f"--port={port}",
-             "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={tmp}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}/"
+        server = stack.enter_context(jupyter_server(Path(tmp), fake_env))
+        proc, url, token, headers = server.proc, server.url, server.token, server.headers
         watch = ",".join(str(p) for p in [proc.pid, *fake_pids])
-        try:
-            headers = {"Authorization": f"token {token}"}
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    status = httpx.get(url + "byok/status", headers=headers, trust_env=False)
-                    if status.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
-            key = "sk-proj-" + "b" * 40 + "T3BlbkFJ" + "c" * 20
-            httpx.post(
-                url + "byok/keys",
-                headers=headers,
-                json={"provider": "openai", "key": key},
-                trust_env=False,
-            ).raise_for_status()
+        key = "sk-proj-" + "b" * 40 + "T3BlbkFJ" + "c" * 20
+        httpx.post(
+            url + "byok/keys",
+            headers=headers,
+            json={"provider": "openai", "key": key},
+            trust_env=False,
+        ).raise_for_status()
 
-            floor = run_role("floor", url, token, args, watch)
-            prober = subprocess.Popen(
-                [sys.executable, __file__, "--role", "probe", "--url", url, "--token", token,
-                 "--probe-interval", str(args.probe_interval)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert prober.stdin is not None and prober.stdout is not None
-            assert prober.stdout.readline().strip() == "ready"
-            spy = start_profiler(proc.pid)
-            prober_cpu0 = cpu_seconds(prober.pid)
-            streams = run_role("streams", url, token, args, watch)
-            prober_cpu = cpu_seconds(prober.pid) - prober_cpu0
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
-            prober.stdin.close()
-            probes = json.loads(prober.stdout.read())
-            prober.wait(timeout=30)
-            fake_url = fake_env["JUPYTER_BYOK_OPENAI_BASE_URL"] + "/chat/completions"
-            fake = run_role("fake", fake_url, token, args, watch)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            log.close()
+        floor = run_role("floor", url, token, args, watch)
+        prober = subprocess.Popen(
+            [sys.executable, __file__, "--role", "probe", "--url", url, "--token", token,
+             "--probe-interval", str(args.probe_interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert prober.stdin is not None and prober.stdout is not None
+        assert prober.stdout.readline().strip() == "ready"
+        spy = start_profiler(proc.pid)
+        prober_cpu0 = cpu_seconds(prober.pid)
+        streams = run_role("streams", url, token, args, watch)
+        prober_cpu = cpu_seconds(prober.pid) - prober_cpu0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+        prober.stdin.close()
+        probes = json.loads(prober.stdout.read())
+        prober.wait(timeout=30)
+        fake_url = fake_env["JUPYTER_BYOK_OPENAI_BASE_URL"] + "/chat/completions"
+        fake = run_role("fake", fake_url, token, args, watch)
     report(args, floor, streams, probes, prober_cpu, fake, proc.pid, fake_pids)
     return 0
 
