@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["human_size"]
+from decimal import Decimal
+
+__all__ = ["format_cost", "human_size"]
 
 
 def human_size(nbytes: float | None) -> str:
@@ -17,3 +19,15 @@ def human_size(nbytes: float | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"  # pragma: no cover
+
+
+def format_cost(cost: Decimal | None, source: str = "computed") -> str:
+    """A call's cost as shown to people: ``$0`` for local and free, six decimals under a
+    cent, ``cost unknown`` when there is no price."""
+    if cost is None:
+        return "cost unknown"
+    if source == "local" or (cost == 0 and source != "provider"):
+        return "$0"
+    if cost < Decimal("0.01"):
+        return f"${cost:.6f}".rstrip("0")
+    return f"${cost:.4f}"

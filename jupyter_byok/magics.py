@@ -15,13 +15,13 @@ import re
 import shlex
 import sys
 import time
-from decimal import Decimal
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import HTML, JSON, Markdown, display
 
+from ._format import format_cost
 from .client import get_client
 from .engine import build_messages
 from .errors import ByokError
@@ -77,16 +77,6 @@ def _parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def format_cost(cost: Decimal | None, source: str = "computed") -> str:
-    if cost is None:
-        return "cost unknown"
-    if source == "local" or (cost == 0 and source != "provider"):
-        return "$0"
-    if cost < Decimal("0.01"):
-        return f"${cost:.6f}".rstrip("0")
-    return f"${cost:.4f}"
 
 
 def footer_text(completion: Completion) -> str:
@@ -342,25 +332,16 @@ class ByokMagics(Magics):
         return None
 
     def _cmd_status(self, rest: list[str]) -> None:
-        from .models import default_model
+        from .commands.keys import render_status, status_report
 
-        client = get_client()
-        status = client.keys_overview()
-        print(f"default model:   {default_model()}")
-        print(f"protection tier: {status['tier']} — {status['tier_description']}")
-        print(f"transport:       {client.transport}")
-        try:
-            from .ledger import Ledger
-
-            spent = Ledger().spend(since="today")
-            print(f"spent today:     {format_cost(spent)}")
-        except ByokError as exc:
-            print(f"spent today:     unknown ({exc})")
+        print(render_status(status_report(get_client())))
 
     def _cmd_keys(self, rest: list[str]) -> None:
-        from .keys import KeyInfo
+        """``%byok keys`` (per provider), ``%byok keys list`` (the stored keys), ``%byok
+        keys set`` (the key form: the key goes from the browser to the server) and
+        ``%byok keys delete``: as ``jupyter byok keys``, rendered the same way."""
+        from .commands.keys import render_key_table, render_overview
         from .keys import label as key_label
-        from .providers import BUILTIN
 
         client = get_client()
         if rest and rest[0] in ("set", "delete"):
@@ -380,24 +361,12 @@ class ByokMagics(Magics):
             print(f"deleted {label}")
             return
         overview = client.keys_overview()
-        infos = [KeyInfo.from_dict(k) for k in overview["keys"]]
-        env_vars = {p["provider"]: p["env_var"] for p in overview["providers"]}
-        for provider, spec in BUILTIN.items():
-            if not spec.needs_key:
-                continue
-            mine = [i for i in infos if i.provider == provider]
-            env = env_vars.get(provider)
-            mark = "✅" if mine or env else "❌"
-            detail = ", ".join(
-                f"{i.label} …{i.last4 or '****'}" + (f" ({i.tier})" if i.tier else "") for i in mine
-            )
-            if env:
-                detail = (detail + ", " if detail else "") + f"${env}"
-            print(f"{mark} {provider:<10} {detail or 'not configured'}")
-        secrets = [i for i in infos if i.kind == "secret"]
-        for info in secrets:
-            print(f"🔑 secret     {info.name}")
-        print(f"protection tier: {overview['tier']}")
+        if rest and rest[0] == "list":
+            print(render_key_table(overview["keys"]))
+            return
+        if rest:
+            raise ByokError(f"unknown keys command {rest[0]!r}: use list, set or delete")
+        print(render_overview(overview))
 
     def _cmd_models(self, rest: list[str]) -> None:
         from .commands.prices import price_table

@@ -359,3 +359,28 @@ def test_cell_on_the_local_model(shell: InteractiveShell) -> None:
     assert answer.cost_usd == 0
     footer = texts(cap)[-1]
     assert footer.startswith("local:smollm2 · ") and "$0" in footer
+
+
+def test_keys_and_status_read_the_same_in_the_magic_and_the_terminal(
+    shell: InteractiveShell, openai_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`%byok keys list` and `%byok status` are `jupyter byok keys list` and `jupyter byok
+    status`: one commands layer renders both, from the same Client data."""
+    from jupyter_byok.cli import main
+
+    Keystore().set("secret", "ghp_0123456789abcdef", "github")
+    for magic, argv in (("keys list", ["keys", "list"]), ("status", ["status"])):
+        with capture_output() as cap:
+            shell.run_line_magic("byok", magic)
+        capsys.readouterr()
+        assert main(argv) == 0
+        terminal = capsys.readouterr().out.strip()
+        assert cap.stdout.strip() == terminal, magic
+    assert "openai" in terminal and "secret@github" not in terminal  # (status: providers)
+    with capture_output() as cap:
+        shell.run_line_magic("byok", "keys list")
+    assert "secret@github" in cap.stdout and "…" + openai_key[-4:] in cap.stdout
+    assert openai_key not in cap.stdout and "ghp_0123456789abcdef" not in cap.stdout
+    assert main(["status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["keys_configured"] == ["openai"] and report["transport"] == "inprocess"

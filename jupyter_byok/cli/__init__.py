@@ -17,7 +17,6 @@ from typing import Any
 
 from ..errors import ByokError
 from .render import out as _out
-from .render import print_table
 
 __all__ = ["build_parser", "main"]
 
@@ -69,29 +68,11 @@ def cmd_keys_set(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    infos = _keystore().list()
-    if args.json:
-        _out(json.dumps([i.to_dict() for i in infos], indent=2))
-        return 0
-    if not infos:
-        _out("no keys stored; add one with `jupyter byok keys set PROVIDER`")
-        return 0
-    rows = [("KEY", "LAST 4", "FINGERPRINT", "TIER", "CREATED", "LAST VERIFIED")]
-    for i in infos:
-        rows.append(
-            (
-                i.label,
-                f"…{i.last4}" if i.last4 else "****",
-                i.fingerprint,
-                i.tier or "-",
-                i.created,
-                i.last_verified or "never",
-            )
-        )
-    print_table(rows)
-    for i in infos:
-        if i.warning:
-            _out(f"warning ({i.label}): {i.warning}")
+    from ..client import get_client
+    from ..commands.keys import render_key_table
+
+    keys = get_client().keys_overview()["keys"]
+    _out(json.dumps(keys, indent=2) if args.json else render_key_table(keys))
     return 0
 
 
@@ -160,12 +141,12 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
-    from .._version import __version__
-    from ..config import byok_home
+    from ..client import get_client
+    from ..commands.keys import render_status, status_report
 
-    _out(f"jupyter_byok {__version__}")
-    _out(f"home: {byok_home()}")
-    return cmd_keys_status(argparse.Namespace(json=False))
+    report = status_report(get_client())
+    _out(json.dumps(report, indent=2) if args.json else render_status(report))
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -260,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_backup(sub)
 
-    p = sub.add_parser("status", help="what jupyter_byok sees on this machine")
+    p = sub.add_parser("status", help="what jupyter_byok sees on this machine (as %byok status)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("doctor", help="versions, CPU, local-model checks, keystore, ledger")
     p.add_argument("--json", action="store_true", help="print JSON")
