@@ -1,10 +1,15 @@
-"""Content-addressed response cache: re-running a cell does not pay twice.
+"""The content-addressed cache: re-running a cell or a pipeline does not pay twice.
 
-Invariants: the key is the SHA-256 of a canonical JSON of (provider, model, messages,
-output-relevant parameters), so equal requests and only equal requests share an entry;
-the cache stores answers (model output and usage), never keys, and only as plaintext the
-user already received; entries expire after ``ttl_s`` and the least recently used are
-evicted past ``max_bytes``. SQLite (WAL) in ``$JUPYTER_BYOK_HOME/cache.sqlite3``, 0600.
+One store, two namespaces: ``call`` (whole provider answers, ``cache=True``; entries expire
+after ``ttl_s`` and the least recently used are evicted past ``max_bytes``) and ``node``
+(a pipeline node's finished output, kept until cleared, so that an interrupted map resumes
+where it stopped).
+
+Invariants: a key is the SHA-256 of a canonical JSON of its namespace and of what decides
+the answer (:func:`content_key`; ``1`` and ``1.0`` are the same number), so equal requests
+and only equal requests share an entry; entries hold answers (model output and usage),
+never keys, and only as plaintext the user already received. SQLite (WAL) in
+``$JUPYTER_BYOK_HOME/cache.sqlite3``, 0600.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 from .errors import LedgerError
 
-__all__ = ["IGNORED_PARAMS", "ResponseCache", "cache_key"]
+__all__ = ["IGNORED_PARAMS", "ContentCache", "ResponseCache", "cache_key", "content_key"]
 
 #: request parameters that do not change what the model answers
 IGNORED_PARAMS = frozenset(
@@ -55,33 +60,38 @@ def _canonical(value: Any) -> Any:
     raise TypeError(f"cannot use a {type(value).__name__} in a cache key")
 
 
-def cache_key(
-    provider: str, model: str, messages: Sequence[Any], params: Mapping[str, Any] | None
-) -> str:
-    """SHA-256 hex of the canonical JSON of everything that decides the answer."""
-    relevant = {k: v for k, v in (params or {}).items() if k not in IGNORED_PARAMS}
-    body = {
-        "v": 1,
-        "provider": provider,
-        "model": model,
-        "messages": _canonical(list(messages)),
-        "params": _canonical(relevant),
-    }
+def content_key(namespace: str, content: Mapping[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of ``namespace`` and ``content`` (see the module)."""
+    body = {"ns": namespace, "v": 2, **_canonical(content)}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class ResponseCache:
+def cache_key(
+    provider: str, model: str, messages: Sequence[Any], params: Mapping[str, Any] | None
+) -> str:
+    """The ``call`` key: everything that decides a provider's answer."""
+    relevant = {k: v for k, v in (params or {}).items() if k not in IGNORED_PARAMS}
+    content = {"provider": provider, "model": model, "messages": list(messages)}
+    return content_key("call", {**content, "params": relevant})
+
+
+class ContentCache:
+    """One namespace of the cache file; thread-safe, one connection per process."""
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
         *,
+        namespace: str = "call",
         ttl_s: float | None = DEFAULT_TTL_S,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``clock``: the wall clock in seconds (a seam: tests pass their own)."""
+        """``ttl_s``/``max_bytes``: ``None`` keeps entries until cleared; ``clock``: the
+        wall clock in seconds (a seam: tests pass their own)."""
         self._path = None if path is None else Path(path)
+        self.namespace = namespace
         self._clock = clock
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
@@ -115,9 +125,13 @@ class ResponseCache:
             """CREATE TABLE IF NOT EXISTS entries (
                 key TEXT PRIMARY KEY, payload TEXT NOT NULL, cost_pico INTEGER,
                 created REAL NOT NULL, last_used REAL NOT NULL, size INTEGER NOT NULL,
-                hits INTEGER NOT NULL DEFAULT 0)"""
+                hits INTEGER NOT NULL DEFAULT 0, ns TEXT NOT NULL DEFAULT 'call')"""
         )
-        conn.execute("CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_used)")
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+        if "ns" not in columns:  # a cache file from before the node namespace
+            conn.execute("ALTER TABLE entries ADD COLUMN ns TEXT NOT NULL DEFAULT 'call'")
+        conn.execute("DROP INDEX IF EXISTS entries_lru")
+        conn.execute("CREATE INDEX IF NOT EXISTS entries_ns_lru ON entries (ns, last_used)")
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -128,7 +142,7 @@ class ResponseCache:
                 yield self._connect()
             except sqlite3.Error as exc:
                 raise LedgerError(
-                    f"the response cache {self.path} failed ({exc}); "
+                    f"the cache {self.path} failed ({exc}); "
                     "run `jupyter byok cache clear` or delete the file"
                 ) from exc
 
@@ -137,7 +151,8 @@ class ResponseCache:
         now = self._clock()
         with self._db() as conn:
             row = conn.execute(
-                "SELECT payload, created FROM entries WHERE key = ?", (key,)
+                "SELECT payload, created FROM entries WHERE key = ? AND ns = ?",
+                (key, self.namespace),
             ).fetchone()
             if row is None or (self.ttl_s is not None and now - row[1] > self.ttl_s):
                 self.misses += 1
@@ -159,8 +174,8 @@ class ResponseCache:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, 0)",
-                    (key, text, cost, now, now, len(text.encode("utf-8"))),
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                    (key, text, cost, now, now, len(text.encode("utf-8")), self.namespace),
                 )
                 self._evict(conn, now)
                 conn.execute("COMMIT")
@@ -169,22 +184,29 @@ class ResponseCache:
                 raise
 
     def _evict(self, conn: sqlite3.Connection, now: float) -> None:
+        ns = self.namespace
         if self.ttl_s is not None:
-            conn.execute("DELETE FROM entries WHERE created < ?", (now - self.ttl_s,))
-        (total,) = conn.execute("SELECT ifnull(sum(size), 0) FROM entries").fetchone()
+            conn.execute("DELETE FROM entries WHERE ns = ? AND created < ?", (ns, now - self.ttl_s))
+        if self.max_bytes is None:
+            return
+        (total,) = conn.execute(
+            "SELECT ifnull(sum(size), 0) FROM entries WHERE ns = ?", (ns,)
+        ).fetchone()
         if total <= self.max_bytes:
             return
         # drop least recently used entries until the rest fits
         conn.execute(
             """DELETE FROM entries WHERE key IN (
                 SELECT key FROM (SELECT key, sum(size) OVER (ORDER BY last_used DESC, key)
-                                 AS running FROM entries) WHERE running > ?)""",
-            (self.max_bytes,),
+                                 AS running FROM entries WHERE ns = ?) WHERE running > ?)""",
+            (ns, self.max_bytes),
         )
 
     def saved_cost(self, key: str) -> Decimal | None:
         with self._db() as conn:
-            row = conn.execute("SELECT cost_pico FROM entries WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(
+                "SELECT cost_pico FROM entries WHERE key = ? AND ns = ?", (key, self.namespace)
+            ).fetchone()
         if row is None or row[0] is None:
             return None
         return Decimal(row[0]) / Decimal(PICO)
@@ -193,10 +215,12 @@ class ResponseCache:
         with self._db() as conn:
             n, size, hits, saved = conn.execute(
                 "SELECT count(*), ifnull(sum(size), 0), ifnull(sum(hits), 0), "
-                "ifnull(sum(hits * ifnull(cost_pico, 0)), 0) FROM entries"
+                "ifnull(sum(hits * ifnull(cost_pico, 0)), 0) FROM entries WHERE ns = ?",
+                (self.namespace,),
             ).fetchone()
         return {
             "path": str(self.path),
+            "namespace": self.namespace,
             "entries": n,
             "bytes": size,
             "hits": hits,
@@ -206,10 +230,20 @@ class ResponseCache:
             "max_bytes": self.max_bytes,
         }
 
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
     def clear(self) -> int:
-        """Remove every entry; returns how many there were."""
+        """Remove every entry of this namespace; returns how many there were."""
         with self._db() as conn:
-            cur = conn.execute("DELETE FROM entries")
+            cur = conn.execute("DELETE FROM entries WHERE ns = ?", (self.namespace,))
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("VACUUM")
         return int(cur.rowcount)
+
+
+#: the ``call`` namespace under its historical name
+ResponseCache = ContentCache

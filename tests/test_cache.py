@@ -80,3 +80,44 @@ def test_expiry_and_size_bound(tmp_path: Path) -> None:
     assert st["bytes"] <= 300 and st["entries"] >= 2
     assert small.get("k0") is not None and small.get("k9") is not None
     assert small.get("k1") is None
+
+
+def test_one_cache_file_two_namespaces(byok_home: Path) -> None:
+    """Calls and pipeline nodes share one content-addressed store and one key rule; each
+    namespace keeps its own expiry, size bound, stats and clear."""
+    import sqlite3
+
+    from jupyter_byok.cache import content_key
+    from jupyter_byok.pipeline._cache import NodeCache, default_cache, llm_key
+
+    # the node keys follow the call keys' rule: 1 and 1.0 ask the same thing
+    msgs = [Message("user", "Say hi")]
+    assert llm_key("openai", "m", msgs, {"max_tokens": 50}) == llm_key(
+        "openai", "m", msgs, {"max_tokens": 50.0}
+    )
+    assert content_key("node", {"a": 1}) != content_key("call", {"a": 1})
+
+    calls, nodes = ResponseCache(), default_cache()
+    assert isinstance(nodes, NodeCache) and nodes.path == calls.path
+    calls.put("k-call", {"text": "answer"}, Decimal("0.5"))
+    nodes.put("k-node", {"output": "node output"})
+    assert nodes.get("k-call") is None and calls.get("k-node") is None
+    assert calls.stats()["entries"] == 1 and nodes.stats()["entries"] == 1
+    assert nodes.ttl_s is None and nodes.max_bytes is None  # kept until cleared
+    assert nodes.clear() == 1
+    assert calls.get("k-call") == {"text": "answer"} and nodes.get("k-node") is None
+
+    # a cache file written before the namespaces were added is read as the call namespace
+    old = byok_home / "old.sqlite3"
+    with sqlite3.connect(old) as db:
+        db.execute(
+            "CREATE TABLE entries (key TEXT PRIMARY KEY, payload TEXT NOT NULL, "
+            "cost_pico INTEGER, created REAL NOT NULL, last_used REAL NOT NULL, "
+            "size INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute(
+            "INSERT INTO entries VALUES ('k', '{\"text\": \"kept\"}', NULL, 9e9, 9e9, 16, 0)"
+        )
+    db.close()
+    assert ResponseCache(old, ttl_s=None).get("k") == {"text": "kept"}
+    assert NodeCache(old).get("k") is None
