@@ -14,7 +14,7 @@ Modules, one job each:
 * :mod:`.verify`: the key check shared by ``jupyter byok keys verify`` and the server.
 
 Only ``client.py``, ``commands/``, ``server/`` and this package construct a
-:class:`Keystore` (``tests/test_keys_boundary.py``); kernel-side code asks ``Client``.
+:class:`Keystore` (``tests/unit/test_keys_boundary.py``); kernel-side code asks ``Client``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ declared type) that is dropped afterwards. Data that the sqlite3 module would re
 differently (text in an INTEGER column, a BLOB in a TEXT column, ...) makes the child fail,
 a column come back with another type, or the ``_blobs`` count non-zero; the read then falls
 back to the plain ``sqlite3`` path, which is also used without pyarrow or the driver and for
-small reads. Both paths give identical frames (tests/test_ledger_frame.py).
+small reads. Both paths give identical frames (tests/unit/test_ledger_frame.py).
 
 :class:`FrameReader` holds the thresholds and the choice of path; a ledger made with
 ``Ledger(path, frames=FrameReader(...))`` reads through it (the tests' seam).

@@ -9,7 +9,7 @@ a restore's counts) are built as plain dicts by their owners, because some are l
 back, checked, with :func:`from_dict`.
 
 ``labextension/src/api.ts`` (and ``backup.ts``) mirror these shapes by hand;
-``tests/test_wire_shapes.py`` compares the field names, and which are required, on both
+``tests/server/test_wire_shapes.py`` compares the field names, and which are required, on both
 sides. Change both together.
 """
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -70,11 +69,8 @@ def test_diamond_runs_middle_nodes_concurrently(keys: FakeProviders) -> None:
     keys.reset()
     keys.latency = 0.4
     p = diamond()
-    started = time.monotonic()
     r = p.run(topic="owls")
-    wall = time.monotonic() - started
-    # three levels of 0.4 s; run one after another the four nodes would take 1.6 s
-    assert wall < 1.45, wall
+    # when each request reached the provider (each answers after 0.4 s)
     times = {
         text.split()[0]: req.time
         for text, req in zip(
@@ -83,7 +79,9 @@ def test_diamond_runs_middle_nodes_concurrently(keys: FakeProviders) -> None:
             strict=True,
         )
     }
-    assert abs(times["Left"] - times["Right"]) < 0.2
+    # the middle nodes were sent together: each before the other's answer came back
+    # (one after another, they would be 0.4 s apart)
+    assert abs(times["Left"] - times["Right"]) < 0.35
     assert times["Left"] - times["Start"] >= 0.35
     assert times["Join"] - max(times["Left"], times["Right"]) >= 0.35
     # outputs flow by name; each node reports its own usage and price
@@ -349,7 +347,7 @@ def test_example_notebook_runs_offline(tmp_path: Path, monkeypatch: pytest.Monke
     import nbformat
     from nbclient import NotebookClient
 
-    source = Path(__file__).parent.parent / "notebooks" / "pipeline.ipynb"
+    source = Path(__file__).parents[2] / "notebooks" / "pipeline.ipynb"
     nb = nbformat.read(source, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")  # committed clean
     for var in ("HTTP_PROXY", "HTTPS_PROXY"):

@@ -18,7 +18,7 @@ from jupyter_byok.server._replies import from_dict
 from jupyter_byok.testing import FakeProviders
 from jupyter_byok.types import Completion, Message, Request, SearchResult, Usage
 
-SRC = Path(__file__).resolve().parents[1] / "labextension" / "src"
+SRC = Path(__file__).resolve().parents[2] / "labextension" / "src"
 
 
 def json_trip(data: Any) -> Any:

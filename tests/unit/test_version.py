@@ -14,7 +14,7 @@ from pathlib import Path
 import jupyter_byok
 from jupyter_byok._version import __version__
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_package_exports_the_one_version() -> None:

@@ -23,7 +23,7 @@ SUITE = {
 
 
 def _test_sh_options() -> list[str]:
-    script = (Path(__file__).parents[1] / "scripts" / "test.sh").read_text()
+    script = (Path(__file__).parents[2] / "scripts" / "test.sh").read_text()
     match = re.search(r'python -m pytest -n "\$\{BYOK_TEST_WORKERS:-(\d+)\}" (.*) "\$@"', script)
     assert match, "scripts/test.sh no longer runs pytest under xdist"
     return ["-n", match.group(1), *match.group(2).split()]

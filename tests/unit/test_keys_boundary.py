@@ -18,7 +18,7 @@ from jupyter_byok.client import Client
 from jupyter_byok.errors import UnknownProviderError
 from jupyter_byok.keys import KeyInfo, Keystore, key_source, key_sources, label
 
-PACKAGE = Path(__file__).resolve().parents[1] / "jupyter_byok"
+PACKAGE = Path(__file__).resolve().parents[2] / "jupyter_byok"
 
 #: where a Keystore may be built: the client's in-process side, commands, the server, keys
 ALLOWED = ("client.py", "commands/", "server/", "keys/")
