@@ -254,7 +254,9 @@ def test_openai_prompts_are_counted_exactly_offline(
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken-cache"))  # empty cache
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # nothing loaded in this process
-    monkeypatch.setattr(pricing, "_ENCODINGS", {})
+    from jupyter_byok.pricing import tokens
+
+    monkeypatch.setattr(tokens, "_ENCODINGS", {})  # nothing loaded by us either
     text = "Summarise the quarterly report in three bullet points, please."
     for model, name in (("gpt-4o-mini", "o200k_base"), ("gpt-4", "cl100k_base")):
         got = pricing.estimate_prompt_tokens(text, provider="openai", model=model)

@@ -1,58 +1,29 @@
-"""Prices and cost computation: what a call cost, to the exact decimal, and where that came from.
-
-Invariants: money is ``Decimal`` from the price file to the ledger (never float); a model
-without a price costs ``None`` (``unknown``, with one warning per model per process), never a
-guess; a long-context tier re-prices the *whole* request; xAI's own reported cost wins over
-our arithmetic. Prices live in ``prices.json`` beside this module (dated and sourced) and in
-an optional user override ``$JUPYTER_BYOK_HOME/prices.json`` with the same shape, whose
-models replace the shipped ones key by key.
-
-Token convention (see :mod:`jupyter_byok.types`): ``input_tokens`` includes cached reads and
-cache writes; ``output_tokens`` includes reasoning tokens.
-"""
+"""The price table: ``prices.json`` shipped beside the package (dated and sourced), the
+user's override ``$JUPYTER_BYOK_HOME/prices.json`` (same shape; its models replace the
+shipped ones key by key), their validation, and lookups by provider and model, including
+the prices a user sets for local models and endpoints."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
 import re
 import threading
 import time
-import warnings
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ._files import atomic_write
-from .config import home_file, load_settings
-from .errors import ConfigError
-from .types import Usage
-
-__all__ = [
-    "CostResult",
-    "UnpricedModelWarning",
-    "compute_cost",
-    "estimate_cost",
-    "estimate_prompt_tokens",
-    "list_models",
-    "load_prices",
-    "price_for",
-    "price_version",
-    "update_prices",
-    "validate_prices",
-]
+from .._files import atomic_write
+from ..config import home_file, load_settings
+from ..errors import ConfigError
 
 log = logging.getLogger("jupyter_byok")
 
-CostSource = Literal["computed", "provider", "unknown", "local"]
 
-BUILTIN_PATH = Path(__file__).with_name("prices.json")
+BUILTIN_PATH = Path(__file__).parent.parent / "prices.json"
 OVERRIDE_NAME = "prices.json"
-MILLION = Decimal(1_000_000)
 #: providers whose models run on the user's own machine
 LOCAL_PROVIDERS = frozenset({"local"})
 
@@ -75,17 +46,6 @@ _ENTRY_FIELDS = {
     "credits_per_request",
 }
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
-
-
-class UnpricedModelWarning(UserWarning):
-    """A model has no price: its cost is recorded as unknown."""
-
-
-@dataclass(frozen=True)
-class CostResult:
-    cost_usd: Decimal | None
-    source: CostSource
-    price_version: str
 
 
 # ----------------------------------------------------------------------------- loading
@@ -228,8 +188,6 @@ class _Table:
 
 
 _TABLE = _Table()
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
 
 
 def _override_path() -> Path:
@@ -339,237 +297,3 @@ def _is_local(provider: str) -> bool:
         return False
     # a user-registered endpoint that needs no key is a model on the user's own hardware
     return endpoint is not None and not endpoint.needs_key
-
-
-# ----------------------------------------------------------------------------- computing
-def _rates(
-    entry: dict[str, Any], input_tokens: int, service_tier: str | None
-) -> dict[str, Decimal]:
-    """Per-token rates for this request: base, or the long-context tier, then the service tier.
-
-    On every call's path: remembered per price entry, tier and side of the threshold."""
-    lc = entry.get("long_context")
-    above = False
-    if lc is not None:
-        threshold = int(lc["threshold"])
-        above = input_tokens >= threshold if lc.get("inclusive") else input_tokens > threshold
-    memo_key = (id(entry), above, service_tier)
-    seen = _RATES.get(memo_key)
-    if seen is not None and seen[0] is entry:
-        return seen[1]
-    rates = _compute_rates(entry, above, service_tier)
-    if len(_RATES) > 1024:
-        _RATES.clear()
-    _RATES[memo_key] = (entry, rates)
-    return rates
-
-
-_RATES: dict[tuple[int, bool, str | None], tuple[dict[str, Any], dict[str, Decimal]]] = {}
-
-
-def _compute_rates(
-    entry: dict[str, Any], above: bool, service_tier: str | None
-) -> dict[str, Decimal]:
-    per_m: dict[str, Any] = {k: entry[k] for k in RATE_FIELDS if k in entry}
-    lc = entry.get("long_context")
-    if lc is not None and above:
-        per_m.update({k: lc[k] for k in RATE_FIELDS if k in lc})
-    tier = (entry.get("service_tiers") or {}).get(service_tier or "")
-    rates = {k: Decimal(str(v)) for k, v in per_m.items()}
-    if tier:
-        mult = Decimal(str(tier.get("multiplier", "1")))
-        rates = {k: v * mult for k, v in rates.items()}
-        rates.update({k: Decimal(str(v)) for k, v in tier.items() if k in RATE_FIELDS})
-    return {k: (v if k == "per_credit" else v / MILLION) for k, v in rates.items()}
-
-
-def _token_cost(rates: dict[str, Decimal], usage: Usage) -> Decimal:
-    inp = rates.get("input", Decimal(0))
-    out = rates.get("output", Decimal(0))
-    cached = max(usage.cached_input_tokens, 0)
-    w5 = max(usage.cache_write_tokens, 0)
-    w1 = max(usage.cache_write_1h_tokens, 0)
-    uncached = usage.input_tokens - cached - w5 - w1
-    if uncached < 0:
-        log.debug("usage has more cached/cache-write tokens than input tokens: %s", usage)
-        uncached = 0
-    reasoning = min(max(usage.reasoning_tokens, 0), max(usage.output_tokens, 0))
-    text_out = max(usage.output_tokens, 0) - reasoning
-    return (
-        uncached * inp
-        + cached * rates.get("cached_input", inp)
-        + w5 * rates.get("cache_write_5m", inp)
-        + w1 * rates.get("cache_write_1h", rates.get("cache_write_5m", inp))
-        + text_out * out
-        + reasoning * rates.get("reasoning", out)
-    )
-
-
-def _credit_cost(entry: dict[str, Any], rates: dict[str, Decimal], credits: float) -> Decimal:
-    if credits and credits > 0:
-        n = Decimal(str(credits))
-    else:  # the response did not report usage: bill what this depth costs per request
-        n = Decimal(int(entry.get("credits_per_request", 1)))
-    return n * rates["per_credit"]
-
-
-def _warn_unpriced(provider: str, model: str) -> None:
-    key = f"{provider}:{model}"
-    with _warned_lock:
-        if key in _warned:
-            return
-        _warned.add(key)
-    msg = (
-        f"no price for {key}: its cost is recorded as unknown; add it with "
-        "`jupyter byok prices update --from FILE`"
-    )
-    log.warning("%s", msg)
-    warnings.warn(msg, UnpricedModelWarning, stacklevel=3)
-
-
-def compute_cost(
-    provider: str, model: str, usage: Usage, *, service_tier: str | None = None
-) -> CostResult:
-    """The cost of one attempt from the usage the provider reported."""
-    table = _TABLE.current()
-    version = table[2]
-    if usage.provider_cost_usd is not None:
-        return CostResult(Decimal(usage.provider_cost_usd), "provider", version)
-    found = _lookup(provider, model, table)
-    if found is None:
-        local = _local_price(provider, model)
-        if local is not None:
-            rates = _rates(local, usage.input_tokens, None)
-            return CostResult(_token_cost(rates, usage), "local", "local")
-        if _is_local(provider):
-            return CostResult(Decimal(0), "local", "local")
-        _warn_unpriced(provider, model)
-        return CostResult(None, "unknown", version)
-    _, entry = found
-    rates = _rates(entry, usage.input_tokens, service_tier)
-    if "per_credit" in rates:
-        return CostResult(_credit_cost(entry, rates, usage.search_credits), "computed", version)
-    return CostResult(_token_cost(rates, usage), "computed", version)
-
-
-def estimate_cost(
-    provider: str,
-    model: str,
-    input_tokens: int,
-    max_output_tokens: int,
-    *,
-    cache_write_1h: bool = False,
-    service_tier: str | None = None,
-) -> Decimal | None:
-    """An upper bound for a call that has not been made (budgets and ``byok.estimate``).
-
-    Every input token at the full input rate (or the 1h cache-write rate when the request
-    writes the cache for an hour), every output token at the dearest output rate.
-    ``None`` when the model has no price.
-    """
-    found = _lookup(provider, model)
-    if found is None:
-        local = _local_price(provider, model)
-        if local is not None:
-            entry: dict[str, Any] = local
-        elif _is_local(provider):
-            return Decimal(0)
-        else:
-            return None
-    else:
-        entry = found[1]
-    rates = _rates(entry, max(input_tokens, 0), service_tier)
-    if "per_credit" in rates:
-        return _credit_cost(entry, rates, 0)
-    inp = rates.get("input", Decimal(0))
-    if cache_write_1h:
-        inp = max(inp, rates.get("cache_write_1h", inp))
-    out = max(rates.get("output", Decimal(0)), rates.get("reasoning", Decimal(0)))
-    return max(input_tokens, 0) * inp + max(max_output_tokens, 0) * out
-
-
-def estimate_prompt_tokens(text: str, *, provider: str = "", model: str = "") -> int:
-    """Prompt tokens for a budget estimate: exact with ``tiktoken`` for OpenAI, else a bound.
-
-    OpenAI's vocabularies ship with the package (``tokenizers/``), so the count is exact
-    offline for every model on o200k_base or cl100k_base. Elsewhere the heuristic is
-    deliberately high: one token per 2 characters plus 8 for message framing (real tokenizers
-    average about 4 characters per English token), so a budget check errs on the side of
-    blocking.
-    """
-    if provider == "openai":
-        encoding = _openai_encoding(model)
-        if encoding is not None:
-            return len(encoding.encode(text, disallowed_special=())) + 8
-    return math.ceil(len(text) / 2) + 8
-
-
-#: the vocabularies shipped in tokenizers/, by tiktoken encoding name
-_VOCABULARIES = ("o200k_base", "cl100k_base")
-_VOCAB_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
-_encodings_lock = threading.Lock()
-
-
-def _openai_encoding(model: str) -> Any:
-    """tiktoken's encoding for ``model``, or None (tiktoken missing; a model on another
-    vocabulary: tiktoken would try to download it, which a budget check must never do)."""
-    try:
-        import tiktoken
-        from tiktoken.model import encoding_name_for_model
-    except ImportError:
-        return None
-    try:
-        name = encoding_name_for_model(model)
-    except KeyError:  # a model tiktoken does not know yet: the current vocabulary
-        name = "o200k_base"
-    if name not in _VOCABULARIES:
-        return None
-    loaded = _ENCODINGS.get(name)
-    if loaded is not None:
-        return loaded
-    with _encodings_lock:
-        if not _seed_tiktoken_cache(name):
-            return None
-        try:
-            loaded = _ENCODINGS[name] = tiktoken.get_encoding(name)
-        except Exception as exc:  # a damaged cache file: tiktoken checks the digest
-            log.debug("tiktoken could not load %s (%s); using the heuristic", name, exc)
-            return None
-    return loaded
-
-
-_ENCODINGS: dict[str, Any] = {}
-
-
-def _seed_tiktoken_cache(name: str) -> bool:
-    """Put the shipped vocabulary where tiktoken keeps its download of it (its cache:
-    ``TIKTOKEN_CACHE_DIR``, ``DATA_GYM_CACHE_DIR`` or ``<tmp>/data-gym-cache``), if absent."""
-    import gzip
-    import hashlib
-    import tempfile
-
-    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
-    if cache_dir is None:
-        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    if cache_dir == "":  # caching turned off: tiktoken would download
-        return False
-    url = _VOCAB_URL.format(name)
-    target = Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
-    if target.exists():
-        return True
-    shipped = Path(__file__).parent / "tokenizers" / f"{name}.tiktoken.gz"
-    tmp = None
-    try:
-        data = gzip.decompress(shipped.read_bytes())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except (OSError, EOFError) as exc:
-        log.debug("could not place the %s vocabulary in tiktoken's cache (%s)", name, exc)
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return False
-    return True
