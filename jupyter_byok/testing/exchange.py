@@ -206,6 +206,10 @@ class Exchange:
         if fault is not None and fault.kind not in (*STREAM_FAULTS, *OTHER_FAULTS):
             self.error(fault.kind, **fault.opts)
             return
+        from .batches import handle_batch
+
+        if handle_batch(self):
+            return
         if self.provider in ("openai", "xai", "compat"):
             self.on_openai()
         else:
