@@ -277,9 +277,10 @@ class BatchRun:
         self.cancelled = True
         out = []
         for state in self.nodes.values():
-            for record in state.batches:
-                if not record.fetched:
-                    out.append(await self.transport.cancel(record.id))
+            state.batches = [
+                r if r.fetched else await self.transport.cancel(r.id) for r in state.batches
+            ]
+            out += state.batches
         return out
 
     # ------------------------------------------------------------------ sync nodes

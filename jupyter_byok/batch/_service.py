@@ -267,6 +267,7 @@ class BatchService:
         ledger_rows: list[LedgerRow] = []
         items: list[tuple[Any, ...]] = []
         done = failed = 0
+        prices: dict[tuple[Any, ...], Any] = {}
         why = status.message or f"the batch ended {status.state} without this item"
         missing_as = "expired" if status.state == "expired" else "error"
         for cid in rows:
@@ -290,7 +291,20 @@ class BatchService:
             }
             if o.status == "ok" and o.result is not None:
                 usage = o.result.usage
-                priced = compute_cost(ref.provider, ref.model, usage, service_tier="batch")
+                key = (
+                    usage.input_tokens,
+                    usage.cached_input_tokens,
+                    usage.cache_write_tokens,
+                    usage.cache_write_1h_tokens,
+                    usage.output_tokens,
+                    usage.reasoning_tokens,
+                    usage.provider_cost_usd,
+                )
+                priced = prices.get(key)
+                if priced is None:  # items with the same usage cost the same
+                    priced = prices[key] = compute_cost(
+                        ref.provider, ref.model, usage, service_tier="batch"
+                    )
                 ledger_rows.append(
                     _row(
                         base,
