@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import ByokError
+from ..errors import InvalidInputError
 from ..ledger import Ledger
 
 __all__ = ["BatchRecord", "BatchStore", "item_ledger_id"]
@@ -134,7 +134,7 @@ class BatchStore:
                 (batch_id, batch_id),
             ).fetchone()
         if row is None:
-            raise ByokError(
+            raise InvalidInputError(
                 f"no batch {batch_id!r} in this ledger: list them with `jupyter byok batches list`"
             )
         return BatchRecord(*row)
