@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_backup(sub)
 
+    from .batches import register as register_batches
+
+    register_batches(sub)
+
     p = sub.add_parser("status", help="what jupyter_byok sees on this machine")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("doctor", help="versions, CPU, local-model checks, keystore, ledger")
