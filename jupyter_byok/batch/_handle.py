@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._runner import run_sync
@@ -192,7 +191,7 @@ class BatchHandle:
                 if e is not None:
                     state.errors[i] = None
                     state.values[i] = None
-                    state.cost[i] = Decimal(0) + before.cost[i]
+                    state.cost[i] = before.cost[i]
         self._run, self._frame = run, None
         return self.result()
 

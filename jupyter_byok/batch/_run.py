@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ByokError, RateLimitError
 from ..interpolate import interpolate
+from ..ledger.schema import to_pico
 from ..pipeline._nodes import INPUT, Inputs, LLMNode, NodeResult, render_value
 from ._service import BudgetGroup, Submission, batch_ref
 from ._store import BatchRecord
@@ -54,7 +55,8 @@ class NodeRows:
     mode: str  # batch | sync | pinned
     values: list[Any]
     errors: list[str | None]
-    cost: list[Decimal]
+    #: what each row paid for this node, in picodollars (exact, and quick to sum)
+    cost: list[int]
     input_tokens: list[int]
     output_tokens: list[int]
     batches: list[BatchRecord] = field(default_factory=list)
@@ -63,7 +65,7 @@ class NodeRows:
 
     @classmethod
     def empty(cls, name: str, mode: str, n: int) -> NodeRows:
-        return cls(name, mode, [None] * n, [None] * n, [Decimal(0)] * n, [0] * n, [0] * n)
+        return cls(name, mode, [None] * n, [None] * n, [0] * n, [0] * n, [0] * n)
 
 
 class BatchRun:
@@ -267,7 +269,7 @@ class BatchRun:
                 state.errors[row] = None
             else:
                 state.errors[row] = error or status
-            state.cost[row] = Decimal(cost or 0) / PICO
+            state.cost[row] = cost or 0
             state.input_tokens[row] = inp
             state.output_tokens[row] = out
         state.done = True
@@ -320,7 +322,7 @@ class BatchRun:
                     return
             state.values[i] = result.value
             state.errors[i] = None
-            state.cost[i] = result.cost_usd or Decimal(0)
+            state.cost[i] = to_pico(result.cost_usd) or 0
             state.input_tokens[i] = result.usage.input_tokens
             state.output_tokens[i] = result.usage.output_tokens
 
@@ -335,6 +337,7 @@ class BatchRun:
 
     # ------------------------------------------------------------------ result
     def frame(self) -> pandas.DataFrame:
+        import numpy as np
         import pandas as pd
 
         n = len(self.rows)
@@ -348,15 +351,16 @@ class BatchRun:
                 if kind == "python"
                 else [None if v is None else render_value(v) for v in state.values]
             )
-        cost = [sum((s.cost[i] for s in self.nodes.values()), Decimal(0)) for i in range(n)]
-        data["cost_usd"] = [float(c) for c in cost]
-        data["input_tokens"] = [
-            sum(s.input_tokens[i] for s in self.nodes.values()) for i in range(n)
-        ]
-        data["output_tokens"] = [
-            sum(s.output_tokens[i] for s in self.nodes.values()) for i in range(n)
-        ]
-        data["cached_nodes"] = [0] * n
+        states = list(self.nodes.values())
+
+        def total(column: str) -> Any:
+            return np.sum([np.asarray(getattr(s, column), dtype=np.int64) for s in states], axis=0)
+
+        pico = total("cost") if states else np.zeros(n, dtype=np.int64)
+        data["cost_usd"] = pico / 1e12
+        data["input_tokens"] = total("input_tokens") if states else np.zeros(n, dtype=np.int64)
+        data["output_tokens"] = total("output_tokens") if states else np.zeros(n, dtype=np.int64)
+        data["cached_nodes"] = np.zeros(n, dtype=np.int64)
         data["latency_s"] = [None] * n
         errors: list[str | None] = [None] * n
         for name in names:
@@ -371,15 +375,16 @@ class BatchRun:
                 "pipeline": self.pipeline.name,
                 "mode": "batch",
                 "wall_s": time.monotonic() - self.started,
-                "cost_usd": float(sum(cost, Decimal(0))),
-                "batches": [r.id for s in self.nodes.values() for r in s.batches],
+                "cost_usd": float(self.spent()),
+                "batches": [r.id for s in states for r in s.batches],
                 "notes": list(self.notes),
             }
         )
         return frame
 
     def spent(self) -> Decimal:
-        return sum((sum(s.cost, Decimal(0)) for s in self.nodes.values()), Decimal(0))
+        """What this map paid so far (exact)."""
+        return Decimal(sum(sum(s.cost) for s in self.nodes.values())) / PICO
 
 
 def _batchable(plan: _Plan, name: str) -> bool:

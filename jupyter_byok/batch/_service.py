@@ -270,25 +270,51 @@ class BatchService:
         prices: dict[tuple[Any, ...], Any] = {}
         why = status.message or f"the batch ended {status.state} without this item"
         missing_as = "expired" if status.state == "expired" else "error"
-        for cid in rows:
+
+        def row_for(
+            rid: str,
+            state: str,
+            usage: Usage,
+            cost: Decimal | None,
+            source: str,
+            version: str,
+            http_status: int | None,
+            error_type: str | None,
+            response_id: str | None,
+        ) -> LedgerRow:
+            return LedgerRow(
+                ref.provider,
+                ref.model,
+                state,
+                id=rid,
+                request_id=rid,
+                key_name=ref.key_name,
+                feature="batch",
+                notebook=record.notebook,
+                pipeline=record.pipeline,
+                node=record.node,
+                ts_start=started,
+                ts_end=ended,
+                latency_s=ended - started,
+                http_status=http_status,
+                error_type=error_type,
+                response_id=response_id,
+                input_tokens=usage.input_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cache_write_1h_tokens=usage.cache_write_1h_tokens,
+                output_tokens=usage.output_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                cost_usd=cost,
+                cost_source=source,
+                price_version=version,
+            )
+
+        for cid, row in rows.items():
             o = by_id.get(cid) or ItemOutcome(
                 cid, missing_as, error_type=status.state, error_message=why
             )
-            rid = item_ledger_id(record.id, cid)
-            base: dict[str, Any] = {
-                "id": rid,
-                "request_id": rid,
-                "provider": ref.provider,
-                "model": ref.model,
-                "key_name": ref.key_name,
-                "feature": "batch",
-                "notebook": record.notebook,
-                "pipeline": record.pipeline,
-                "node": record.node,
-                "ts_start": started,
-                "ts_end": ended,
-                "latency_s": ended - started,
-            }
+            rid = item_ledger_id(record.id, row)
             if o.status == "ok" and o.result is not None:
                 usage = o.result.usage
                 key = (
@@ -306,15 +332,16 @@ class BatchService:
                         ref.provider, ref.model, usage, service_tier="batch"
                     )
                 ledger_rows.append(
-                    _row(
-                        base,
+                    row_for(
+                        rid,
                         "ok",
                         usage,
                         priced.cost_usd,
                         priced.source,
                         priced.price_version,
-                        http_status=o.http_status or 200,
-                        response_id=o.result.response_id,
+                        o.http_status or 200,
+                        None,
+                        o.result.response_id,
                     )
                 )
                 text: str | None = o.result.text
@@ -324,15 +351,16 @@ class BatchService:
             else:
                 cancelled = o.status == "cancelled"
                 ledger_rows.append(
-                    _row(
-                        base,
+                    row_for(
+                        rid,
                         "cancelled" if cancelled else "error",
                         Usage(),
                         Decimal(0) if cancelled else None,
                         "computed" if cancelled else "unknown",
                         "",
-                        http_status=o.http_status,
-                        error_type=o.error_type,
+                        o.http_status,
+                        o.error_type,
+                        None,
                     )
                 )
                 text = None
@@ -372,28 +400,3 @@ class BatchService:
 
     async def list(self, active: bool = False, limit: int = 50) -> list[BatchRecord]:
         return await self.engine._io(partial(self.store.recent, active=active, limit=limit))
-
-
-def _row(
-    base: dict[str, Any],
-    status: str,
-    usage: Usage,
-    cost: Decimal | None,
-    source: str,
-    version: str,
-    **extra: Any,
-) -> LedgerRow:
-    return LedgerRow(
-        **base,
-        **extra,
-        status=status,
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        cache_write_1h_tokens=usage.cache_write_1h_tokens,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        cost_usd=cost,
-        cost_source=source,
-        price_version=version,
-    )

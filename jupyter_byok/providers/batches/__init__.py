@@ -14,6 +14,7 @@ an outcome with no result, never dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,14 @@ def batch_wire(wire: str) -> Any:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_lines(text: str) -> Iterator[Any]:
+    """The objects of a JSONL file, one line at a time."""
+    loads = json.loads
+    for line in text.splitlines():
+        if line.strip():
+            yield loads(line)
 
 
 def split(lines: list[bytes], limits: SizeLimits, overhead: int = 0) -> list[tuple[int, int]]:

@@ -8,12 +8,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from .. import anthropic as chat
 from . import BatchStatus, ItemOutcome, SizeLimits, dumps
+from . import json_lines as _lines
 
 __all__ = ["LIMITS", "item_line", "parse_batch", "parse_results"]
 
@@ -68,10 +68,7 @@ def parse_batch(data: Any) -> BatchStatus:
 
 
 def parse_results(provider: str, model: str, text: str) -> Iterator[ItemOutcome]:
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        data = json.loads(line)
+    for data in _lines(text):
         cid = str(data.get("custom_id"))
         result = data.get("result") or {}
         kind = result.get("type")

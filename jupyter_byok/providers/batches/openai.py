@@ -11,12 +11,12 @@ file, in the same shape (a non-200 ``status_code``, or ``error`` with ``batch_ex
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from .. import openai as chat
 from . import BatchStatus, ItemOutcome, SizeLimits, dumps
+from . import json_lines as _lines
 
 __all__ = ["LIMITS", "item_line", "parse_batch", "parse_results"]
 
@@ -83,10 +83,7 @@ def parse_batch(data: Any) -> BatchStatus:
 
 def parse_results(provider: str, model: str, text: str) -> Iterator[ItemOutcome]:
     """Outcomes from an output or error file (both have the same line shape)."""
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        data = json.loads(line)
+    for data in _lines(text):
         cid = str(data.get("custom_id"))
         error = data.get("error")
         response = data.get("response")
