@@ -299,3 +299,23 @@ def test_kernel_killed_mid_wait_then_map_again_submits_nothing_new(
     assert out["error"].isna().all() and out.loc[19, "label"].endswith("ticket 19 printer broken")
     assert batch_rows().groupby("node").size().to_dict() == {"label": 20, "summary": 20}
     assert "attached" in " ".join(out.attrs["notes"])
+
+
+def test_gemini_nodes_go_inline_or_as_a_file(
+    fake: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_byok.providers.batches import gemini as gemini_batches
+
+    Keystore().set("gemini", "AIzaSy" + "G" * 33)
+    monkeypatch.setattr(gemini_batches, "INLINE_MAX", 5)
+    p = Pipeline("gem")
+    p.llm("short", "gemini:gemini-2.5-flash", "Short: {input.text}", max_tokens=32)
+    small = p.map(frame(4), mode="batch", poll_s=POLL)
+    assert not [r for r in fake.requests if "/upload/" in r.path]
+    big = p.map(frame(12), mode="batch", poll_s=POLL)
+    assert len([r for r in fake.requests if "/upload/" in r.path]) == 2  # start, finalize
+    assert creates(fake)["gemini"] == 2
+    for out in (small, big):
+        assert out["error"].isna().all()
+        assert out.loc[3, "short"] == "Echo: Short: ticket 3 printer broken"
+    assert len(batch_rows()) == 16

@@ -217,3 +217,59 @@ def test_genai_sdk_drives_the_fake_batch_mode(fake_providers: FakeProviders) -> 
     assert job.dest is not None and job.dest.inlined_responses
     first = job.dest.inlined_responses[0]
     assert first.response is not None and first.response.text == "Echo: hello there"
+
+
+@pytest.mark.asyncio
+async def test_gemini_large_batches_go_as_a_file(
+    env: FakeProviders, client: httpx.AsyncClient
+) -> None:
+    spec = BUILTIN["gemini"]
+    module = batch_wire("gemini")
+    env.batches.fail_items("gemini", "error", custom_ids=["r1"])
+    lines = [
+        module.file_line(f"r{i}", json.loads(line)["request"])
+        for i, line in enumerate(lines_for("gemini", 3))
+    ]
+    status = await dispatch.create(
+        spec, MODELS["gemini"], lines, KEY, client=client, name="t", as_file=True
+    )
+    status = await dispatch.retrieve(spec, status.batch_id, KEY, client=client)
+    assert status.state == "completed" and status.inline is None
+    assert status.outputs and status.outputs[0].startswith("files/")
+    outcomes = {
+        o.custom_id: o
+        for o in await dispatch.results(spec, MODELS["gemini"], status, KEY, client=client)
+    }
+    assert outcomes["r0"].result is not None and outcomes["r0"].result.text == "Echo: item 0 words"
+    assert outcomes["r1"].status == "error" and outcomes["r2"].status == "ok"
+    uploads = [r for r in env.requests if "/upload/" in r.path]
+    assert [r.headers.get("x-goog-upload-command") for r in uploads] == [
+        "start",
+        "upload, finalize",
+    ]
+    assert uploads[0].auth == KEY.reveal() and uploads[1].auth == ""  # the URL is the credential
+    assert env.errors == []
+
+
+def test_genai_sdk_drives_the_fake_batch_files(fake_providers: FakeProviders) -> None:
+    sdk = genai.Client(
+        api_key="AIza-sdk",
+        http_options=genai_types.HttpOptions(base_url=fake_providers.base_url("gemini")),
+    )
+    line = {
+        "key": "k1",
+        "request": {"contents": [{"parts": [{"text": "hello file"}], "role": "user"}]},
+    }
+    uploaded = sdk.files.upload(
+        file=io.BytesIO((json.dumps(line) + "\n").encode()),
+        config={"mime_type": "application/jsonl", "display_name": "requests"},
+    )
+    assert uploaded.name and uploaded.name.startswith("files/")
+    job = sdk.batches.create(model="gemini-2.5-flash", src=uploaded.name)
+    assert job.name is not None
+    job = sdk.batches.get(name=job.name)
+    assert job.state == genai_types.JobState.JOB_STATE_SUCCEEDED
+    assert job.dest is not None and job.dest.file_name
+    out = [json.loads(x) for x in sdk.files.download(file=job.dest.file_name).splitlines()]
+    assert out[0]["key"] == "k1"
+    assert out[0]["response"]["candidates"][0]["content"]["parts"][0]["text"] == "Echo: hello file"

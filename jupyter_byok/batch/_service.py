@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -39,6 +40,8 @@ __all__ = ["BatchService", "Submission", "batch_ref"]
 
 #: bytes a provider's batch wrapper adds per request (ids, separators), for size limits
 OVERHEAD = 128
+#: ledger rows written at a time while reading a batch's results
+CHUNK = 5000
 
 
 @dataclass
@@ -183,13 +186,16 @@ class BatchService:
         chat = chat_dispatch._wire(spec)
         module = batch_wire(spec.wire)
         params = {k: v for k, v in sub.params.items() if k != "timeout"}
+        # Gemini takes a large batch as a file of requests, in a line format of its own
+        as_file = spec.wire == "gemini" and len(sub.items) > module.INLINE_MAX
+        line = module.file_line if as_file else module.item_line
         lines = [
-            module.item_line(
+            line(
                 cid, chat.chat_request(ref.provider, "", ref.model, msgs, params, stream=False).json
             )
             for cid, _, msgs in sub.items
         ]
-        parts = split(lines, module.LIMITS, OVERHEAD)
+        parts = split(lines, module.FILE_LIMITS if as_file else module.LIMITS, OVERHEAD)
         key = await self.engine._secret(ref, None)
         records: list[BatchRecord] = []
         for number, (start, stop) in enumerate(parts):
@@ -200,6 +206,7 @@ class BatchService:
                 key,
                 client=self.engine.client(),
                 name=f"{sub.pipeline or 'byok'}-{sub.node or 'batch'}-{number}",
+                as_file=as_file,
             )
             record = BatchRecord(
                 id=new_id(),
@@ -255,21 +262,22 @@ class BatchService:
         record: BatchRecord,
         ref: ModelRef,
         status: BatchStatus,
-        outcomes: list[ItemOutcome],
+        outcomes: Iterable[ItemOutcome],
     ) -> None:
+        """One ledger row per item (written every :data:`CHUNK` items, so that a large
+        batch's parsed answers are never all in memory), then every item's outcome and the
+        batch's end, in one transaction."""
         from ..pricing import compute_cost
         from ..providers.batches import ItemOutcome
 
-        by_id = {o.custom_id: o for o in outcomes}
         rows = self.store.item_rows(record.id)
         started = record.created / 1e6
         ended = time.time()
-        ledger_rows: list[LedgerRow] = []
+        pending: list[LedgerRow] = []
         items: list[tuple[Any, ...]] = []
-        done = failed = 0
+        warnings: list[str] = []
         prices: dict[tuple[Any, ...], Any] = {}
-        why = status.message or f"the batch ended {status.state} without this item"
-        missing_as = "expired" if status.state == "expired" else "error"
+        counts = {"done": 0, "failed": 0}
 
         def row_for(
             rid: str,
@@ -310,10 +318,7 @@ class BatchService:
                 price_version=version,
             )
 
-        for cid, row in rows.items():
-            o = by_id.get(cid) or ItemOutcome(
-                cid, missing_as, error_type=status.state, error_message=why
-            )
+        def take(o: ItemOutcome, row: int) -> None:
             rid = item_ledger_id(record.id, row)
             if o.status == "ok" and o.result is not None:
                 usage = o.result.usage
@@ -331,7 +336,7 @@ class BatchService:
                     priced = prices[key] = compute_cost(
                         ref.provider, ref.model, usage, service_tier="batch"
                     )
-                ledger_rows.append(
+                pending.append(
                     row_for(
                         rid,
                         "ok",
@@ -344,13 +349,22 @@ class BatchService:
                         o.result.response_id,
                     )
                 )
-                text: str | None = o.result.text
-                error = None
-                cost = to_pico(priced.cost_usd)
-                done += 1
+                items.append(
+                    (
+                        "ok",
+                        o.result.text,
+                        usage.input_tokens,
+                        usage.output_tokens,
+                        to_pico(priced.cost_usd),
+                        None,
+                        rid,
+                        o.custom_id,
+                    )
+                )
+                counts["done"] += 1
             else:
                 cancelled = o.status == "cancelled"
-                ledger_rows.append(
+                pending.append(
                     row_for(
                         rid,
                         "cancelled" if cancelled else "error",
@@ -363,22 +377,36 @@ class BatchService:
                         None,
                     )
                 )
-                text = None
                 error = f"{o.status}: {o.error_message or o.error_type or 'no answer'}"
-                cost = 0 if cancelled else None
-                usage = Usage()
-                failed += 1
-            items.append(
-                (o.status, text, usage.input_tokens, usage.output_tokens, cost, error, rid, cid)
-            )
-        warning = self.engine.ledger.record_or_keep(ledger_rows)
+                items.append(
+                    (o.status, None, 0, 0, 0 if cancelled else None, error, rid, o.custom_id)
+                )
+                counts["failed"] += 1
+            if len(pending) >= CHUNK:
+                flush()
+
+        def flush() -> None:
+            warning = self.engine.ledger.record_or_keep(pending)
+            if warning:
+                warnings.append(warning)
+            pending.clear()
+
+        for o in outcomes:
+            row = rows.pop(o.custom_id, None)
+            if row is not None:  # an id we did not send, or sent twice, is ignored
+                take(o, row)
+        why = status.message or f"the batch ended {status.state} without this item"
+        missing_as = "expired" if status.state == "expired" else "error"
+        for cid, row in rows.items():
+            take(ItemOutcome(cid, missing_as, error_type=status.state, error_message=why), row)
+        flush()
         self.store.record_outcomes(
             record.id,
             items,
             state=status.state,
-            done=done,
-            failed=failed,
-            message=warning or status.message or None,
+            done=counts["done"],
+            failed=counts["failed"],
+            message=(warnings[0] if warnings else None) or status.message or None,
         )
 
     # ----------------------------------------------------------------- cancel

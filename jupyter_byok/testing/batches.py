@@ -43,6 +43,8 @@ class FakeBatch:
     results: list[dict[str, Any]] | None = None
     output_file_id: str = ""
     error_file_id: str = ""
+    #: Gemini: the requests came as a file, so the results go to one
+    as_file: bool = False
 
 
 class FakeBatches:
@@ -52,6 +54,8 @@ class FakeBatches:
         self.lock = threading.Lock()
         self.batches: dict[str, FakeBatch] = {}
         self.files: dict[str, bytes] = {}
+        #: Gemini resumable uploads started and not finished
+        self.uploads: set[str] = set()
         self.timing = (0.0, 0.0, 0.0)
         self.hold = False
         #: seconds a batch stays ``cancelling`` after a cancel
@@ -548,7 +552,23 @@ def _gemini_batch(fake: FakeBatches, b: FakeBatch, exchange: Exchange) -> dict[s
             "successfulRequestCount": str(ok),
             "failedRequestCount": str(len(out) - ok),
         }
-        output = {"inlinedResponses": {"inlinedResponses": out}}
+        if b.as_file:
+            if not b.output_file_id:
+                b.output_file_id = "files/" + exchange.fake._next_id("batch-out-")
+                lines = [
+                    json.dumps(
+                        {
+                            "key": r["metadata"]["key"],
+                            **{k: v for k, v in r.items() if k != "metadata"},
+                        },
+                        separators=(",", ":"),
+                    )
+                    for r in out
+                ]
+                fake.files[b.output_file_id] = ("\n".join(lines) + "\n").encode()
+            output: dict[str, Any] = {"responsesFile": b.output_file_id}
+        else:
+            output = {"inlinedResponses": {"inlinedResponses": out}}
         meta["output"] = output
         meta["endTime"] = _iso(time.time())
         op["done"] = True
@@ -563,15 +583,95 @@ def _gemini_batch(fake: FakeBatches, b: FakeBatch, exchange: Exchange) -> dict[s
     return op
 
 
+def _raw_body(exchange: Exchange) -> bytes:
+    body = exchange.record.body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body).encode() if body is not None else b""
+
+
+def _on_gemini_files(fake: FakeBatches, exchange: Exchange, p: str) -> bool:
+    """The Files API's resumable upload, and downloads of result files."""
+    cmd = exchange.h.command
+    headers = exchange.record.headers
+    if cmd == "POST" and p.endswith("/files") and p.startswith("/upload/"):
+        upload = (exchange.record.query.get("upload_id") or [""])[0]
+        if not upload:
+            if headers.get("x-goog-upload-command") != "start":
+                exchange.bad_request("X-Goog-Upload-Command: start is required")
+                return True
+            upload = exchange.fake._next_id("up")
+            with fake.lock:
+                fake.uploads.add(upload)
+            url = f"{exchange.fake.base_url('gemini')}{p}?upload_id={upload}"
+            exchange.send_json(
+                200, {}, {"x-goog-upload-url": url, "x-goog-upload-status": "active"}
+            )
+            return True
+        with fake.lock:
+            known = upload in fake.uploads
+            fake.uploads.discard(upload)
+        if not known:
+            exchange.error("not_found", message="no such upload")
+            return True
+        if "finalize" not in headers.get("x-goog-upload-command", ""):
+            exchange.bad_request("the fake takes a file in one 'upload, finalize' request")
+            return True
+        name = "files/" + exchange.fake._next_id("batch-in-")
+        data = _raw_body(exchange)
+        with fake.lock:
+            fake.files[name] = data
+        exchange.send_json(
+            200,
+            {
+                "file": {
+                    "name": name,
+                    "mimeType": "application/jsonl",
+                    "sizeBytes": str(len(data)),
+                    "state": "ACTIVE",
+                    "uri": f"{exchange.fake.base_url('gemini')}/v1beta/{name}",
+                }
+            },
+            {"x-goog-upload-status": "final"},
+        )
+        return True
+    if cmd == "GET" and p.endswith(":download") and "/files/" in p:
+        name = "files/" + p.split("/files/", 1)[1][: -len(":download")]
+        content = fake.files.get(name)
+        if content is None:
+            exchange.error("not_found", message=f"{name} not found")
+            return True
+        h = exchange.h
+        h.send_response(200)
+        h.send_header("content-type", "application/octet-stream")
+        h.send_header("content-length", str(len(content)))
+        h.end_headers()
+        h.wfile.write(content)
+        return True
+    return False
+
+
 def _on_gemini(fake: FakeBatches, exchange: Exchange, p: str) -> bool:
     cmd = exchange.h.command
+    if _on_gemini_files(fake, exchange, p):
+        return True
     if cmd == "POST" and p.endswith(":batchGenerateContent"):
         batch = exchange.body.get("batch") or {}
-        reqs = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests")
+        config = batch.get("inputConfig") or {}
+        reqs = (config.get("requests") or {}).get("requests")
+        as_file = bool(config.get("fileName"))
+        if as_file:
+            content = fake.files.get(str(config["fileName"]))
+            if content is None:
+                exchange.bad_request(f"file {config['fileName']} not found")
+                return True
+            reqs = [json.loads(x) for x in content.decode().splitlines() if x.strip()]
         if not isinstance(reqs, list) or not reqs:
             exchange.bad_request("batch.inputConfig.requests.requests is required")
             return True
-        items = [(str((r.get("metadata") or {}).get("key")), r["request"]) for r in reqs]
+        items = [
+            (str(r.get("key") or (r.get("metadata") or {}).get("key")), r["request"]) for r in reqs
+        ]
         b = fake.add(
             FakeBatch(
                 "gemini",
@@ -580,6 +680,7 @@ def _on_gemini(fake: FakeBatches, exchange: Exchange, p: str) -> bool:
                 items,
                 time.time(),
                 str(batch.get("displayName", "")),
+                as_file=as_file,
             )
         )
         exchange.send_json(200, _gemini_batch(fake, b, exchange))

@@ -227,6 +227,8 @@ class Exchange:
             return None
         if provider == "anthropic" and "anthropic-version" not in headers:
             return "version"
+        if provider == "gemini" and self.record.query.get("upload_id"):
+            return None  # an upload URL is its own credential (checked in .batches)
         if provider == "gemini":
             key = headers.get("x-goog-api-key") or (self.record.query.get("key") or [""])[0]
         elif provider == "anthropic":

@@ -13,6 +13,7 @@ an outcome with no result, never dropped.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -105,10 +106,10 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def json_lines(text: str) -> Iterator[Any]:
-    """The objects of a JSONL file, one line at a time."""
+def json_lines(data: bytes) -> Iterator[Any]:
+    """The objects of a JSONL body, one line at a time (no copy of the whole body)."""
     loads = json.loads
-    for line in text.splitlines():
+    for line in io.BytesIO(data):
         if line.strip():
             yield loads(line)
 

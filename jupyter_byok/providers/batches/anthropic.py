@@ -67,10 +67,10 @@ def parse_batch(data: Any) -> BatchStatus:
     )
 
 
-def parse_results(provider: str, model: str, text: str) -> Iterator[ItemOutcome]:
-    for data in _lines(text):
-        cid = str(data.get("custom_id"))
-        result = data.get("result") or {}
+def parse_results(provider: str, model: str, data: bytes) -> Iterator[ItemOutcome]:
+    for line in _lines(data):
+        cid = str(line.get("custom_id"))
+        result = line.get("result") or {}
         kind = result.get("type")
         if kind == "succeeded":
             yield ItemOutcome(cid, "ok", chat.parse_chat(provider, model, result.get("message")))

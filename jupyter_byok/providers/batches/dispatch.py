@@ -10,7 +10,9 @@ error or a timeout, where the provider may already have made it; polls and downl
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ProviderError
@@ -47,6 +49,7 @@ async def _send(
     content_type: str = "application/json",
     policy: RetryPolicy = POLL,
     creates: bool = False,
+    params: dict[str, str] | None = None,
 ) -> bytes:
     """The body of a 2xx answer; retries what ``policy`` allows."""
     headers = dict(_auth(_wire(spec), spec, key, url))
@@ -56,7 +59,13 @@ async def _send(
     while True:
         try:
             response = await send_request(
-                client, method, url, content=content, headers=headers, timeout=TIMEOUT
+                client,
+                method,
+                url,
+                content=content,
+                headers=headers,
+                params=params,
+                timeout=TIMEOUT,
             )
         except transport_errors() as exc:
             error = error_from_exception(spec.name, exc, url.split("?")[0])
@@ -98,8 +107,10 @@ async def create(
     *,
     client: AsyncHTTPClient,
     name: str,
+    as_file: bool = False,
 ) -> BatchStatus:
-    """Upload and create one batch of item lines (built by the wire module's ``item_line``)."""
+    """Upload and create one batch of item lines (built by the wire module's ``item_line``,
+    or for a Gemini file, ``file_line`` with ``as_file``)."""
     module = batch_wire(spec.wire)
     base = _base_url(spec, key)
     if spec.wire == "openai":
@@ -145,7 +156,7 @@ async def create(
             policy=CREATE,
             creates=True,
         )
-    else:
+    elif not as_file:
         raw = await _send(
             spec,
             key,
@@ -156,8 +167,97 @@ async def create(
             policy=CREATE,
             creates=True,
         )
+    else:  # Gemini, a file of requests
+        file_name = await _gemini_upload(spec, key, client, base, b"\n".join(lines) + b"\n")
+        raw = await _send(
+            spec,
+            key,
+            client,
+            "POST",
+            module.create_url(base, model),
+            content=module.wrap(module.file_create_content(file_name, name)),
+            policy=CREATE,
+            creates=True,
+        )
     status: BatchStatus = module.parse_batch(_json(raw, spec))
     return status
+
+
+async def _gemini_upload(
+    spec: ProviderSpec, key: Secret | None, client: AsyncHTTPClient, base: str, data: bytes
+) -> str:
+    """The Files API's resumable upload: start (the answer names the upload URL), then
+    one ``upload, finalize`` of the whole file; returns the file's name (``files/...``)."""
+    from . import gemini
+
+    url = gemini.upload_url(base)
+    headers = dict(_auth(_wire(spec), spec, key, url))
+    headers.update(
+        {
+            "content-type": "application/json",
+            "x-goog-upload-protocol": "resumable",
+            "x-goog-upload-command": "start",
+            "x-goog-upload-header-content-length": str(len(data)),
+            "x-goog-upload-header-content-type": "application/jsonl",
+        }
+    )
+    start = await _raw(
+        spec, client, "POST", url, headers, b'{"file":{"mimeType":"application/jsonl"}}'
+    )
+    target = start.headers.get("x-goog-upload-url")
+    if not target:
+        raise ProviderError(
+            f"{spec.name} did not say where to upload the batch file; try again",
+            provider=spec.name,
+            error_type="malformed_answer",
+        )
+    # The upload URL is its own credential: no key goes there, and the file only goes to
+    # the provider's own origin.
+    if _origin(target) != _origin(url):
+        raise ProviderError(
+            f"{spec.name} answered an upload URL on another origin; not uploading",
+            provider=spec.name,
+            error_type="malformed_answer",
+        )
+    headers = {"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"}
+    done = await _raw(spec, client, "POST", target, headers, data)
+    file = (_json(done.content, spec) or {}).get("file") or {}
+    if not str(file.get("name", "")).startswith("files/"):
+        raise ProviderError(
+            f"{spec.name} did not name the uploaded batch file; try again",
+            provider=spec.name,
+            error_type="malformed_answer",
+        )
+    return str(file["name"])
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    import httpx
+
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
+
+
+async def _raw(
+    spec: ProviderSpec,
+    client: AsyncHTTPClient,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    content: bytes,
+) -> Any:
+    """One request that creates something: never resent; an error answer is raised."""
+    try:
+        response = await send_request(
+            client, method, url, content=content, headers=headers, timeout=TIMEOUT
+        )
+    except transport_errors() as exc:
+        raise error_from_exception(spec.name, exc, url.split("?")[0]) from None
+    if not 200 <= response.status_code < 300:
+        raise error_from_response(
+            spec.name, response.status_code, response.headers, response.content
+        )
+    return response
 
 
 async def retrieve(
@@ -192,15 +292,23 @@ async def results(
     key: Secret | None,
     *,
     client: AsyncHTTPClient,
-) -> list[ItemOutcome]:
-    """Every item outcome of a batch that ended (output and error files, or inline)."""
+) -> Iterator[ItemOutcome]:
+    """Every item outcome of a batch that ended (output and error files, or inline), read
+    one at a time from the downloaded bodies (100,000 parsed answers would not fit the
+    memory a notebook can spare)."""
     module = batch_wire(spec.wire)
     base = _base_url(spec, key)
-    if spec.wire == "gemini":
-        return list(module.parse_results(spec.name, model, status.inline or []))
-    out: list[ItemOutcome] = []
+    if spec.wire == "gemini" and status.inline is not None:
+        return iter(module.parse_results(spec.name, model, status.inline))
+    bodies = []
     for ref in status.outputs:
-        url = module.content_url(base, ref) if spec.wire == "openai" else ref
-        raw = await _send(spec, key, client, "GET", url)
-        out.extend(module.parse_results(spec.name, model, raw.decode("utf-8")))
-    return out
+        if spec.wire == "openai":
+            url = module.content_url(base, ref)
+        elif spec.wire == "gemini":
+            url = module.download_url(base, ref)
+        else:
+            url = ref
+        params = {"alt": "media"} if spec.wire == "gemini" else None
+        bodies.append(await _send(spec, key, client, "GET", url, params=params))
+    parse = module.parse_file_results if spec.wire == "gemini" else module.parse_results
+    return itertools.chain.from_iterable(parse(spec.name, model, body) for body in bodies)

@@ -81,12 +81,12 @@ def parse_batch(data: Any) -> BatchStatus:
     )
 
 
-def parse_results(provider: str, model: str, text: str) -> Iterator[ItemOutcome]:
+def parse_results(provider: str, model: str, data: bytes) -> Iterator[ItemOutcome]:
     """Outcomes from an output or error file (both have the same line shape)."""
-    for data in _lines(text):
-        cid = str(data.get("custom_id"))
-        error = data.get("error")
-        response = data.get("response")
+    for line in _lines(data):
+        cid = str(line.get("custom_id"))
+        error = line.get("error")
+        response = line.get("response")
         if error:
             code = str(error.get("code") or "batch_error")
             status = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "error")
