@@ -319,3 +319,27 @@ def test_gemini_nodes_go_inline_or_as_a_file(
         assert out["error"].isna().all()
         assert out.loc[3, "short"] == "Echo: Short: ticket 3 printer broken"
     assert len(batch_rows()) == 16
+
+
+def test_progress_shows_states_counts_elapsed_and_spend(
+    fake: FakeProviders, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.batches.set_timing(validating=0.05, in_progress=0.1)
+    two_node("progress").map(frame(3), mode="batch", poll_s=POLL, progress=True)
+    err = capsys.readouterr().err
+    assert "summary [openai batch_" in err and "label [anthropic msgbatch_" in err
+    assert "validating, 0/3 done, 0 failed" in err and "completed, 3/3 done, 0 failed" in err
+    assert "label: waiting for its inputs" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("elapsed ") and ", spent $0.0" in last and not last.endswith("$0.0000")
+
+
+def test_every_batch_provider_model_has_a_dated_sourced_batch_rate() -> None:
+    import json
+
+    table = json.loads(Path(pricing.BUILTIN_PATH).read_text())
+    assert "batch" in table["sources"] and table["version"]
+    for key, entry in table["models"].items():
+        if key.split(":")[0] in ("openai", "anthropic", "gemini"):
+            assert entry["service_tiers"]["batch"] == {"multiplier": "0.5"}, key
+            assert entry["source"] in table["sources"], key
