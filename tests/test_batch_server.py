@@ -98,3 +98,17 @@ async def test_batch_routes_require_the_token(
         follow_redirects=False,
     )
     assert response.code in (302, 403)
+
+
+def test_the_panels_batch_interface_mirrors_the_record() -> None:
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from jupyter_byok.batch._store import BatchRecord
+
+    api = (Path(__file__).resolve().parents[1] / "labextension" / "src" / "api.ts").read_text()
+    body = re.search(r"^export interface IBatch \{\n(.*?)^\}", api, re.M | re.S)
+    assert body is not None
+    fields = re.findall(r"^  (\w+)\??:", body.group(1), re.M)
+    assert fields == [f.name for f in dataclasses.fields(BatchRecord)]
