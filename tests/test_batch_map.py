@@ -324,9 +324,12 @@ def test_gemini_nodes_go_inline_or_as_a_file(
 def test_progress_shows_states_counts_elapsed_and_spend(
     fake: FakeProviders, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake.batches.set_timing(validating=0.05, in_progress=0.1)
-    two_node("progress").map(frame(3), mode="batch", poll_s=POLL, progress=True)
+    fake.batches.set_timing(validating=0.3, in_progress=0.1)
+    budgets.set_budget("month", "100")  # an estimate is made, and shown
+    out = two_node("progress").map(frame(3), mode="batch", poll_s=POLL, progress=True)
     err = capsys.readouterr().err
+    assert err.startswith("estimate: ≈ $0.00 in batch mode vs ≈ $0.00 now\n")
+    assert out.attrs["estimate"] == err.splitlines()[0].removeprefix("estimate: ")
     assert "summary [openai batch_" in err and "label [anthropic msgbatch_" in err
     assert "validating, 0/3 done, 0 failed" in err and "completed, 3/3 done, 0 failed" in err
     assert "label: waiting for its inputs" in err

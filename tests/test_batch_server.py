@@ -4,11 +4,13 @@ server, so that batch uploads use the server's keys (which never reach the kerne
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 import jupyter_byok
+import jupyter_byok.errors
 from jupyter_byok import budgets
 from jupyter_byok.batch._service import Submission
 from jupyter_byok.testing import FakeProviders
@@ -112,3 +114,31 @@ def test_the_panels_batch_interface_mirrors_the_record() -> None:
     assert body is not None
     fields = re.findall(r"^  (\w+)\??:", body.group(1), re.M)
     assert fields == [f.name for f in dataclasses.fields(BatchRecord)]
+
+
+async def test_a_kernel_reaches_the_service_through_the_server(
+    fake_providers: FakeProviders, jp_fetch: Any, jp_serverapp: Any
+) -> None:
+    """The kernel side of the server route: BatchTransport over Client's REST transport."""
+    from jupyter_byok.batch._service import BudgetGroup
+    from jupyter_byok.batch._transport import BatchTransport
+    from jupyter_byok.client import Client, ServerInfo
+
+    code, _ = await call(
+        jp_fetch, "keys", method="POST", body={"provider": "openai", "key": CANARY}
+    )
+    assert code == 201
+    client = Client()
+    client._server = ServerInfo(jp_serverapp.connection_url, jp_serverapp.identity_provider.token)
+    client._looked = True
+    transport = BatchTransport(client)
+    assert transport.remote
+    assert await transport.check_budget([BudgetGroup("openai:gpt-4o-mini", None, None, 1)]) == []
+    (record,) = await transport.submit(Submission.from_dict(submission(2)))
+    record = await transport.refresh(record.id)
+    assert record.fetched and record.done == 2
+    assert [r.id for r in await transport.list()] == [record.id]
+    assert (await transport.cancel(record.id)).state == "completed"
+    budgets.set_budget("day", "0.00001")
+    with pytest.raises(jupyter_byok.errors.BudgetExceededError, match="before anything"):
+        await transport.check_budget([BudgetGroup("openai:gpt-4o-mini", Decimal(1), None, 5)])

@@ -50,7 +50,7 @@ def _start(
             run.notes.append(text)
             note(text)
     if confirm_above is not None:
-        est = estimate(pipeline, df, mapping, plan=plan)
+        est = run.estimate = estimate(pipeline, df, mapping, plan=plan)
         if est.batch_cost_usd is not None and float(est.batch_cost_usd) > confirm_above:
             from ..pipeline._map import confirm
 

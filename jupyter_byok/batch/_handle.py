@@ -48,6 +48,8 @@ class BatchProgress:
     @staticmethod
     def lines(run: BatchRun) -> list[str]:
         out = []
+        if run.estimate is not None:
+            out.append(f"estimate: {run.estimate.compare()}")
         for name, state in run.nodes.items():
             if state.mode != "batch":
                 done = "done" if state.done else "waiting"

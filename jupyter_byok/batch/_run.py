@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import pandas
 
     from ..pipeline._core import Pipeline
+    from ..pipeline._map import MapEstimate
     from ..pipeline._validate import _Plan
     from ._transport import BatchTransport
 
@@ -92,6 +93,8 @@ class BatchRun:
         self.salt = salt
         self.started = time.monotonic()
         self.cancelled = False
+        #: the map's estimate, when one was made (budgets, confirm_above)
+        self.estimate: MapEstimate | None = None
         self.notes: list[str] = notes if notes is not None else []
         n = len(self.rows)
         self.nodes: dict[str, NodeRows] = {}
@@ -115,7 +118,7 @@ class BatchRun:
         """The batch estimate per model (every batch node, all rows), for the budgets."""
         from ..pipeline._map import estimate
 
-        est = estimate(self.pipeline, self.df, self.mapping, plan=self.plan)
+        est = self.estimate = estimate(self.pipeline, self.df, self.mapping, plan=self.plan)
         groups: dict[str, BudgetGroup] = {}
         for name, state in self.nodes.items():
             if state.mode != "batch":
@@ -378,6 +381,7 @@ class BatchRun:
                 "cost_usd": float(self.spent()),
                 "batches": [r.id for s in states for r in s.batches],
                 "notes": list(self.notes),
+                "estimate": self.estimate.compare() if self.estimate is not None else None,
             }
         )
         return frame
