@@ -142,3 +142,17 @@ async def test_a_kernel_reaches_the_service_through_the_server(
     budgets.set_budget("day", "0.00001")
     with pytest.raises(jupyter_byok.errors.BudgetExceededError, match="before anything"):
         await transport.check_budget([BudgetGroup("openai:gpt-4o-mini", Decimal(1), None, 5)])
+
+
+async def test_a_submission_with_bad_parameters_is_refused_unsent(
+    fake_providers: FakeProviders, jp_fetch: Any
+) -> None:
+    await call(jp_fetch, "keys", method="POST", body={"provider": "openai", "key": CANARY})
+    body = submission(1)
+    body["params"] = {"max_tokens": "lots"}
+    code, data = await call(jp_fetch, "batches", method="POST", body=json.dumps(body))
+    assert code == 400 and "max_tokens" in data["message"]
+    body["params"] = {"bad name!": 1}
+    code, data = await call(jp_fetch, "batches", method="POST", body=body)
+    assert code == 400
+    assert fake_providers.requests == []

@@ -30,6 +30,7 @@ from ..ledger import LedgerRow, new_id
 from ..ledger.schema import to_pico
 from ..models import ModelRef, parse_model
 from ..types import Message, Usage
+from ..validate import check_params
 from ._store import BatchRecord, BatchStore, item_ledger_id
 
 if TYPE_CHECKING:
@@ -185,7 +186,9 @@ class BatchService:
         spec = ref.spec
         chat = chat_dispatch._wire(spec)
         module = batch_wire(spec.wire)
-        params = {k: v for k, v in sub.params.items() if k != "timeout"}
+        # the same parameter schema as a synchronous call's (see validate.py)
+        params = check_params(sub.params, "the node's parameters")
+        params = {k: v for k, v in params.items() if k != "timeout"}
         # Gemini takes a large batch as a file of requests, in a line format of its own
         as_file = spec.wire == "gemini" and len(sub.items) > module.INLINE_MAX
         line = module.file_line if as_file else module.item_line
