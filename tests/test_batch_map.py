@@ -94,6 +94,11 @@ def test_ten_thousand_rows_two_nodes_one_upload_each_and_batch_prices(
     out = p.map(df, mode="batch", poll_s=POLL)
 
     assert creates(fake) == {"openai_files": 1, "openai_batches": 1, "anthropic": 1, "gemini": 0}
+    (upload,) = [r for r in fake.requests if r.path.endswith("/files")]
+    assert str(upload.body).count('"custom_id"') == 10_000
+    assert len(str(upload.body).encode()) <= openai_batches.LIMITS.max_bytes
+    (labels,) = [r for r in fake.requests if r.path.endswith("/messages/batches")]
+    assert len(labels.body["requests"]) == 10_000
     assert list(out.index) == list(df.index) and out["error"].isna().all()
     assert out.loc[7, "summary"] == "Echo: Summarize: ticket 7 printer broken"
     assert out.loc[7, "label"] == "Echo: Label this: Echo: Summarize: ticket 7 printer broken"
