@@ -66,3 +66,9 @@ def test_list_status_cancel_fetch(
     assert "cancelling" in capsys.readouterr().out
     assert main(["batches", "status", "no-such-batch"]) == 1
     assert "batches list" in capsys.readouterr().err
+    assert main(["batches", "forget", bid]) == 1  # still cancelling
+    assert "cancel it first" in capsys.readouterr().err
+    assert main(["batches", "forget", first[:12]]) == 0
+    assert "ledger rows stay" in capsys.readouterr().out
+    assert main(["batches", "list"]) == 0
+    assert first[:12] not in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``jupyter byok batches list|status|cancel|fetch``: provider batches from a terminal.
+"""``jupyter byok batches list|status|cancel|fetch|forget``: provider batches from a terminal.
 
 Each operation returns the text to show. They run the batch service in this process
 (with this machine's keystore, as every ``jupyter byok`` command does) on the batches
@@ -84,6 +84,14 @@ def run_batches(args: argparse.Namespace) -> str:
         return _rows([run_sync(service.refresh(record.id))])
     if command == "cancel":
         return _rows([run_sync(service.cancel(record.id))])
+    if command == "forget":
+        if not record.fetched and record.state not in ("cancelled", "failed"):
+            raise ByokError(
+                f"batch {record.id[:12]} is still {record.state}: cancel it first "
+                f"(`jupyter byok batches cancel {record.id[:12]}`), or fetch it"
+            )
+        service.store.forget(record.id)
+        return f"forgot batch {record.id[:12]} and its answers (its ledger rows stay)"
     record = run_sync(service.refresh(record.id))  # fetch
     if not record.fetched:
         return _rows([record]) + "\nstill running: its results are not ready yet"
@@ -128,6 +136,7 @@ def add_batch_commands(sub: argparse._SubParsersAction[Any]) -> None:
         ("status", "ask the provider how a batch is doing"),
         ("cancel", "cancel a batch in flight"),
         ("fetch", "fetch an ended batch's results into the ledger (and --output FILE)"),
+        ("forget", "delete an ended batch's stored answers here (its ledger rows stay)"),
     ):
         p = sub.add_parser(name, help=what)
         p.add_argument("batch", help="the id shown by `batches list`, or the provider's id")
