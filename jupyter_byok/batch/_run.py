@@ -213,7 +213,9 @@ class BatchRun:
         ref = self.plan.refs[name]
         items = []
         digest = hashlib.sha256()
-        head = [ref.id, json.dumps(node.params, sort_keys=True, default=str), self.salt]
+        # the same pipeline and node sending the same requests: see "Surviving a restart"
+        params = json.dumps(node.params, sort_keys=True, default=str)
+        head = [self.pipeline.name, name, ref.id, params, self.salt]
         digest.update("\0".join(head).encode())
         for i in range(len(self.rows)):
             if state.values[i] is not None:  # known from an earlier run (retry)
