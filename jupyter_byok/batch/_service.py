@@ -42,7 +42,7 @@ __all__ = ["BatchService", "Submission", "batch_ref"]
 #: bytes a provider's batch wrapper adds per request (ids, separators), for size limits
 OVERHEAD = 128
 #: ledger rows written at a time while reading a batch's results
-CHUNK = 5000
+CHUNK = 20_000
 
 
 @dataclass
