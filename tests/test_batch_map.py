@@ -351,3 +351,20 @@ def test_every_batch_provider_model_has_a_dated_sourced_batch_rate() -> None:
         if key.split(":")[0] in ("openai", "anthropic", "gemini"):
             assert entry["service_tiers"]["batch"] == {"multiplier": "0.5"}, key
             assert entry["source"] in table["sources"], key
+
+
+def test_local_models_run_as_a_concurrent_map_with_a_note(
+    fake: FakeProviders, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = Pipeline("local-mix")
+    p.llm("draft", "local:smollm2", "Say yes to {input.text}.", max_tokens=4, n_threads=1)
+    p.llm("check", "openai:gpt-4o-mini", "Check: {draft}", max_tokens=64)
+    out = p.map(frame(2), mode="batch", poll_s=POLL, concurrency=1)
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and "'draft' (local:smollm2) has no provider batch API" in err
+    assert out["error"].isna().all() and all(out["draft"].str.len() > 0)
+    # the fake echoes the prompt's words
+    assert out.loc[1, "check"] == " ".join(["Echo:", "Check:", *out.loc[1, "draft"].split()])
+    rows = jupyter_byok.usage()
+    assert set(rows[rows["provider"] == "local"]["feature"]) == {"pipeline"}
+    assert len(batch_rows()) == 2 and creates(fake)["openai_batches"] == 1
