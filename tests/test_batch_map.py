@@ -368,3 +368,11 @@ def test_local_models_run_as_a_concurrent_map_with_a_note(
     rows = jupyter_byok.usage()
     assert set(rows[rows["provider"] == "local"]["feature"]) == {"pipeline"}
     assert len(batch_rows()) == 2 and creates(fake)["openai_batches"] == 1
+
+
+def test_a_whole_batch_that_expires_is_reported_per_row(fake: FakeProviders) -> None:
+    fake.batches.expire_batch("openai")
+    out = two_node("expire").map(frame(3), mode="batch", poll_s=POLL)
+    assert out["error"].str.startswith("node 'summary': expired").all()
+    rows = batch_rows()
+    assert list(rows["status"]) == ["error"] * 3 and rows["cost_usd"].isna().all()

@@ -273,3 +273,21 @@ def test_genai_sdk_drives_the_fake_batch_files(fake_providers: FakeProviders) ->
     out = [json.loads(x) for x in sdk.files.download(file=job.dest.file_name).splitlines()]
     assert out[0]["key"] == "k1"
     assert out[0]["response"]["candidates"][0]["content"]["parts"][0]["text"] == "Echo: hello file"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+async def test_a_batch_that_expires(
+    provider: str, env: FakeProviders, client: httpx.AsyncClient
+) -> None:
+    spec = BUILTIN[provider]
+    env.batches.expire_batch(provider)
+    status = await dispatch.create(
+        spec, MODELS[provider], lines_for(provider, 2), KEY, client=client, name="t"
+    )
+    status = await dispatch.retrieve(spec, status.batch_id, KEY, client=client)
+    assert status.state == "expired" and status.terminal
+    outcomes = list(await dispatch.results(spec, MODELS[provider], status, KEY, client=client))
+    # OpenAI and Anthropic list each expired item; Gemini returns none (all count as expired)
+    assert all(o.status == "expired" for o in outcomes)
+    assert len(outcomes) == (0 if provider == "gemini" else 2)

@@ -38,6 +38,7 @@ class FakeBatch:
     name: str = ""
     input_file_id: str = ""
     fail: str = ""  # a validation failure's message
+    expire: bool = False  # ends expired: the items not answered by then expire
     cancelled_at: float | None = None
     outcomes: dict[str, str] = field(default_factory=dict)  # custom_id -> error | expired
     results: list[dict[str, Any]] | None = None
@@ -62,6 +63,7 @@ class FakeBatches:
         self.cancel_s = 0.05
         self._fail_items: dict[str, list[tuple[str, set[str] | None, int]]] = {}
         self._fail_batch: dict[str, str] = {}
+        self._expire: set[str] = set()
 
     def set_timing(
         self, validating: float = 0.0, in_progress: float = 0.0, finalizing: float = 0.0
@@ -88,6 +90,12 @@ class FakeBatches:
             self._fail_items.clear()
             self._fail_batch.clear()
 
+    def expire_batch(self, provider: str) -> None:
+        """The next batch of ``provider`` ends ``expired`` (its completion window passed):
+        every item the test did not make fail expires."""
+        with self.lock:
+            self._expire.add(provider)
+
     def fail_batch(self, provider: str, message: str = "invalid input file") -> None:
         """The next batch of ``provider`` fails validation (state ``failed``)."""
         with self.lock:
@@ -100,6 +108,8 @@ class FakeBatches:
                     if (ids is not None and cid in ids) or (every and i % every == every - 1):
                         batch.outcomes[cid] = kind
             batch.fail = self._fail_batch.pop(batch.provider, "")
+            batch.expire = batch.provider in self._expire
+            self._expire.discard(batch.provider)
             self.batches[batch.id] = batch
         return batch
 
@@ -120,6 +130,8 @@ class FakeBatches:
             return "failed"
         if self.hold or age < v + p:
             return "in_progress"
+        if batch.expire:
+            return "expired"
         if age < v + p + f:
             return "finalizing"
         return "completed"
@@ -159,8 +171,8 @@ def _results(fake: FakeBatches, batch: FakeBatch, state: str, next_id: Any) -> l
     out: list[dict[str, Any]] = []
     for cid, body in batch.items:
         kind = batch.outcomes.get(cid, "ok")
-        if state == "cancelled":
-            kind = "cancelled" if kind == "ok" else kind
+        if state in ("cancelled", "expired"):
+            kind = state if kind == "ok" else kind
         if kind == "ok":
             out.append(
                 {
@@ -182,7 +194,7 @@ def _openai_batch(fake: FakeBatches, b: FakeBatch, exchange: Exchange) -> dict[s
     state = fake.state(b)
     total = len(b.items)
     completed = failed = 0
-    if state in ("completed", "cancelled"):
+    if state in ("completed", "cancelled", "expired"):
         results = _results(fake, b, state, exchange.fake._next_id)
         completed = sum(1 for r in results if r["kind"] == "ok")
         failed = total - completed
@@ -219,7 +231,7 @@ def _openai_batch(fake: FakeBatches, b: FakeBatch, exchange: Exchange) -> dict[s
         "finalizing_at": None,
         "completed_at": int(time.time()) if state == "completed" else None,
         "failed_at": int(time.time()) if state == "failed" else None,
-        "expired_at": None,
+        "expired_at": int(time.time()) if state == "expired" else None,
         "cancelling_at": int(b.cancelled_at) if b.cancelled_at else None,
         "cancelled_at": int(time.time()) if state == "cancelled" else None,
         "request_counts": {"total": total, "completed": completed, "failed": failed},
@@ -382,12 +394,11 @@ def _on_openai(fake: FakeBatches, exchange: Exchange, p: str) -> bool:
 def _anthropic_batch(fake: FakeBatches, b: FakeBatch, exchange: Exchange) -> dict[str, Any]:
     state = fake.state(b)
     counts = {"processing": len(b.items), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-    ended = state in ("completed", "cancelled", "failed")
+    ended = state in ("completed", "cancelled", "failed", "expired")
     if ended:
         counts["processing"] = 0
-        for r in _results(
-            fake, b, "cancelled" if state == "cancelled" else "completed", exchange.fake._next_id
-        ):
+        seen = state if state in ("cancelled", "expired") else "completed"
+        for r in _results(fake, b, seen, exchange.fake._next_id):
             key = {"ok": "succeeded", "error": "errored", "cancelled": "canceled"}.get(
                 r["kind"], r["kind"]
             )
@@ -438,7 +449,7 @@ def _on_anthropic(fake: FakeBatches, exchange: Exchange, p: str) -> bool:
         return True
     if cmd == "GET" and action == "results":
         state = fake.state(b)
-        if state not in ("completed", "cancelled"):
+        if state not in ("completed", "cancelled", "expired"):
             exchange.error("not_found", message="results are not available yet")
             return True
         lines = []
@@ -497,6 +508,7 @@ _GEMINI_STATES = {
     "failed": "BATCH_STATE_FAILED",
     "cancelling": "BATCH_STATE_RUNNING",
     "cancelled": "BATCH_STATE_CANCELLED",
+    "expired": "BATCH_STATE_EXPIRED",
 }
 
 
@@ -579,6 +591,8 @@ def _gemini_batch(fake: FakeBatches, b: FakeBatch, exchange: Exchange) -> dict[s
     elif state == "failed":
         op["done"] = True
         op["error"] = {"code": 400, "message": b.fail, "status": "INVALID_ARGUMENT"}
+    elif state == "expired":
+        op["done"] = True
     meta["batchStats"] = stats
     return op
 
