@@ -376,3 +376,19 @@ def test_a_whole_batch_that_expires_is_reported_per_row(fake: FakeProviders) -> 
     assert out["error"].str.startswith("node 'summary': expired").all()
     rows = batch_rows()
     assert list(rows["status"]) == ["error"] * 3 and rows["cost_usd"].isna().all()
+
+
+@pytest.mark.asyncio
+async def test_interrupting_the_wait_says_the_batches_keep_running(
+    fake: FakeProviders, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    fake.batches.hold = True
+    p = two_node("interrupt")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(p.amap(frame(2), mode="batch", poll_s=POLL), 0.5)
+    assert "run the same map again to attach" in capsys.readouterr().err
+    fake.batches.hold = False
+    out = await p.amap(frame(2), mode="batch", poll_s=POLL)
+    assert out["error"].isna().all() and creates(fake)["openai_batches"] == 1

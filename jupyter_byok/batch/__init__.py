@@ -9,6 +9,7 @@ wire formats are in :mod:`jupyter_byok.providers.batches`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,16 @@ async def amap_batch(
     handle = BatchHandle(run, poll_s, progress)
     if not wait:
         return handle
-    await run.run(BatchProgress(progress), poll_s)
+    try:
+        await run.run(BatchProgress(progress), poll_s)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        from ._run import note
+
+        note(
+            "the batches keep running at the provider: run the same map again to attach to "
+            "them, or cancel them with `jupyter byok batches cancel ID`"
+        )
+        raise
     return handle.result()
 
 
