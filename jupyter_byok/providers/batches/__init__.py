@@ -111,7 +111,7 @@ def json_lines(data: bytes) -> Iterator[Any]:
     loads = json.loads
     for line in io.BytesIO(data):
         if line.strip():
-            yield loads(line)
+            yield loads(line.decode())  # str: json skips guessing each line's encoding
 
 
 def split(lines: list[bytes], limits: SizeLimits, overhead: int = 0) -> list[tuple[int, int]]:
