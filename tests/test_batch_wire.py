@@ -70,7 +70,7 @@ async def test_round_trip_with_states_and_item_failures(
     provider: str, env: FakeProviders, client: httpx.AsyncClient
 ) -> None:
     spec = BUILTIN[provider]
-    env.batches.set_timing(validating=0.15, in_progress=0.15, finalizing=0.0)
+    env.batches.set_timing(validating=0.15, in_progress=0.5, finalizing=0.0)
     env.batches.fail_items(provider, "error", custom_ids=["r1"])
     env.batches.fail_items(provider, "expired", custom_ids=["r2"])
     status = await dispatch.create(
