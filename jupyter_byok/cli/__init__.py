@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_backup(sub)
 
+    from .batches import register as register_batches
+
+    register_batches(sub)
+
     p = sub.add_parser("status", help="what jupyter_byok sees on this machine (as %byok status)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)

@@ -262,6 +262,34 @@ def m004_rollup_folded(db: sqlite3.Connection) -> None:
     db.execute("INSERT OR IGNORE INTO meta VALUES ('rollup_upto', ?)", (str(last),))
 
 
+@migration
+def m005_batches(db: sqlite3.Connection) -> None:
+    """Provider batches (:mod:`jupyter_byok.batch`) and their items, so that a map in batch
+    mode survives a kernel restart. A batch item's ledger row is an ordinary ``attempts`` row
+    with feature ``batch``; ``batch_items.ledger_id`` links the two. Items keep the answer
+    text until the batch is forgotten (prompts are never stored)."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS batches (
+            id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, part INTEGER NOT NULL,
+            pipeline TEXT, node TEXT, notebook TEXT, provider TEXT NOT NULL,
+            model TEXT NOT NULL, key_name TEXT, provider_batch_id TEXT, state TEXT NOT NULL,
+            total INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,
+            updated INTEGER NOT NULL, fetched INTEGER NOT NULL DEFAULT 0, message TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS batches_fingerprint ON batches (fingerprint)")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS batch_items (
+            batch_id TEXT NOT NULL, custom_id TEXT NOT NULL, row_pos INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', text TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_pico INTEGER, error TEXT, ledger_id TEXT,
+            PRIMARY KEY (batch_id, custom_id)
+        ) WITHOUT ROWID"""
+    )
+
+
 #: the writer of every FOLD_EVERY-th row folds the rows past the watermark into the rollup
 FOLD_EVERY = 2048
 UPTO = "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rollup_upto')"

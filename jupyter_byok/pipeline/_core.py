@@ -503,10 +503,28 @@ class Pipeline:
         progress: bool | None = None,
         errors: str = "raise",
         confirm_above: float | None = None,
-    ) -> pandas.DataFrame:
-        """Run the pipeline on every row of ``df``; see :func:`jupyter_byok.pipeline._map.amap`."""
+        mode: str = "sync",
+        **batch: Any,
+    ) -> Any:
+        """Run the pipeline on every row of ``df``; see :func:`jupyter_byok.pipeline._map.amap`.
+
+        ``mode="batch"`` sends LLM nodes through the providers' batch APIs at their batch
+        prices (``wait=False`` returns a handle at once; see :mod:`jupyter_byok.pipeline._batch`).
+        """
         from ._map import amap
 
+        if _batch_mode(mode, batch):
+            from ._batch import map_batch
+
+            return map_batch(
+                self,
+                df,
+                inputs,
+                concurrency=concurrency,
+                progress=progress,
+                confirm_above=confirm_above,
+                **batch,
+            )
         if confirm_above is not None:
             # asked here, in the caller's thread, where a notebook can prompt
             self.estimate(df, inputs, confirm_above=confirm_above)
@@ -523,9 +541,23 @@ class Pipeline:
         progress: bool | None = None,
         errors: str = "raise",
         confirm_above: float | None = None,
-    ) -> pandas.DataFrame:
+        mode: str = "sync",
+        **batch: Any,
+    ) -> Any:
         from ._map import amap
 
+        if _batch_mode(mode, batch):
+            from ._batch import amap_batch
+
+            return await amap_batch(
+                self,
+                df,
+                inputs,
+                concurrency=concurrency,
+                progress=progress,
+                confirm_above=confirm_above,
+                **batch,
+            )
         return await amap(
             self,
             df,
@@ -582,6 +614,15 @@ class Pipeline:
     def __repr__(self) -> str:
         parts = ", ".join(f"{n} ({_describe(v)})" for n, v in self._nodes.items())
         return f"Pipeline({self.name!r}: {parts or 'no nodes'})"
+
+
+def _batch_mode(mode: str, options: dict[str, Any]) -> bool:
+    """Whether a map runs in batch mode; a one-line error for a bad mode or option."""
+    if mode not in ("sync", "batch"):
+        raise ByokError(f'map: mode must be "sync" or "batch", not {mode!r}')
+    if mode == "sync" and options:
+        raise ByokError(f'map: {", ".join(options)} only apply with mode="batch"')
+    return mode == "batch"
 
 
 def _describe(node: Node) -> str:

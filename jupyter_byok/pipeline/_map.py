@@ -345,6 +345,13 @@ class MapEstimate:
     per_node: dict[str, Decimal] = field(default_factory=dict)
     #: nodes whose model has no price (their cost is not in ``cost_usd``)
     unpriced: list[str] = field(default_factory=list)
+    #: the same calls at the providers' batch rates (``map(..., mode="batch")``)
+    batch_cost_usd: Decimal | None = None
+    batch_per_node: dict[str, Decimal] = field(default_factory=dict)
+
+    def compare(self) -> str:
+        """Both prices: "≈ $4.10 in batch mode vs ≈ $8.20 now"."""
+        return f"≈ ${self.batch_cost_usd or 0:.2f} in batch mode vs ≈ ${self.cost_usd:.2f} now"
 
     def __float__(self) -> float:
         return float(self.cost_usd)
@@ -389,6 +396,7 @@ def estimate(
     per_node: dict[str, Decimal] = {
         n: Decimal(0) for n in plan.order if not isinstance(nodes[n], PythonNode)
     }
+    batch_per_node = dict(per_node)
     unpriced: set[str] = set()
     calls = cached = 0
     from ..engine import build_messages
@@ -420,7 +428,7 @@ def estimate(
                 expected_tokens[name] = SEARCH_TOKENS
                 query = interpolate(node.template, lookup, render_value).strip()
                 key = search_key(query, node.depth, node.params)
-                cost = pricing.estimate_cost("tavily", model, 0, 0)
+                cost = batch_cost = pricing.estimate_cost("tavily", model, 0, 0)
                 provider = "tavily"
             else:
                 assert isinstance(node, LLMNode)
@@ -438,6 +446,9 @@ def estimate(
                     expected_tokens.get(d, 0) for d in plan.deps[name] if d not in known
                 )
                 cost = pricing.estimate_cost(provider, model, in_tokens, max_out)
+                batch_cost = pricing.estimate_cost(
+                    provider, model, in_tokens, max_out, service_tier="batch"
+                )
             hit = store.get(key) if (store is not None and exact) else None
             if hit is not None:
                 cached += 1
@@ -448,6 +459,7 @@ def estimate(
                 unpriced.add(name)
             else:
                 per_node[name] += cost
+                batch_per_node[name] += batch_cost or cost
     result = MapEstimate(
         rows=len(rows),
         calls=calls,
@@ -455,6 +467,8 @@ def estimate(
         cost_usd=sum(per_node.values(), Decimal(0)),
         per_node=per_node,
         unpriced=sorted(unpriced),
+        batch_cost_usd=sum(batch_per_node.values(), Decimal(0)),
+        batch_per_node=batch_per_node,
     )
     if confirm_above is not None and result.cost_usd > Decimal(str(confirm_above)):
         confirm(f"{pipeline.name}: {result}", confirm_above)

@@ -461,6 +461,9 @@ class ConfigHandler(ByokHandler):
 # The panel's backup and restore: a module of their own, subclasses of ByokHandler (above).
 from .backup_handlers import BackupHandler, RestoreHandler, RestoreUploadHandler  # noqa: E402
 
+# Provider batches for kernels (map in batch mode), likewise.
+from .batch_handlers import ROUTES as BATCH_ROUTES  # noqa: E402
+
 # The panel's "Local models" section (the local model manager), likewise.
 from .local_handlers import (  # noqa: E402
     JOB,
@@ -494,6 +497,7 @@ ROUTES: tuple[tuple[str, type[ByokHandler]], ...] = (
     ("local/default", LocalDefaultHandler),
     ("local/pulls", LocalPullsHandler),
     (rf"local/pulls/{JOB}", LocalPullHandler),
+    *BATCH_ROUTES,
 )
 
 

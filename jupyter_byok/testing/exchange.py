@@ -206,6 +206,10 @@ class Exchange:
         if fault is not None and fault.kind not in (*STREAM_FAULTS, *OTHER_FAULTS):
             self.error(fault.kind, **fault.opts)
             return
+        from .batches import handle_batch
+
+        if handle_batch(self):
+            return
         if self.provider in ("openai", "xai", "compat"):
             self.on_openai()
         else:
@@ -223,6 +227,8 @@ class Exchange:
             return None
         if provider == "anthropic" and "anthropic-version" not in headers:
             return "version"
+        if provider == "gemini" and self.record.query.get("upload_id"):
+            return None  # an upload URL is its own credential (checked in .batches)
         if provider == "gemini":
             key = headers.get("x-goog-api-key") or (self.record.query.get("key") or [""])[0]
         elif provider == "anthropic":

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .abuse import ABUSE_FAULTS, abuse
+from .batches import FakeBatches
 from .exchange import OTHER_FAULTS, STREAM_FAULTS, Drop, Exchange, Fault, RecordedRequest, send_json
 from .wire import PROVIDERS, UsagePlan
 
@@ -412,6 +413,8 @@ class FakeProviders:
             self._latency: dict[str, float] = {}
             self._plans: dict[str, UsagePlan] = {}
             self.latency = self.default_latency
+            #: the batch endpoints' state and knobs (timing, hold, failed or expired items)
+            self.batches = FakeBatches()
 
     @property
     def url(self) -> str:

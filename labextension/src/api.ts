@@ -351,6 +351,34 @@ export interface ILocalTest {
  * @throws {ByokApiError} with a user-facing message: the server's own `message`, or
  *   SERVER_MISSING when the route does not exist, or a network message.
  */
+/** One provider batch (GET /byok/batches; Python: batch._store.BatchDict). */
+export interface IBatch {
+  id: string;
+  fingerprint: string;
+  part: number;
+  pipeline: string | null;
+  node: string | null;
+  notebook: string | null;
+  provider: string;
+  model: string;
+  key_name: string | null;
+  provider_batch_id: string | null;
+  state: string;
+  total: number;
+  done: number;
+  failed: number;
+  /** microseconds since the epoch, UTC */
+  created: number;
+  updated: number;
+  /** 1 once its results are in the ledger */
+  fetched: number;
+  message: string | null;
+}
+
+export interface IBatches {
+  batches: IBatch[];
+}
+
 export async function requestAPI<T>(
   endPoint = '',
   init: RequestInit = {},
@@ -430,6 +458,11 @@ export const api = {
     requestAPI<{ message: string }>(`local/models/${encodeURIComponent(name)}`, { method: 'DELETE' }),
   setLocalDefault: (name: string): Promise<{ message: string }> =>
     requestAPI<{ message: string }>('local/default', json('PUT', { name })),
+  batches: (): Promise<IBatches> => requestAPI<IBatches>('batches?limit=50'),
+  refreshBatch: (id: string): Promise<IBatch> =>
+    requestAPI<IBatch>(`batches/${encodeURIComponent(id)}/refresh`, json('POST', {})),
+  cancelBatch: (id: string): Promise<IBatch> =>
+    requestAPI<IBatch>(`batches/${encodeURIComponent(id)}/cancel`, json('POST', {})),
   testLocal: (name: string): Promise<ILocalTest> =>
     requestAPI<ILocalTest>(`local/models/${encodeURIComponent(name)}/test`, json('POST', {}))
 };

@@ -8,6 +8,7 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { BackupSection } from './backup';
+import { BatchesSection } from './batches';
 import { BudgetsSection } from './budgets';
 import { h } from './dom';
 import { messageOf } from './errors';
@@ -25,12 +26,13 @@ export const byokIcon = new LabIcon({
     '12.65 14H17v4h4v-4h2v-4H12.65z"/></svg>'
 });
 
-export type TabName = 'keys' | 'usage' | 'budgets' | 'local';
+export type TabName = 'keys' | 'usage' | 'budgets' | 'local' | 'batches';
 const TABS: Array<[TabName, string]> = [
   ['keys', 'Keys'],
   ['usage', 'Usage & Cost'],
   ['budgets', 'Budgets'],
-  ['local', 'Local models']
+  ['local', 'Local models'],
+  ['batches', 'Batches']
 ];
 
 export class ByokPanel extends Widget {
@@ -38,6 +40,7 @@ export class ByokPanel extends Widget {
   readonly usage: UsageSection;
   readonly budgets: BudgetsSection;
   readonly local: LocalSection;
+  readonly batches: BatchesSection;
   readonly backup: BackupSection;
   private tabs = new Map<TabName, HTMLButtonElement>();
   private panels = new Map<TabName, HTMLElement>();
@@ -55,11 +58,13 @@ export class ByokPanel extends Widget {
     this.usage = new UsageSection();
     this.budgets = new BudgetsSection(() => this.changed());
     this.local = new LocalSection(() => this.changed());
+    this.batches = new BatchesSection(() => this.changed());
     const sections: Record<TabName, HTMLElement> = {
       keys: this.keys.node,
       usage: this.usage.node,
       budgets: this.budgets.node,
-      local: this.local.node
+      local: this.local.node,
+      batches: this.batches.node
     };
     const list = h('div', {
       class: 'jp-byok-tabs',
@@ -154,6 +159,8 @@ export class ByokPanel extends Widget {
         await this.usage.refresh();
       } else if (name === 'local') {
         await this.local.refresh();
+      } else if (name === 'batches') {
+        await this.batches.refresh();
       } else {
         await this.budgets.refresh();
       }
