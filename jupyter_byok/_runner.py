@@ -6,6 +6,10 @@
 * Where a loop already runs (a Jupyter kernel runs one on its main thread, so
   ``asyncio.run`` is not available), the coroutine goes to one background loop thread
   per process instead.
+* Synchronous code that itself runs *on* that background loop (a pipeline started with
+  ``p.run()`` in a notebook checks its keys through ``Client``, which asks the server
+  synchronously) cannot wait on the loop it blocks: its coroutine runs on one bridge
+  thread with a loop of its own instead.
 
 Either way Ctrl-C (a cell interrupt) cancels the coroutine, which cancels the request.
 """
@@ -14,10 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import os
 import queue
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+)
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -164,10 +177,35 @@ def _close_clients_at_exit() -> None:
 atexit.register(_close_clients_at_exit)
 
 
+_bridge: concurrent.futures.ThreadPoolExecutor | None = None
+_bridge_pid: int | None = None
+
+
+def _on_background_loop() -> bool:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return running is _loop and _pid == os.getpid()
+
+
+def _bridge_thread() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread (so its loop, and the HTTP clients bound to it, are reused) for
+    synchronous calls made on the background loop."""
+    global _bridge, _bridge_pid
+    with _lock:
+        if _bridge is None or _bridge_pid != os.getpid():
+            _bridge = concurrent.futures.ThreadPoolExecutor(1, "jupyter-byok-bridge")
+            _bridge_pid = os.getpid()
+        return _bridge
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code; KeyboardInterrupt cancels it."""
     if not _in_running_loop():
         return _run_here(coro)
+    if _on_background_loop():  # waiting on our own loop would wait forever
+        return _bridge_thread().submit(_run_here, coro).result()
     future = asyncio.run_coroutine_threadsafe(coro, background_loop())
     try:
         return future.result()
@@ -183,10 +221,25 @@ def iter_sync(agen: AsyncIterator[T]) -> Iterator[T]:
     """Drive an async iterator from synchronous code, yielding items as they arrive."""
     if not _in_running_loop():
         return _iter_here(agen)
+    if _on_background_loop():  # (see run_sync) every step on the bridge thread's loop
+        return _iter_bridged(agen)
     return _iter_background(agen)
 
 
-def _iter_here(agen: AsyncIterator[T]) -> Iterator[T]:
+def _iter_bridged(agen: AsyncIterator[T]) -> Iterator[T]:
+    bridge = _bridge_thread()
+    steps = _iter_here(agen)
+    try:
+        while True:
+            try:
+                yield bridge.submit(next, steps).result()
+            except StopIteration:
+                return
+    finally:
+        bridge.submit(steps.close).result()
+
+
+def _iter_here(agen: AsyncIterator[T]) -> Generator[T, None, None]:
     loop = thread_loop()
     iterator = agen.__aiter__()
     try:
