@@ -591,7 +591,9 @@ class PipelineBuilder(anywidget.AnyWidget):
     async def _arun(self, node: str | None, inputs: dict[str, str]) -> Any:
         p = self.pipeline
         started = asyncio.get_running_loop().time()
-        self._refused.clear()
+        if self._refused:
+            self._refused.clear()
+            self._redraw()
         self.node_state = {}
         self._say("running", "running...", total_usd=None, wall_s=None)
         stop_observing = p.observe(self._on_event, stream=True)

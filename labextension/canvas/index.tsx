@@ -291,7 +291,8 @@ function InputCard({ data, selected }: NodeProps<Node<CardData & { value: string
   );
 }
 
-const nodeTypes = { card: Card, input: InputCard };
+// not 'input': React Flow styles its own built-in 'input' type
+const nodeTypes = { card: Card, source: InputCard };
 
 // ---------------------------------------------------------------- the canvas
 function Palette({ send }: { send: (m: unknown) => void }) {
@@ -343,11 +344,11 @@ function Header({ model, send }: { model: Model; send: (m: unknown) => void }) {
       <input className="byok-canvas-path" aria-label="pipeline file" value={file} onChange={e => setFile(e.target.value)} />
       <button data-testid="save" onClick={() => send({ type: 'save', path: file })}>Save</button>
       <button data-testid="load" onClick={() => send({ type: 'load', path: file })}>Load</button>
-      <button data-testid="refresh" onClick={() => send({ type: 'refresh' })} aria-label="refresh the model list">
+      <button data-testid="refresh" onClick={() => send({ type: 'refresh' })} aria-label="Refresh models" title="after adding a key in the BYOK panel">
         ⟳ models
       </button>
-      <a href="#" data-commandlinker-command={keysCommand} className="byok-canvas-keys" title="keys are added in the BYOK panel, never here">
-        keys…
+      <a href="#" data-commandlinker-command={keysCommand} className="byok-canvas-keys" title="BYOK: Add an API Key (keys are never typed here, so they never pass through the kernel)">
+        add a key in the BYOK panel
       </a>
     </div>
   );
@@ -408,7 +409,7 @@ function Flow({ model, el }: { model: Model; el: HTMLElement }) {
           const short = v.name.replace(/^input\./, '');
           return {
             ...common,
-            type: 'input',
+            type: 'source',
             data: { view: v, live: {}, models, send, running, value: inputs[short] ?? '', setValue: (val: string) => setInput(short, val) }
           };
         }
