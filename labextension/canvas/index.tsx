@@ -192,12 +192,45 @@ function Badge({ live }: { live: LiveState }) {
   );
 }
 
+/** The model list of a card; its options are made when it is first used (a hundred cards
+ * times a few hundred models would otherwise be tens of thousands of elements). */
+function ModelPicker(props: {
+  name: string;
+  value: string;
+  models: ModelOption[];
+  onPick: (id: string) => void;
+}) {
+  const [open, setOpen] = React.useState(false);
+  const known = props.models.find(m => m.id === props.value);
+  const options = open ? props.models : known ? [known] : [];
+  return (
+    <label className="byok-canvas-row">
+      <span>model</span>
+      <select
+        className="nodrag byok-canvas-field"
+        aria-label={`model of ${props.name}`}
+        data-testid="model"
+        value={props.value}
+        onFocus={() => setOpen(true)}
+        onPointerDown={() => setOpen(true)}
+        onChange={e => props.onPick(e.target.value)}
+      >
+        {!known && <option value={props.value}>{props.value}</option>}
+        {options.map(m => (
+          <option key={m.id} value={m.id}>
+            {m.label}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
 function Card({ data, selected }: NodeProps<Node<CardData>>) {
   const { view, live, models, send, running } = data;
   const update = (changes: Record<string, unknown>) =>
     send({ type: 'update', name: view.name, changes });
   const what = { llm: 'LLM', search: 'web search', python: 'python', input: 'input' }[view.kind];
-  const modelIds = models.map(m => m.id);
   return (
     <div
       className={`byok-canvas-card byok-kind-${view.kind}${selected ? ' selected' : ''}`}
@@ -211,23 +244,7 @@ function Card({ data, selected }: NodeProps<Node<CardData>>) {
       </div>
       {view.kind === 'llm' && (
         <>
-          <label className="byok-canvas-row">
-            <span>model</span>
-            <select
-              className="nodrag byok-canvas-field"
-              aria-label={`model of ${view.name}`}
-              data-testid="model"
-              value={view.model}
-              onChange={e => update({ model: e.target.value })}
-            >
-              {!modelIds.includes(view.model ?? '') && <option value={view.model}>{view.model}</option>}
-              {models.map(m => (
-                <option key={m.id} value={m.id}>
-                  {m.label}
-                </option>
-              ))}
-            </select>
-          </label>
+          <ModelPicker name={view.name} value={view.model ?? ''} models={models} onPick={v => update({ model: v })} />
           <Field label="prompt" multiline value={view.template ?? ''} onCommit={v => update({ template: v })} testid="prompt" />
           <div className="byok-canvas-pair">
             <Field label="max tokens" type="number" value={String(view.max_tokens ?? '')} onCommit={v => update({ max_tokens: v })} testid="max_tokens" />
@@ -396,24 +413,32 @@ function Flow({ model, el }: { model: Model; el: HTMLElement }) {
       }
     }
     setNodes(old => {
-      const selected = new Set(old.filter(n => n.selected).map(n => n.id));
+      const before = new Map(old.map(n => [n.id, n]));
       return views.map(v => {
         const [x, y] = placed.current[v.name] ?? [0, 0];
-        const common = {
-          id: v.name,
-          position: { x, y },
-          selected: selected.has(v.name),
-          ariaLabel: `${v.kind} node ${v.name}`
-        };
+        const prev = before.get(v.name);
+        const { x: _x, y: _y, ...shown } = v;
+        let data: Record<string, unknown>;
         if (v.kind === 'input') {
           const short = v.name.replace(/^input\./, '');
-          return {
-            ...common,
-            type: 'source',
-            data: { view: v, live: {}, models, send, running, value: inputs[short] ?? '', setValue: (val: string) => setInput(short, val) }
-          };
+          data = { view: v, live: {}, models, send, running, value: inputs[short] ?? '', setValue: (val: string) => setInput(short, val) };
+        } else {
+          data = { view: v, live: live[v.name] ?? {}, models, send, running };
         }
-        return { ...common, type: 'card', data: { view: v, live: live[v.name] ?? {}, models, send, running } };
+        // a card whose contents did not change keeps its data object: React Flow skips it
+        const key = JSON.stringify([shown, data.live, data.value ?? null, running]);
+        if (prev && (prev as any).key === key && prev.data.models === models) {
+          data = prev.data;
+        }
+        return {
+          id: v.name,
+          type: v.kind === 'input' ? 'source' : 'card',
+          position: prev && prev.position.x === x && prev.position.y === y ? prev.position : { x, y },
+          selected: prev?.selected ?? false,
+          ariaLabel: `${v.kind} node ${v.name}`,
+          key,
+          data
+        } as Node;
       });
     });
   }, [views, wires, live, models, inputs, running, send, setInput]);

@@ -112,8 +112,15 @@ def test_build_run_reload_and_stop_from_the_browser(
         first, search, last = (
             canvas.get_by_test_id(f"card-{n}") for n in ("llm_1", "search_1", "llm_2")
         )
-        first.get_by_test_id("model").select_option("openai:gpt-4o-mini")
-        last.get_by_test_id("model").select_option("local:smollm2")
+        for card, model in ((first, "openai:gpt-4o-mini"), (last, "local:smollm2")):
+            picker = card.get_by_test_id("model")
+            picker.focus()  # the options are made when the picker is first used
+            picker.select_option(model)
+        # priced from the price table; the local model at $0; only providers with a key
+        labels = first.get_by_test_id("model").locator("option").all_inner_texts()
+        assert "openai:gpt-4o-mini  ($0.15 in / $0.60 out per 1M)" in labels
+        assert "local:smollm2  (local, $0)" in labels
+        assert not [x for x in labels if x.startswith("anthropic:")]
         first.get_by_test_id("prompt").fill("Summarize:")
         first.get_by_test_id("max_tokens").fill("40")
         last.get_by_test_id("prompt").fill("Answer from")
