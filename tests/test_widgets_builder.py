@@ -394,3 +394,37 @@ def test_pipeline_observers_see_every_step_and_the_stream(fake: FakeProviders) -
     events.clear()
     p.run(x="there")
     assert events == []
+
+
+def test_runs_and_maps_started_from_code_show_on_the_canvas(fake: FakeProviders) -> None:
+    import pandas as pd
+
+    p = Pipeline("from-code", cache=False)
+    p.llm("a", "openai:gpt-4o-mini", "Row {input.text}", max_tokens=5)
+    builder = PipelineBuilder(p)
+
+    def settled() -> dict[str, Any]:
+        time.sleep(FLUSH_S * 3)  # the last update follows at most FLUSH_S after the end
+        return dict(builder.node_state["a"])
+
+    started = time.monotonic()
+    p.map(pd.DataFrame({"text": [f"r{i}" for i in range(120)]}), concurrency=8)
+    state = settled()
+    assert state["rows_done"] == 120 and state["rows_error"] == 0 and state["state"] == "done"
+    assert builder.updates_sent <= (time.monotonic() - started) / FLUSH_S + 2
+    # the next map counts from zero
+    p.map(pd.DataFrame({"text": ["x", "y", "z"]}))
+    again = settled()
+    assert again["rows_done"] == 3 and Decimal(again["cost_usd"]) < Decimal(state["cost_usd"])
+    # a run from code: the card shows the result, equal to the run's
+    result = p.run(text="solo")
+    state = settled()
+    assert state["state"] == "done" and "rows_done" not in state
+    assert Decimal(state["cost_usd"]) == result["a"].cost_usd
+    assert builder.result["a"] is result["a"]
+    # a pipeline no longer shown is no longer watched
+    builder.pipeline = Pipeline("other")
+    before = builder.updates_sent
+    p.run(text="again")
+    time.sleep(FLUSH_S * 3)
+    assert builder.updates_sent == before

@@ -390,7 +390,7 @@ class Pipeline:
         limiter = limiter or _NoLimit()
         tasks: dict[str, asyncio.Task[NodeResult]] = {}
         observers = self._observers
-        row = None if remember else True
+        row = None if remember else plan.serial
         stream = remember and observers.streaming
 
         def emit(name: str, state: str, **more: Any) -> None:

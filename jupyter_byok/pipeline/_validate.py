@@ -6,6 +6,7 @@ decrypted here.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,9 @@ class PipelineError(ByokError):
         self.problems = problems or {}
 
 
+_serials = itertools.count(1)
+
+
 @dataclass
 class _Plan:
     """A validated pipeline: run order, dependencies and resolved models (made once per run)."""
@@ -40,6 +44,8 @@ class _Plan:
     deps: dict[str, list[str]]
     refs: dict[str, ModelRef] = field(default_factory=dict)
     store: NodeCache | None = None
+    #: tells one run or map from the next (a map's rows share their plan)
+    serial: int = field(default_factory=lambda: next(_serials))
 
 
 def make_plan(

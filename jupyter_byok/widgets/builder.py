@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -158,7 +160,12 @@ class PipelineBuilder(anywidget.AnyWidget):
             _css=css.read_text(encoding="utf-8") if css.is_file() else "",
             **kwargs,
         )
-        self.pipeline = pipeline if pipeline is not None else Pipeline("pipeline")
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+        self._own = False
+        self._unwatch: Callable[[], None] | None = None
+        self._pipeline = Pipeline("pipeline")
+        self.pipeline = pipeline if pipeline is not None else self._pipeline
         self.path = self.path or f"{self.pipeline.name}.json"
         #: the latest result of each node (shown on its card)
         self.result: dict[str, NodeResult] = {}
@@ -174,6 +181,18 @@ class PipelineBuilder(anywidget.AnyWidget):
         self.on_msg(lambda _widget, content, _buffers: self.handle(content))
         self.observe(self._renamed, names="pipeline_name")
         self.refresh()
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline shown; its runs and maps started from code show on the canvas too."""
+        return self._pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline: Pipeline) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+        self._pipeline = pipeline
+        self._unwatch = pipeline.observe(self._watch)
 
     # ------------------------------------------------------------------ the view
     def refresh(self) -> None:
@@ -597,6 +616,7 @@ class PipelineBuilder(anywidget.AnyWidget):
         self.node_state = {}
         self._say("running", "running...", total_usd=None, wall_s=None)
         stop_observing = p.observe(self._on_event, stream=True)
+        self._own = True
         try:
             if node is None:
                 result = await p.arun(**inputs)
@@ -618,6 +638,7 @@ class PipelineBuilder(anywidget.AnyWidget):
             self._finish("error", exc.message, started)
             return None
         finally:
+            self._own = False
             stop_observing()
         self.result.update(result.nodes)
         self._finish("done", f"done in {result.wall_s:.2f}s", started, result.cost_usd)
@@ -631,6 +652,7 @@ class PipelineBuilder(anywidget.AnyWidget):
         self.node_state = {}
         self._say("running", f"map over {len(df)} row(s)...", total_usd=None, wall_s=None)
         stop_observing = p.observe(self._on_event)
+        self._own = True
         kwargs.setdefault("progress", False)
         try:
             out = await p.amap(df, inputs, **kwargs)
@@ -641,6 +663,7 @@ class PipelineBuilder(anywidget.AnyWidget):
             self._finish("error", exc.message, started)
             raise
         finally:
+            self._own = False
             stop_observing()
         total = Decimal(str(float(out["cost_usd"].sum()))) if "cost_usd" in out else None
         self._finish("done", f"map done: {len(out)} row(s)", started, total)
@@ -658,6 +681,32 @@ class PipelineBuilder(anywidget.AnyWidget):
 
     # ------------------------------------------------------------ live states
     def _on_event(self, event: NodeEvent) -> None:
+        """A node event of a run or map started here (on this loop)."""
+        with self._lock:
+            self._record(event)
+        self._schedule()
+
+    def _watch(self, event: NodeEvent) -> None:
+        """A node event of a run or map started from code, on any thread (``p.map`` in a
+        kernel runs on a background loop thread while the cell waits)."""
+        if self._own:
+            return
+        with self._lock:
+            self._record(event)
+            wait = self._last_flush + FLUSH_S - time.monotonic()
+            if wait <= 0:
+                self._flush()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._timed_flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _timed_flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._flush()
+
+    def _record(self, event: NodeEvent) -> None:
         name = event.node
         state = self._pending.get(name) or dict(self.node_state.get(name) or {})
         if event.row is not None:
@@ -672,32 +721,31 @@ class PipelineBuilder(anywidget.AnyWidget):
             state.update(state="error", error=str(event.error) or type(event.error).__name__)
         else:
             state.update(state=event.state)
+            if event.state == "queued":
+                state.clear()
             if event.state in ("queued", "running"):
+                state.update(state=event.state)
                 for key in ("text", "error", "cost_usd", "tokens_in", "tokens_out", "latency_s"):
                     state.pop(key, None)
         self._pending[name] = state
-        self._schedule()
 
     def _schedule(self) -> None:
         if self._flush_handle is not None:
             return
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last_flush + FLUSH_S - loop.time())
-        self._flush_handle = loop.call_later(delay, self._flush)
+        delay = max(0.0, self._last_flush + FLUSH_S - time.monotonic())
+        self._flush_handle = asyncio.get_running_loop().call_later(delay, self._flush)
 
     def _flush(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        try:
-            self._last_flush = asyncio.get_running_loop().time()
-        except RuntimeError:
-            pass
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        self.node_state = {**self.node_state, **pending}
-        self.updates_sent += 1
+        with self._lock:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            self._last_flush = time.monotonic()
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, {}
+            self.node_state = {**self.node_state, **pending}
+            self.updates_sent += 1
 
     def __repr__(self) -> str:
         return f"PipelineBuilder({self.pipeline!r})"
@@ -720,6 +768,9 @@ def _result_view(r: NodeResult) -> dict[str, Any]:
 
 def _count_row(state: dict[str, Any], event: NodeEvent) -> None:
     """A map's per-node progress: rows done, errors, tokens and dollars so far."""
+    if state.get("map") != event.row:  # a new map starts from zero
+        state.clear()
+        state["map"] = event.row
     state.setdefault("rows_done", 0)
     state.setdefault("rows_error", 0)
     if event.state == "done" and event.result is not None:
@@ -729,7 +780,7 @@ def _count_row(state: dict[str, Any], event: NodeEvent) -> None:
         state["tokens_out"] = state.get("tokens_out", 0) + r.usage.output_tokens
         spent = Decimal(state.get("cost_usd") or 0) + (r.cost_usd or Decimal(0))
         state["cost_usd"] = str(spent)
-        state["state"] = "running"
+        state["state"] = "done"  # so far: the next row's start makes it running again
     elif event.state == "error":
         state["rows_error"] += 1
         state["error"] = str(event.error) or type(event.error).__name__
