@@ -421,8 +421,9 @@ class Pipeline:
             emit(name, "done", result=result)
             return result
 
-        for name in plan.order:
-            emit(name, "queued")
+        if row is None:  # a map's rows skip "queued": thousands of events nobody draws
+            for name in plan.order:
+                emit(name, "queued")
         for name in plan.order:
             tasks[name] = asyncio.ensure_future(one(name))
         try:

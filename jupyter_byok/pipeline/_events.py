@@ -31,7 +31,8 @@ class NodeEvent:
     ``result`` is set for ``done`` (its ``cached``/``pinned`` say how it was answered),
     ``text`` for ``text`` (everything streamed so far), ``error`` for ``error``. ``row`` is
     None for :meth:`Pipeline.run`; for each row of a :meth:`Pipeline.map` it is a number
-    that is the same for every row of that map and differs from one map to the next.
+    that is the same for every row of that map and differs from one map to the next (rows
+    report ``running``, ``done``, ``error`` and ``cancelled``, not ``queued``).
     """
 
     node: str
