@@ -6,6 +6,7 @@ See :class:`Pipeline`. Importing this package is cheap (no pandas, no ipywidgets
 from __future__ import annotations
 
 from ._core import Pipeline, PipelineError, PipelineRunError
+from ._events import NodeEvent
 from ._map import AdaptiveLimiter, CostConfirmationError, MapEstimate
 from ._nodes import LLMNode, NodeResult, PipelineResult, PythonNode, SearchNode
 from ._schema import FORMAT, SCHEMA_VERSION
@@ -17,6 +18,7 @@ __all__ = [
     "CostConfirmationError",
     "LLMNode",
     "MapEstimate",
+    "NodeEvent",
     "NodeResult",
     "Pipeline",
     "PipelineError",

@@ -30,6 +30,7 @@ from ..errors import ByokError
 from ..interpolate import MISSING, interpolate
 from ..types import SearchResult, Usage
 from ._cache import NodeCache, default_cache, llm_key, search_key
+from ._events import NodeEvent, Observer, Observers
 from ._nodes import (
     INPUT,
     Inputs,
@@ -110,6 +111,8 @@ class Pipeline:
         self._node_cache: NodeCache | None = None
         self._last: dict[str, NodeResult] = {}
         self._last_inputs: dict[str, Any] = {}
+        self._positions: dict[str, tuple[float, float]] = {}
+        self._observers = Observers()
 
     # ------------------------------------------------------------------ building
     def llm(
@@ -173,6 +176,7 @@ class Pipeline:
         del self._nodes[name]
         self._pins.pop(name, None)
         self._last.pop(name, None)
+        self._positions.pop(name, None)
         return self
 
     def rename(self, old: str, new: str) -> Pipeline:
@@ -185,6 +189,8 @@ class Pipeline:
         self._nodes = {(new if k == old else k): v for k, v in self._nodes.items()}
         if old in self._pins:
             self._pins[new] = self._pins.pop(old)
+        if old in self._positions:
+            self._positions[new] = self._positions.pop(old)
         return self
 
     def move(self, name: str, index: int) -> Pipeline:
@@ -207,6 +213,53 @@ class Pipeline:
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    # -------------------------------------------------------------------- graph
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """``(source, target)`` for every reference from a node to another existing node,
+        in definition order (the wires of a canvas). Inputs are not nodes: see
+        :meth:`input_names`."""
+        return [(dep, name) for name, node in self._nodes.items() for dep in self._deps(node)]
+
+    def dependencies(self, name: str) -> list[str]:
+        """The names node ``name`` refers to (nodes, existing or not; not inputs)."""
+        node = self._node(name)
+        if isinstance(node, PythonNode):
+            return [d for d in node.dependencies if d in self._nodes]
+        return list(node.dependencies)
+
+    def graph_problems(self) -> dict[str, list[str]]:
+        """Unknown references and cycles, per node, with the validator's messages (no
+        model or key is checked: cheap enough to call on every edit)."""
+        from ._validate import graph_problems
+
+        return graph_problems(self)[1]
+
+    @property
+    def positions(self) -> dict[str, tuple[float, float]]:
+        """Where a canvas drew each node (``x, y``); saved with the pipeline. Keys are node
+        names, or ``input.NAME`` for an input."""
+        return dict(self._positions)
+
+    def set_position(self, name: str, x: float, y: float) -> Pipeline:
+        if not name.startswith(f"{INPUT}."):
+            self._node(name)
+        try:
+            point = (float(x), float(y))
+        except (TypeError, ValueError):
+            raise ByokError(f"position of {name!r} must be two numbers, got {x!r}, {y!r}")
+        if point[0] != point[0] or point[1] != point[1] or abs(point[0]) == float("inf"):
+            raise ByokError(f"position of {name!r} must be finite numbers")
+        self._positions[name] = point
+        return self
+
+    def observe(self, callback: Observer, *, stream: bool = False) -> Callable[[], None]:
+        """Call ``callback(event)`` as each node is queued, runs, finishes, fails or is
+        cancelled (a :class:`~jupyter_byok.pipeline.NodeEvent`), in runs, single-node runs
+        and maps. With ``stream=True`` LLM nodes of a run (not of a map) stream, and
+        ``text`` events carry the text so far. Returns a function that stops observing."""
+        return self._observers.add(callback, stream)
 
     def _node(self, name: str) -> Node:
         try:
@@ -336,15 +389,41 @@ class Pipeline:
         inputs_obj = Inputs(inputs)
         limiter = limiter or _NoLimit()
         tasks: dict[str, asyncio.Task[NodeResult]] = {}
+        observers = self._observers
+        row = None if remember else plan.serial
+        stream = remember and observers.streaming
+
+        def emit(name: str, state: str, **more: Any) -> None:
+            if observers:
+                observers.emit(NodeEvent(name, state, row=row, **more))
 
         async def one(name: str) -> NodeResult:
             deps = plan.deps[name]
-            if deps:
-                await asyncio.gather(*(tasks[d] for d in deps))
+            try:
+                if deps:
+                    await asyncio.gather(*(tasks[d] for d in deps))
+            except BaseException:
+                emit(name, "cancelled")  # upstream failed or the run was stopped
+                raise
             values = {d: tasks[d].result() for d in deps}
             use_cache = cache if name != target or target_cache is None else target_cache
-            return await self._run_one(plan, name, values, inputs_obj, use_cache, limiter)
+            emit(name, "running")
+            try:
+                result = await self._run_one(
+                    plan, name, values, inputs_obj, use_cache, limiter, emit if stream else None
+                )
+            except asyncio.CancelledError:
+                emit(name, "cancelled")
+                raise
+            except BaseException as exc:
+                emit(name, "error", error=exc)
+                raise
+            emit(name, "done", result=result)
+            return result
 
+        if row is None:  # a map's rows skip "queued": thousands of events nobody draws
+            for name in plan.order:
+                emit(name, "queued")
         for name in plan.order:
             tasks[name] = asyncio.ensure_future(one(name))
         try:
@@ -377,6 +456,7 @@ class Pipeline:
         inputs: Inputs,
         use_cache: bool,
         limiter: Any,
+        emit: Callable[..., None] | None = None,
     ) -> NodeResult:
         node = self._nodes[name]
         if name in self._pins:
@@ -417,7 +497,10 @@ class Pipeline:
                 origin=origin,
             )
             async with limiter.slot():
-                completion = await client.acomplete(request)
+                if emit is None:
+                    completion = await client.acomplete(request)
+                else:
+                    completion = await _streamed(client, request, name, emit)
             result = NodeResult(
                 name,
                 "llm",
@@ -679,6 +762,21 @@ def _from_cache(
         prompt=prompt,
         saved_usd=None if saved is None else Decimal(str(saved)),
     )
+
+
+async def _streamed(client: Client, request: Any, name: str, emit: Callable[..., None]) -> Any:
+    """``client.acomplete`` through the stream, telling ``emit`` the text so far."""
+    parts: list[str] = []
+    final = None
+    async for item in client.astream(request):
+        if isinstance(item, str):
+            parts.append(item)
+            emit(name, "text", text="".join(parts))
+        else:
+            final = item
+    if final is None:
+        raise ByokError(f"node {name!r}: the stream ended without a final answer")
+    return final
 
 
 def _failed(task: asyncio.Task[Any]) -> bool:

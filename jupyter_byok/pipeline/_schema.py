@@ -16,7 +16,8 @@ Schema version 1 (``"format": "jupyter_byok.pipeline"``)::
          "params": {}},
         {"name": "clean", "kind": "python", "function": "mypackage.text:clean"}
       ],
-      "pins": {"summary": {"value": "a pinned output"}}
+      "pins": {"summary": {"value": "a pinned output"}},
+      "positions": {"summary": [0, 0], "input.text": [-250, 0]}   # optional: canvas layout
     }
 
 Invariants: model ids carry key *names* (``openai:gpt-4o-mini@work``), never values; a
@@ -147,7 +148,7 @@ def to_dict(pipeline: Pipeline) -> dict[str, Any]:
                     "the node before saving"
                 )
             nodes.append({"name": node.name, "kind": "python", "function": ref_text})
-    return {
+    data = {
         "format": FORMAT,
         "version": SCHEMA_VERSION,
         "name": pipeline.name,
@@ -157,6 +158,9 @@ def to_dict(pipeline: Pipeline) -> dict[str, Any]:
         "nodes": nodes,
         "pins": {name: _pin_to_json(name, value) for name, value in pipeline.pins.items()},
     }
+    if pipeline.positions:  # files without a canvas layout stay as they were
+        data["positions"] = {n: [x, y] for n, (x, y) in pipeline.positions.items()}
+    return data
 
 
 def from_dict(data: Mapping[str, Any]) -> Pipeline:
@@ -199,6 +203,15 @@ def from_dict(data: Mapping[str, Any]) -> Pipeline:
             )
     for name, pin in (data.get("pins") or {}).items():
         p.pin(name, _pin_from_json(pin))
+    positions = data.get("positions") or {}
+    if not isinstance(positions, Mapping):
+        raise ByokError('pipeline JSON "positions" must map node names to [x, y]')
+    for name, point in positions.items():
+        if name not in p and not str(name).startswith("input."):
+            continue  # a node removed by hand: its place is forgotten
+        if not isinstance(point, (list, tuple)) or len(point) != 2:
+            raise ByokError(f"pipeline JSON position of {name!r} must be [x, y], got {point!r}")
+        p.set_position(str(name), point[0], point[1])
     return p
 
 

@@ -6,6 +6,7 @@ decrypted here.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ..models import ModelRef
     from ._core import Pipeline
 
-__all__ = ["PipelineError", "make_plan", "missing_key"]
+__all__ = ["PipelineError", "graph_problems", "make_plan", "missing_key"]
 
 
 class PipelineError(ByokError):
@@ -32,6 +33,9 @@ class PipelineError(ByokError):
         self.problems = problems or {}
 
 
+_serials = itertools.count(1)
+
+
 @dataclass
 class _Plan:
     """A validated pipeline: run order, dependencies and resolved models (made once per run)."""
@@ -40,6 +44,8 @@ class _Plan:
     deps: dict[str, list[str]]
     refs: dict[str, ModelRef] = field(default_factory=dict)
     store: NodeCache | None = None
+    #: tells one run or map from the next (a map's rows share their plan)
+    serial: int = field(default_factory=lambda: next(_serials))
 
 
 def make_plan(
@@ -53,29 +59,10 @@ def make_plan(
         raise PipelineError(
             f"pipeline {pipeline.name!r} has no nodes: add one with .llm(name, model, template)"
         )
-    problems: dict[str, list[str]] = {}
+    deps, problems, cycles = graph_problems(pipeline)
 
     def problem(node: str, text: str) -> None:
         problems.setdefault(node, []).append(text)
-
-    deps: dict[str, list[str]] = {}
-    for name, node in pipeline._nodes.items():
-        wanted = pipeline._deps(node)
-        unknown = [d for d in wanted if d not in pipeline._nodes]
-        if unknown:
-            shown = ", ".join("{" + u + "}" for u in unknown)
-            problem(
-                name,
-                f"refers to unknown {shown} (nodes: {', '.join(pipeline._nodes)}; inputs are "
-                "written {input.NAME}; write {{x}} for literal braces)",
-            )
-        deps[name] = [d for d in wanted if d in pipeline._nodes]
-
-    cycles = _find_cycles(deps)
-    for cycle in cycles:
-        path = " -> ".join(cycle)
-        for name in dict.fromkeys(cycle):
-            problem(name, f"is part of a cycle ({path})")
 
     wanted_nodes = set(pipeline._nodes)
     if targets is not None:
@@ -130,6 +117,40 @@ def make_plan(
         raise PipelineError(f"pipeline {pipeline.name!r} cannot run: " + "; ".join(parts), problems)
     order = [n for n in _toposort(deps) if n in wanted_nodes]
     return _Plan(order, deps, refs, pipeline._cache())
+
+
+def graph_problems(
+    pipeline: Pipeline,
+) -> tuple[dict[str, list[str]], dict[str, list[str]], list[list[str]]]:
+    """The structural part of validation: (dependencies, problems, cycles).
+
+    Unknown references and cycles, with the validator's messages; no model or key is
+    looked at, so this is cheap enough to run on every edit.
+    """
+    problems: dict[str, list[str]] = {}
+
+    def problem(node: str, text: str) -> None:
+        problems.setdefault(node, []).append(text)
+
+    deps: dict[str, list[str]] = {}
+    for name, node in pipeline._nodes.items():
+        wanted = pipeline._deps(node)
+        unknown = [d for d in wanted if d not in pipeline._nodes]
+        if unknown:
+            shown = ", ".join("{" + u + "}" for u in unknown)
+            problem(
+                name,
+                f"refers to unknown {shown} (nodes: {', '.join(pipeline._nodes)}; inputs are "
+                "written {input.NAME}; write {{x}} for literal braces)",
+            )
+        deps[name] = [d for d in wanted if d in pipeline._nodes]
+
+    cycles = _find_cycles(deps)
+    for cycle in cycles:
+        path = " -> ".join(cycle)
+        for name in dict.fromkeys(cycle):
+            problem(name, f"is part of a cycle ({path})")
+    return deps, problems, cycles
 
 
 def missing_key(pipeline: Pipeline, provider: str, key_name: str) -> str | None:

@@ -1,6 +1,7 @@
-"""ipywidgets compositions: the pipeline workflow builder.
+"""Notebook widgets: the pipeline canvas (an anywidget; its bundle is in ``static/``).
 
-ipywidgets is imported on first use of a widget, never by ``import jupyter_byok``.
+anywidget and ipywidgets are imported on first use of a widget, never by
+``import jupyter_byok``.
 """
 
 from __future__ import annotations
