@@ -257,8 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_usage(sub)
 
     from .backup import register as register_backup
+    from .ledger import register as register_ledger
 
     register_backup(sub)
+    register_ledger(sub)
 
     p = sub.add_parser("status", help="what jupyter_byok sees on this machine")
     p.set_defaults(func=cmd_status)

@@ -80,14 +80,25 @@ __all__ = [
 ]
 
 
-def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:
+def usage(
+    since: Any = None, until: Any = None, scope: str | None = None, **filters: Any
+) -> pandas.DataFrame:
     """The usage ledger as a pandas DataFrame: one row per provider attempt.
 
     ``since``/``until`` take a datetime, a date, an ISO string, ``"today"``, ``"month"`` or a
     span such as ``"7d"``; ``filters`` match columns exactly (``provider="openai"``) or by
-    list (``model=["gpt-4o", "o3"]``).
+    list (``model=["gpt-4o", "o3"]``). ``scope`` (a shared ledger, see :mod:`.shared`):
+    ``"me"`` (the default), ``"team"`` or ``"all"``; a local ledger holds only ``"me"``.
     """
-    return default_ledger().frame(since=since, until=until, **filters)
+    led = default_ledger()
+    if scope is None or (scope == "me" and not led.shared):
+        return led.frame(since=since, until=until, **filters)
+    if not led.shared:
+        raise ConfigError(
+            f"usage(scope={scope!r}) needs a shared ledger: set JUPYTER_BYOK_LEDGER_URL "
+            "(see the JupyterHub section of the docs), or use scope='me'"
+        )
+    return led.frame(since=since, until=until, scope=scope, **filters)  # type: ignore[call-arg]
 
 
 def export(

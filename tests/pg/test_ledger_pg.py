@@ -1,0 +1,341 @@
+"""The ledger on PostgreSQL: one schema for both backends, many processes as many users and
+teams, budgets across servers, an outage with replay, and moving history.
+
+Every test runs against a real throwaway cluster (``tests/pgcluster.py``); a machine
+without PostgreSQL fails them. Provider calls go to the loopback fake providers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+
+from jupyter_byok.errors import ConfigError, LedgerError
+from jupyter_byok.ledger import Ledger, LedgerRow, default_ledger, migrate
+from jupyter_byok.ledger.pg import PG_MIGRATIONS, redact_url
+from jupyter_byok.ledger.schema import COLUMNS, MIGRATIONS
+from jupyter_byok.ledger.shared import SharedLedger, copy_ledger
+from jupyter_byok.testing import FakeProviders
+from jupyter_byok.testing.postgres import PgCluster
+
+KEY = "sk-proj-" + "Q" * 60
+
+#: one worker: N calls as this process's user and team; prints one JSON line per call
+WORKER = """
+import json, sys, time
+import jupyter_byok
+from jupyter_byok.errors import BudgetExceededError
+n, pause = int(sys.argv[1]), float(sys.argv[2])
+model = sys.argv[3]
+for i in range(n):
+    try:
+        c = jupyter_byok.complete(model, f"call {i}", feature="load", max_tokens=200)
+    except BudgetExceededError as exc:
+        print(json.dumps({"blocked": str(exc)}), flush=True)
+    else:
+        print(json.dumps({"id": c.ledger_id, "cost": str(c.cost_usd),
+                          "warnings": c.warnings}), flush=True)
+    if pause:
+        time.sleep(pause)
+"""
+
+
+def _workers(
+    fake: FakeProviders,
+    url: str,
+    people: list[tuple[str, str]],
+    calls: int,
+    *,
+    pause: float = 0.0,
+    model: str = "openai:gpt-4o-mini",
+    env: dict[str, str] | None = None,
+) -> list[subprocess.Popen[str]]:
+    base = {**os.environ, **fake.env(), "OPENAI_API_KEY": KEY, "JUPYTER_BYOK_LEDGER_URL": url}
+    base.update(env or {})
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(calls), str(pause), model],
+            env={**base, "JUPYTERHUB_USER": user, "JUPYTER_BYOK_TEAM": team},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for user, team in people
+    ]
+
+
+def _results(procs: list[subprocess.Popen[str]], timeout: float = 240) -> list[list[dict]]:
+    outs = []
+    for p in procs:
+        stdout, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0
+        outs.append([json.loads(line) for line in stdout.splitlines()])
+    return outs
+
+
+def _pg(url: str, sql: str, *params: object) -> list[tuple]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+
+
+PEOPLE = [("ana", "red"), ("ben", "red"), ("cai", "blue"), ("dee", "blue")] * 2
+
+
+# --------------------------------------------------------------------------- schema
+def test_one_schema_for_both_backends(pg_url: str, tmp_path: Path) -> None:
+    assert list(PG_MIGRATIONS) == [fn.__name__ for fn in MIGRATIONS]
+    SharedLedger(pg_url).check_writable()
+    pg_cols = [
+        r[0]
+        for r in _pg(
+            pg_url,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'attempts' ORDER BY ordinal_position",
+        )
+    ]
+    db = sqlite3.connect(tmp_path / "l.sqlite3", isolation_level=None)
+    migrate(db)
+    lite_cols = [r[1] for r in db.execute("PRAGMA table_info(attempts)") if r[1] != "rowid"]
+    assert pg_cols == lite_cols == list(COLUMNS)
+    applied = [r[0] for r in _pg(pg_url, "SELECT name FROM _migrations ORDER BY applied_at")]
+    assert applied == list(PG_MIGRATIONS)
+
+
+def test_rows_read_back_the_same_from_both_backends(pg_url: str, tmp_path: Path) -> None:
+    rows = [
+        LedgerRow(
+            "openai",
+            "gpt-4o",
+            "ok",
+            cost_usd=Decimal("0.000123456789"),
+            notebook="a.ipynb",
+            input_tokens=10,
+            output_tokens=5,
+            ts_end=1_780_000_000.0 + i,
+            latency_s=0.5,
+        )
+        for i in range(5)
+    ] + [LedgerRow("anthropic", "claude", "error", http_status=500, ts_end=1_780_000_100.0)]
+    shared, local = SharedLedger(pg_url), Ledger(tmp_path / "l.sqlite3")
+    shared.record_many(rows)
+    local.record_many(rows)
+    assert shared.spend(scope="all") == local.spend() == Decimal("0.000617283945")
+    by = ["provider", "user_name", "notebook"]
+    assert shared.summary(by, bucket="day") == local.summary(by, bucket="day")
+    assert shared.recent(10) == local.recent(10)
+    a, b = shared.frame(), local.frame()
+    pd.testing.assert_frame_equal(a, b, check_dtype=False, check_categorical=False)
+
+
+def test_rows_carry_user_team_server_and_notebook(
+    pg_url: str, fake_providers: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jupyter_byok
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("JUPYTERHUB_USER", "zoe")
+    monkeypatch.setenv("JUPYTER_BYOK_TEAM", "green")
+    monkeypatch.setenv("JUPYTER_BYOK_SERVER_NAME", "node-7")
+    monkeypatch.setenv("JPY_SESSION_NAME", "work/x.ipynb")
+    for var, value in fake_providers.env().items():
+        monkeypatch.setenv(var, value)
+    c = jupyter_byok.complete("openai:gpt-4o-mini", "hi")
+    [(user, team, server, notebook, cost)] = _pg(
+        pg_url,
+        "SELECT user_name, team, server, notebook, cost_pico FROM attempts WHERE id = %s",
+        c.ledger_id,
+    )
+    assert (user, team, server, notebook) == ("zoe", "green", "node-7", "work/x.ipynb")
+    assert Decimal(cost) / 10**12 == c.cost_usd
+    assert isinstance(default_ledger(), SharedLedger)
+    assert jupyter_byok.usage(scope="me")["id"].tolist() == [c.ledger_id]
+    assert len(jupyter_byok.usage(scope="team")) == 1
+
+
+def test_the_password_comes_from_the_keystore_and_never_shows(
+    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_byok.keys import Keystore
+
+    url = pg_cluster.create_database()
+    db = url.rsplit("/", 1)[1]
+    password = "pw-" + "Z" * 30
+    role_url = pg_cluster.add_role("byok_app", password, db)
+    pg_cluster.execute("GRANT ALL ON SCHEMA public TO byok_app", db)
+    monkeypatch.setenv("JUPYTER_BYOK_LEDGER_URL", role_url)
+    monkeypatch.setenv("JUPYTER_BYOK_LEDGER_PASSWORD_SECRET", "ledgerdb")
+    led = SharedLedger(role_url)
+    # without the secret stored: a clear one-line error that says what to do
+    with pytest.raises(ConfigError, match="jupyter byok keys set secret --name ledgerdb"):
+        led.db.connect()
+    Keystore().set("secret", password, "ledgerdb")
+    led = SharedLedger(role_url)
+    led.record(LedgerRow("openai", "gpt-4o", "ok"))
+    assert led.count() == 1
+    health = json.dumps(led.health())
+    assert password not in health
+    assert password not in redact_url(role_url.replace("byok_app@", f"byok_app:{password}@"))
+    # a wrong password is refused by the server (it is really checked)
+    Keystore().set("secret", "wrong-" + "W" * 20, "ledgerdb")
+    with pytest.raises(LedgerError, match="password authentication failed"):
+        SharedLedger(role_url).db.connect()
+
+
+# ----------------------------------------------------------------- many processes
+def test_8_processes_as_4_users_in_2_teams_x_500_calls(
+    pg_url: str, fake_providers: FakeProviders
+) -> None:
+    calls = 500
+    results = _results(_workers(fake_providers, pg_url, PEOPLE, calls))
+    ids = [r["id"] for out in results for r in out]
+    assert len(ids) == len(set(ids)) == 8 * calls
+    rows = _pg(pg_url, "SELECT id, user_name, team, cost_pico FROM attempts")
+    assert len(rows) == 8 * calls and {r[0] for r in rows} == set(ids)
+    want_user: dict[str, Decimal] = defaultdict(Decimal)
+    want_team: dict[str, Decimal] = defaultdict(Decimal)
+    for (user, team), out in zip(PEOPLE, results, strict=True):
+        for r in out:
+            want_user[user] += Decimal(r["cost"])
+            want_team[team] += Decimal(r["cost"])
+    got_user = dict(_pg(pg_url, "SELECT user_name, sum(cost_pico) FROM attempts GROUP BY 1"))
+    got_team = dict(_pg(pg_url, "SELECT team, sum(cost_pico) FROM attempts GROUP BY 1"))
+    assert {u: Decimal(v) / 10**12 for u, v in got_user.items()} == want_user
+    assert {t: Decimal(v) / 10**12 for t, v in got_team.items()} == want_team
+    assert all(v > 0 for v in want_user.values())
+    assert len(fake_providers.requests_for("openai")) == 8 * calls
+    assert _pg(pg_url, "SELECT count(*) FROM reservations") == [(0,)]
+
+
+def _set_budget(url: str, *args: str) -> None:
+    from jupyter_byok.cli import main
+
+    assert main(["ledger", "budgets", "set", *args, "--to", url]) == 0
+
+
+def test_a_team_budget_holds_across_8_processes(pg_url: str, fake_providers: FakeProviders) -> None:
+    from jupyter_byok.engine import estimate_call
+    from jupyter_byok.models import parse_model
+    from jupyter_byok.types import Message
+
+    _set_budget(pg_url, "day", "0.05", "--team", "red")
+    fake_providers.set_usage("openai", reasoning=150)  # about $0.0016 a call, ~30 calls
+    model = "openai:gpt-4o"
+    people = [(f"u{i}", "red") for i in range(8)]
+    results = _results(_workers(fake_providers, pg_url, people, 60, model=model))
+    estimate = estimate_call(parse_model(model), [Message("user", "call 59")], 200).cost_usd
+    assert estimate is not None
+    ok = [r for out in results for r in out if "id" in r]
+    blocked = [r for out in results for r in out if "blocked" in r]
+    assert ok and blocked and "budget day:team:red" in blocked[0]["blocked"]
+    [(spent,)] = _pg(pg_url, "SELECT sum(cost_pico) FROM attempts")
+    spent_usd = Decimal(spent) / 10**12
+    # at most the largest estimate in flight per process past the limit (here: none at all)
+    assert spent_usd <= Decimal("0.05") + 8 * estimate
+    assert spent_usd <= Decimal("0.05")
+    assert spent_usd == sum(Decimal(r["cost"]) for r in ok)
+    # every blocked call sent nothing: one request per answered call, one row per block
+    assert len(fake_providers.requests_for("openai")) == len(ok)
+    statuses = Counter(s for (s,) in _pg(pg_url, "SELECT status FROM attempts"))
+    assert statuses == {"ok": len(ok), "blocked": len(blocked)}
+    [(counted,)] = _pg(pg_url, "SELECT spent_pico FROM budget_spent")
+    assert counted == spent
+    assert _pg(pg_url, "SELECT count(*) FROM reservations") == [(0,)]
+
+
+# ------------------------------------------------------------------------- outage
+def test_an_outage_spools_and_replays_every_call_once(
+    pg_cluster: PgCluster, pg_url: str, fake_providers: FakeProviders, byok_home: Path
+) -> None:
+    # ana's budget blocks calls while the database is down, ben's allows them
+    _set_budget(pg_url, "day", "100", "--user", "ana", "--offline", "block")
+    _set_budget(pg_url, "day", "100", "--user", "ben", "--offline", "allow")
+    people = [("ana", "red"), ("ben", "red"), ("cai", "blue"), ("dee", "blue")]
+    procs = _workers(fake_providers, pg_url, people, 400, pause=0.02)
+    time.sleep(3)
+    pg_cluster.stop("immediate")
+    time.sleep(5)
+    pg_cluster.pg_ctl_start()
+    results = _results(procs)
+    SharedLedger(pg_url).check_writable()  # whatever a worker left in the spool
+    ids = [r["id"] for out in results for r in out if "id" in r]
+    rows = _pg(pg_url, "SELECT id, status, user_name FROM attempts")
+    assert len(rows) == len({r[0] for r in rows})
+    assert set(ids) <= {r[0] for r in rows}
+    assert len(rows) == sum(len(out) for out in results)  # every call, blocked ones too
+    spool = Ledger(byok_home / "spool.sqlite3")
+    spooled = spool.count()
+    assert spooled > 0  # the outage was really in the middle of the run
+    offline = [r for r in results[0] if "blocked" in r]
+    assert offline and all("cannot be reached" in r["blocked"] for r in offline)
+    assert not any("blocked" in r for out in results[1:] for r in out)
+    assert any("not checked" in w for r in results[1] if "id" in r for w in r["warnings"])
+    assert len(fake_providers.requests_for("openai")) == len(ids)
+    # a second replay adds nothing
+    assert copy_ledger(spool, SharedLedger(pg_url).db) == 0
+
+
+# ---------------------------------------------------------------------- migration
+def test_migrating_100000_rows_twice_with_an_interruption(pg_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "old.sqlite3"
+    local = Ledger(src)
+    t0 = 1_770_000_000.0
+    for chunk in range(10):
+        local.record_many(
+            LedgerRow(
+                "openai",
+                "gpt-4o",
+                "ok",
+                cost_usd=Decimal("0.0001"),
+                ts_end=t0 + i,
+                request_id=f"r{chunk}-{i}",
+            )
+            for i in range(10_000)
+        )
+    local.close()
+    cmd = [sys.executable, "-m", "jupyter_byok.cli", "ledger", "migrate", "--to", pg_url,
+           "--source", str(src), "--batch", "2000", "-v"]  # fmt: skip
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            table = conn.execute("SELECT to_regclass('attempts')").fetchone()
+            n = conn.execute("SELECT count(*) FROM attempts").fetchone() if table[0] else (0,)
+            if n[0] >= 4000:
+                break
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    [(partial,)] = _pg(pg_url, "SELECT count(*) FROM attempts")
+    assert 0 < partial < 100_000
+    for _ in range(2):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert _pg(pg_url, "SELECT count(*), count(DISTINCT id) FROM attempts") == [
+            (100_000, 100_000)
+        ]
+    assert "copied 0 new row(s) of 100,000" in out.stdout
+
+
+def test_a_bad_url_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jupyter_byok.cli import main
+
+    with pytest.raises(ConfigError, match="not a PostgreSQL URL") as info:
+        SharedLedger("mysql://x:hunter2secret@h/db")
+    assert "hunter2secret" not in str(info.value)
+    monkeypatch.setenv("JUPYTER_BYOK_LEDGER_URL", "mysql://x:hunter2secret@h/db")
+    assert main(["ledger", "status"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "postgresql://" in err and "hunter2secret" not in err
