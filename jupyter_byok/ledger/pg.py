@@ -327,9 +327,12 @@ class Database:
             raise LedgerError(f"the shared ledger {redact_url(self.url)} failed ({exc})") from exc
 
     def reset(self) -> None:
-        """Drop idle connections that broke (the server restarted)."""
-        if self._pool is not None and self._pid == os.getpid():
-            self._pool.check()
+        """Start a new pool (the server came back: the old pool's connections are broken,
+        and it would wait out its reconnection back-off before making new ones)."""
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                pool.close(timeout=0.5)
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():

@@ -232,8 +232,8 @@ def test_a_team_budget_holds_across_8_processes(pg_url: str, fake_providers: Fak
     fake_providers.set_usage("openai", reasoning=150)  # about $0.0016 a call, ~30 calls
     model = "openai:gpt-4o"
     people = [(f"u{i}", "red") for i in range(8)]
-    results = _results(_workers(fake_providers, pg_url, people, 60, model=model))
-    estimate = estimate_call(parse_model(model), [Message("user", "call 59")], 200).cost_usd
+    results = _results(_workers(fake_providers, pg_url, people, 40, model=model))
+    estimate = estimate_call(parse_model(model), [Message("user", "call 39")], 200).cost_usd
     assert estimate is not None
     ok = [r for out in results for r in out if "id" in r]
     blocked = [r for out in results for r in out if "blocked" in r]
@@ -261,7 +261,7 @@ def test_an_outage_spools_and_replays_every_call_once(
     _set_budget(pg_url, "day", "100", "--user", "ana", "--offline", "block")
     _set_budget(pg_url, "day", "100", "--user", "ben", "--offline", "allow")
     people = [("ana", "red"), ("ben", "red"), ("cai", "blue"), ("dee", "blue")]
-    procs = _workers(fake_providers, pg_url, people, 400, pause=0.02)
+    procs = _workers(fake_providers, pg_url, people, 300, pause=0.02)
     time.sleep(3)
     pg_cluster.stop("immediate")
     time.sleep(5)
@@ -289,19 +289,16 @@ def test_an_outage_spools_and_replays_every_call_once(
 def test_migrating_100000_rows_twice_with_an_interruption(pg_url: str, tmp_path: Path) -> None:
     src = tmp_path / "old.sqlite3"
     local = Ledger(src)
-    t0 = 1_770_000_000.0
-    for chunk in range(10):
-        local.record_many(
-            LedgerRow(
-                "openai",
-                "gpt-4o",
-                "ok",
-                cost_usd=Decimal("0.0001"),
-                ts_end=t0 + i,
-                request_id=f"r{chunk}-{i}",
-            )
-            for i in range(10_000)
+    local.record(LedgerRow("openai", "gpt-4o", "ok", cost_usd=Decimal("0.0001")))
+    with local.connection() as conn:  # 99,999 more rows, made by SQLite itself
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 99999) "
+            "INSERT INTO attempts (id, request_id, ts, ts_end, provider, model, status, "
+            "cost_pico, user_name) SELECT printf('%032x', i), printf('r%d', i), "
+            "1770000000000000 + i * 1000000, 1770000000000000 + i * 1000000, 'openai', "
+            "'gpt-4o', 'ok', 100000000, 'ana' FROM n"
         )
+    assert local.count() == 100_000
     local.close()
     cmd = [sys.executable, "-m", "jupyter_byok.cli", "ledger", "migrate", "--to", pg_url,
            "--source", str(src), "--batch", "2000", "-v"]  # fmt: skip
@@ -319,12 +316,15 @@ def test_migrating_100000_rows_twice_with_an_interruption(pg_url: str, tmp_path:
     [(partial,)] = _pg(pg_url, "SELECT count(*) FROM attempts")
     assert 0 < partial < 100_000
     for _ in range(2):
+        cmd[cmd.index("--batch") + 1] = "20000"
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert _pg(pg_url, "SELECT count(*), count(DISTINCT id) FROM attempts") == [
             (100_000, 100_000)
         ]
     assert "copied 0 new row(s) of 100,000" in out.stdout
+    [(cost,)] = _pg(pg_url, "SELECT sum(cost_pico) FROM attempts")
+    assert cost == 100_000 * 100_000_000
 
 
 def test_a_bad_url_is_one_clear_line(
