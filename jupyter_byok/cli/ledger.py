@@ -85,7 +85,7 @@ def _budget_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_budgets_set(args: argparse.Namespace) -> int:
     from ..ledger.pg import Database
-    from ..ledger.reserve import set_budget
+    from ..team_budgets import set_budget
 
     db = Database(_url(args))
     with db.connection() as conn:
@@ -110,7 +110,7 @@ def cmd_budgets_list(args: argparse.Namespace) -> int:
 
 def cmd_budgets_remove(args: argparse.Namespace) -> int:
     from ..ledger.pg import Database
-    from ..ledger.reserve import remove_budget
+    from ..team_budgets import remove_budget
 
     db = Database(_url(args))
     with db.connection() as conn:

@@ -71,8 +71,10 @@ class Steps(Resources):
         if not ledger.budgets_apply(ref.provider, ref.key_name):
             return []
         estimate = estimate_call(ref, request.messages, request.params.get("max_tokens"))
+        from ..team_budgets import reserve
+
         decision = await self._io(
-            ledger.reserve, base["request_id"], ref.provider, ref.key_name, estimate.cost_usd
+            reserve, ledger, base["request_id"], ref.provider, ref.key_name, estimate.cost_usd
         )
         if not decision.allowed:
             await self._record(base, status="blocked", error_type="BudgetExceededError")

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     import pandas
     import psycopg
 
-    from ..budgets import BudgetDecision
 
 __all__ = ["SCOPES", "SPOOL_NAME", "SharedLedger", "copy_ledger", "shared_ledger"]
 
@@ -140,7 +139,7 @@ class SharedLedger:
     """The usage ledger in PostgreSQL (see the module's notes). Safe to share between
     threads; the pool is made again after ``fork()``."""
 
-    #: the engine reserves budgets through :meth:`reserve` (the SQLite ledger has none)
+    #: the engine reserves budgets across servers (:mod:`jupyter_byok.team_budgets`)
     shared = True
     #: while the database is unreachable, how often a call checks whether it is back
     check_every_s: float = 1.0
@@ -303,16 +302,17 @@ class SharedLedger:
         return pending_rows(self.spool, uuid)
 
     def health(self) -> dict[str, Any]:
-        data = self.spool.health() if self._down is not None else {}
+        """The spool's health (see :meth:`.store.Ledger.health`) with the database's:
+        ``backend``, ``url`` (no password), ``reachable``, ``spooled`` rows and the last
+        error. ``error`` says why calls are refused (only when the spool refuses them)."""
+        data = self.spool.health()
         return {
             **data,
             "backend": "postgresql",
             "url": redact_url(self.url),
-            "path": str(self.path),
-            "writable": self._down is None or data.get("writable", True),
+            "writable": self._down is None or data["writable"],
             "reachable": self._down is None,
-            "error": self._down,
-            "pending": data.get("pending", 0),
+            "error": None if self._down is None else data["error"],
             "spooled": self.spooled(),
             "spooled_by_this_process": self._spooled_here,
             "last_error": self._last_error,
@@ -354,15 +354,6 @@ class SharedLedger:
         user, team, _ = who()
         key = f"{provider}@{key_name or 'default'}"
         return any(b.applies(user, team, key) for b in cached[1])
-
-    def reserve(
-        self, request_id: str, provider: str, key_name: str | None, estimate: Decimal | None
-    ) -> BudgetDecision:
-        """Reserve this call's estimate against every budget across servers that applies
-        (see :func:`.reserve.reserve`)."""
-        from . import reserve
-
-        return reserve.reserve(self, request_id, provider, key_name, estimate)
 
     # ------------------------------------------------------------------ reading
     @contextlib.contextmanager
@@ -439,6 +430,26 @@ def check_scope(scope: str) -> str:
     if scope not in SCOPES:
         raise ConfigError(f"usage scope {scope!r} is not one of {', '.join(SCOPES)}")
     return scope
+
+
+def doctor_report() -> dict[str, Any]:
+    """For ``jupyter byok doctor``: the shared ledger checked now, as labelled rows
+    (``{}``: no shared ledger is configured)."""
+    url = os.environ.get("JUPYTER_BYOK_LEDGER_URL")
+    if not url:
+        return {}
+    led = shared_ledger(url)
+    led.check_writable()
+    h = led.health()
+    spooled = h["spooled"]
+    rows = [
+        ("backend", f"postgresql at {h['url']}"),
+        ("reachable", "yes" if h["reachable"] else f"NO: {h['last_error']}"),
+        ("spooled rows", "unknown (database unreachable)" if spooled < 0 else f"{spooled:,}"),
+        ("spool", h["path"]),
+        ("last error", h["last_error"] or "none"),
+    ]
+    return {"health": h, "rows": rows}
 
 
 _open: list[SharedLedger] = []

@@ -500,6 +500,7 @@ class Ledger:
             pending = list(self._pending)
             free, total = self._space
             data: dict[str, Any] = {
+                "backend": "sqlite",
                 "path": str(self.path),
                 "writable": self._refusal is None,
                 "error": self._refusal,

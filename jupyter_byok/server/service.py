@@ -137,6 +137,16 @@ def _check_default_model(settings: Any) -> None:
         raise BadInput(f"'default_model' {value!r}: unknown provider {provider!r}; use {known}")
 
 
+def _scoped(scope: str | None, ledger: Any) -> dict[str, str]:
+    """The reads' ``scope`` argument: a shared ledger's (see :mod:`..ledger.shared`); a
+    local ledger holds only this user's rows."""
+    if scope is None or (scope == "me" and not ledger.shared):
+        return {}
+    if not ledger.shared:
+        raise BadInput(f"usage scope {scope!r} needs a shared ledger (JUPYTER_BYOK_LEDGER_URL)")
+    return {"scope": scope}
+
+
 def _str(body: Mapping[str, Any], name: str, default: str | None = None) -> str | None:
     value = body.get(name, default)
     if value is not None and not isinstance(value, str):
@@ -437,6 +447,7 @@ class ByokService:
         by = [b for b in (query.pop("by", None) or "provider").split(",") if b]
         bucket = query.pop("bucket", None) or None
         limit = query.pop("limit", None) or 50
+        scope = query.pop("scope", None) or None
         allowed = set(USAGE_FILTERS)
         bad = [b for b in by if b not in allowed]
         if bad:
@@ -447,15 +458,16 @@ class ByokService:
 
         def collect() -> UsageReply:
             ledger = self.engine.ledger
-            groups = ledger.summary(by, since=since, until=until, bucket=bucket, **args)
-            recent = ledger.recent(limit=limit, since=since, until=until, **args)
+            filters = {**args, **_scoped(scope, ledger)}
+            groups = ledger.summary(by, since=since, until=until, bucket=bucket, **filters)
+            recent = ledger.recent(limit=limit, since=since, until=until, **filters)
             return {
                 "since": since,
                 "until": until,
                 "by": by,
                 "bucket": bucket,
                 "groups": cast(list[UsageGroup], groups),
-                "total_usd": str(ledger.spend(since=since, until=until, **args)),
+                "total_usd": str(ledger.spend(since=since, until=until, **filters)),
                 "recent": cast(list[UsageRow], recent),
             }
 
