@@ -98,7 +98,7 @@ def usage(
             f"usage(scope={scope!r}) needs a shared ledger: set JUPYTER_BYOK_LEDGER_URL "
             "(see the JupyterHub section of the docs), or use scope='me'"
         )
-    return led.frame(since=since, until=until, scope=scope, **filters)  # type: ignore[call-arg]
+    return led.frame(since=since, until=until, scope=scope, **filters)
 
 
 def export(

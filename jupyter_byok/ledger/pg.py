@@ -203,7 +203,7 @@ def migrate_pg(conn: psycopg.Connection[Any]) -> list[str]:
                 continue
             body = PG_MIGRATIONS[name]
             if body:
-                conn.execute(body)  # type: ignore[arg-type]  # several statements, no params
+                conn.execute(body)  # several statements, no params
             conn.execute("INSERT INTO _migrations VALUES (%s, %s)", (name, time.time()))
             applied.append(name)
     return applied

@@ -136,7 +136,7 @@ class PgCluster:
         import psycopg
 
         with psycopg.connect(self.admin_url(database), autocommit=True) as conn:
-            cur = conn.execute(sql)  # type: ignore[arg-type]  # trusted test SQL
+            cur = conn.execute(sql)  # trusted test SQL
             return list(cur.fetchall()) if cur.description else []
 
     def create_database(self, name: str | None = None) -> str:

@@ -18,8 +18,14 @@ CANARY = "sk-proj-PGCANARY" + "k" * 40 + "T3BlbkFJ" + "v" * 20
 
 
 @pytest.fixture
-def jp_server_config() -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_byok": True}, "allow_root": True}}
+def jp_server_config(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The shared ledger set in the server's config (``c.JupyterByok``), not the environment."""
+    monkeypatch.delenv("JUPYTER_BYOK_LEDGER_URL")
+    monkeypatch.setenv("JUPYTER_BYOK_TEAM", "")  # set by the server: undone after the test
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_byok": True}, "allow_root": True},
+        "JupyterByok": {"ledger_url": pg_url, "team": "red"},
+    }
 
 
 async def call(jp_fetch: Any, *path: str, **kwargs: Any) -> tuple[int, Any]:
@@ -63,7 +69,6 @@ async def test_the_server_records_into_postgresql_and_rides_out_an_outage(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("JUPYTERHUB_USER", "ana")
-    monkeypatch.setenv("JUPYTER_BYOK_TEAM", "red")
     code, _ = await call(
         jp_fetch, "keys", method="POST", body=json.dumps({"provider": "openai", "key": CANARY})
     )
@@ -119,7 +124,6 @@ async def test_other_users_usage_needs_the_team_permission(
     from jupyter_byok.ledger.shared import SharedLedger
 
     monkeypatch.setenv("JUPYTERHUB_USER", "ana")
-    monkeypatch.setenv("JUPYTER_BYOK_TEAM", "red")
     led = SharedLedger(pg_url)
     from decimal import Decimal
 
