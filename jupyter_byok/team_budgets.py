@@ -5,7 +5,8 @@ The tables are :mod:`.ledger.reserve`'s; this module is the policy.
 A budget belongs to a user, a team, a key (``provider@name``) or everyone (``total``), per
 UTC day or month. Before a call is sent, one transaction:
 
-1. locks the budgets that apply (``SELECT ... FOR UPDATE``, in name order: no deadlock),
+1. locks the budgets that apply (transaction-level advisory locks, in name order: no
+   deadlock; a server's role needs no write permission on ``budgets`` for them),
 2. reads, in a new statement (so it sees every commit made while it waited for the lock),
    what was spent this period (``budget_spent``, kept by a trigger on ``attempts``) and
    what calls in flight have reserved,
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .budgets import BudgetDecision, _money, _usd
 from .errors import ConfigError, LedgerError
-from .ledger.pg import APPLIES, RESERVATION_TTL_S
+from .ledger.pg import APPLIES, DROP_SPEND_TRIGGER, RESERVATION_TTL_S, SPEND_TRIGGER
 from .ledger.reserve import OFFLINE, PERIODS, SCOPES, SharedBudget, period_start
 from .ledger.schema import from_pico, to_pico
 from .ledger.who import who
@@ -78,6 +79,10 @@ def set_budget(
         user="a.user_name", team="a.team", provider="a.provider", key="a.key_name"
     )
     with conn.transaction():
+        # the trigger first: its lock on attempts holds inserts until this commits, so no
+        # row is counted twice or missed between the sum below and the trigger
+        conn.execute(DROP_SPEND_TRIGGER)
+        conn.execute(SPEND_TRIGGER)
         conn.execute(
             "INSERT INTO budgets VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE "
             "SET limit_pico = excluded.limit_pico, warn_at = excluded.warn_at, "
@@ -97,7 +102,11 @@ def set_budget(
 
 
 def remove_budget(conn: psycopg.Connection[Any], name: str) -> bool:
-    cur = conn.execute("DELETE FROM budgets WHERE name = %s", (name,))
+    with conn.transaction():
+        cur = conn.execute("DELETE FROM budgets WHERE name = %s", (name,))
+        left = conn.execute("SELECT count(*) FROM budgets").fetchone()
+        if left is not None and left[0] == 0:
+            conn.execute(DROP_SPEND_TRIGGER)
     return cur.rowcount > 0
 
 
@@ -152,9 +161,10 @@ def _reserve(
     now = time.time()
     starts = (period_start("day", now), period_start("month", now))
     with ledger.db.connection() as conn, conn.transaction():
-        locked = conn.execute(
-            "SELECT name FROM budgets WHERE name = ANY(%s) ORDER BY name FOR UPDATE", (names,)
-        ).fetchall()
+        for name in names:  # one statement each: the order is the order taken
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('jupyter_byok.budget:' || %s))", (name,)
+            )
         stats = conn.execute(
             "SELECT b.name, b.limit_pico, b.warn_at, coalesce(s.spent_pico, 0), "
             "coalesce((SELECT sum(r.amount_pico) FROM reservations r WHERE r.budget = b.name "
@@ -162,7 +172,7 @@ def _reserve(
             f"FROM budgets b LEFT JOIN budget_spent s ON s.budget = b.name "
             "AND s.period_start = CASE b.period WHEN 'day' THEN %s ELSE %s END "
             "WHERE b.name = ANY(%s) ORDER BY b.name",
-            (*starts, [r[0] for r in locked]),
+            (*starts, names),
         ).fetchall()
         for name, limit, warn_at, spent, reserved in stats:
             spent, reserved = int(spent), int(reserved)

@@ -59,8 +59,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ..ledger.shared import SharedLedger
 
     led = SharedLedger(_url(args))
-    led.check_writable()
-    out(json.dumps(led.health(), indent=2))
+    try:
+        led.check_writable()
+        out(json.dumps(led.health(), indent=2))
+    finally:
+        led.close()
     return 0
 
 
@@ -68,10 +71,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from ..ledger.shared import SharedLedger
 
     led = SharedLedger(_url(args))
-    reason = led.check_writable()
-    if led.health()["reachable"] is False:
-        raise ConfigError(f"the shared ledger cannot be reached: {reason or led._down}")
-    out(f"spooled rows left: {led.spooled()}")
+    try:
+        led.check_writable()
+        health = led.health()
+        if not health["reachable"]:
+            raise ConfigError(f"the shared ledger cannot be reached: {health['last_error']}")
+        out(f"spooled rows left: {health['spooled']}")
+    finally:
+        led.close()
     return 0
 
 
@@ -88,7 +95,7 @@ def cmd_budgets_set(args: argparse.Namespace) -> int:
     from ..team_budgets import set_budget
 
     db = Database(_url(args))
-    with db.connection() as conn:
+    with db.session() as conn:
         b = set_budget(
             conn, args.period, args.amount, warn_at=args.warn_at, offline=args.offline,
             **_budget_args(args),
@@ -102,7 +109,7 @@ def cmd_budgets_list(args: argparse.Namespace) -> int:
     from ..ledger.reserve import list_budgets
 
     db = Database(_url(args))
-    with db.connection() as conn:
+    with db.session() as conn:
         items = [b.to_json() for b in list_budgets(conn)]
     out(json.dumps(items, indent=2))
     return 0
@@ -113,7 +120,7 @@ def cmd_budgets_remove(args: argparse.Namespace) -> int:
     from ..team_budgets import remove_budget
 
     db = Database(_url(args))
-    with db.connection() as conn:
+    with db.session() as conn:
         if not remove_budget(conn, args.name):
             raise ConfigError(f"no budget {args.name!r}: see `jupyter byok ledger budgets list`")
     out(f"removed budget {args.name}")

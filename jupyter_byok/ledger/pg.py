@@ -10,8 +10,8 @@ Only PostgreSQL has budgets across servers (migration ``m006_who_where``):
 
 * ``budgets``: limits per period for a user, a team, a key or everyone (set by an admin);
 * ``budget_spent``: what was spent against each budget per period, kept by a statement
-  trigger on ``attempts`` (rows counted once: a replayed row that already exists is not
-  inserted, so it does not fire);
+  trigger on ``attempts`` while any budget exists (rows counted once: a replayed row that
+  already exists is not inserted, so it is not counted);
 * ``reservations``: the estimate of each call in flight, per budget; a call's rows delete
   its reservations in the transaction that inserts them (the settlement).
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ..redact import Secret
 
 __all__ = [
+    "APP_GRANTS",
     "INSERT",
     "PG_MIGRATIONS",
     "RESERVATION_TTL_S",
@@ -137,7 +138,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     PRIMARY KEY (request_id, budget)
 );
 CREATE INDEX IF NOT EXISTS reservations_budget ON reservations (budget, made_at);
-CREATE OR REPLACE FUNCTION byok_count_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION byok_count_spend() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path = public AS $$
 BEGIN
     INSERT INTO budget_spent AS s (budget, period_start, spent_pico)
     SELECT b.name, {PERIOD_START.format(period="b.period", ts="r.ts", day=_DAY_US)},
@@ -150,10 +152,15 @@ BEGIN
     ON CONFLICT (budget, period_start) DO UPDATE SET spent_pico = s.spent_pico + excluded.spent_pico;
     RETURN NULL;
 END $$;
-DROP TRIGGER IF EXISTS attempts_spend ON attempts;
-CREATE TRIGGER attempts_spend AFTER INSERT ON attempts REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION byok_count_spend();
 """
+#: the trigger that keeps ``budget_spent``: made with the first budget, dropped with the
+#: last (:mod:`jupyter_byok.team_budgets`), so that a ledger without budgets pays nothing
+#: for it on every insert
+SPEND_TRIGGER = (
+    "CREATE TRIGGER attempts_spend AFTER INSERT ON attempts REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION byok_count_spend()"
+)
+DROP_SPEND_TRIGGER = "DROP TRIGGER IF EXISTS attempts_spend ON attempts"
 
 #: the PostgreSQL body of each migration of :data:`.schema.MIGRATIONS`, by name (``""``:
 #: nothing to do on PostgreSQL, with the reason)
@@ -165,6 +172,19 @@ PG_MIGRATIONS: dict[str, str] = {
     "m004_rollup_folded": "",
     "m006_who_where": _M006,
 }
+
+#: what the role of the single-user servers needs, exactly (docs/jupyterhub.md shows these
+#: lines; tests/pg runs the servers' part as a role with these grants and nothing more).
+#: The trigger that counts spend runs as its owner (SECURITY DEFINER): servers cannot write
+#: ``budget_spent`` or ``budgets``, only read them. ``TEMPORARY``: a replay copies its rows
+#: through a temporary table.
+APP_GRANTS = (
+    "GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}",
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT ON _migrations, meta, budgets, budget_spent TO {role}",
+    "GRANT SELECT, INSERT ON attempts TO {role}",
+    "GRANT SELECT, INSERT, DELETE ON reservations TO {role}",
+)
 
 INSERT = (
     f"INSERT INTO attempts ({', '.join(COLUMNS)}) "
@@ -325,6 +345,21 @@ class Database:
             raise _unreachable(self.url, exc) from exc
         except psycopg.Error as exc:
             raise LedgerError(f"the shared ledger {redact_url(self.url)} failed ({exc})") from exc
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of its own, closed after (one command, no pool)."""
+        import psycopg
+
+        conn = self.connect()
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:
+            raise _unreachable(self.url, exc) from exc
+        except psycopg.Error as exc:
+            raise LedgerError(f"the shared ledger {redact_url(self.url)} failed ({exc})") from exc
+        finally:
+            conn.close()
 
     def reset(self) -> None:
         """Start a new pool (the server came back: the old pool's connections are broken,

@@ -148,10 +148,14 @@ class PgCluster:
         return self.admin_url(name)
 
     def add_role(self, name: str, password: str, database: str) -> str:
-        """A login role with the extension's grants (docs/jupyterhub.md) on ``database``;
-        returns its URL, without the password."""
+        """A login role with exactly the single-user servers' grants on ``database``
+        (``APP_GRANTS``, as docs/jupyterhub.md lists them; the schema must exist); returns
+        its URL, without the password."""
+        from ..ledger.pg import APP_GRANTS
+
         self.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-        self.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO {name}')
+        for grant in APP_GRANTS:
+            self.execute(grant.format(database=f'"{database}"', role=name), database)
         return f"postgresql://{quote(name)}@127.0.0.1:{self.port}/{database}"
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -170,9 +170,9 @@ def test_the_password_comes_from_the_keystore_and_never_shows(
 
     url = pg_cluster.create_database()
     db = url.rsplit("/", 1)[1]
+    SharedLedger(url).check_writable()  # the admin makes the schema
     password = "pw-" + "Z" * 30
-    role_url = pg_cluster.add_role("byok_app", password, db)
-    pg_cluster.execute("GRANT ALL ON SCHEMA public TO byok_app", db)
+    role_url = pg_cluster.add_role(f"app_{db}", password, db)  # the documented grants only
     monkeypatch.setenv("JUPYTER_BYOK_LEDGER_URL", role_url)
     monkeypatch.setenv("JUPYTER_BYOK_LEDGER_PASSWORD_SECRET", "ledgerdb")
     led = SharedLedger(role_url)
@@ -180,12 +180,27 @@ def test_the_password_comes_from_the_keystore_and_never_shows(
     with pytest.raises(ConfigError, match="jupyter byok keys set secret --name ledgerdb"):
         led.db.connect()
     Keystore().set("secret", password, "ledgerdb")
+    # everything a single-user server does, as the role with the documented grants only:
+    # reserve against a budget, settle it with the call's row, read, replay the spool
+    from jupyter_byok.ledger.who import who
+    from jupyter_byok.team_budgets import reserve
+
+    _set_budget(url, "month", "10", "--user", who()[0])
     led = SharedLedger(role_url)
-    led.record(LedgerRow("openai", "gpt-4o", "ok"))
-    assert led.count() == 1
+    assert reserve(led, "req-1", "openai", None, Decimal("0.5")).allowed
+    led.record(LedgerRow("openai", "gpt-4o", "ok", request_id="req-1", cost_usd=Decimal("0.25")))
+    assert _pg(url, "SELECT count(*) FROM reservations") == [(0,)]
+    assert _pg(url, "SELECT spent_pico FROM budget_spent") == [(Decimal("0.25") * 10**12,)]
+    led.spool.record(LedgerRow("openai", "gpt-4o", "ok", cost_usd=Decimal("0.5")))
+    assert led.check_writable() is None and led.spooled() == 0
+    assert led.count() == 2 and led.spend() == Decimal("0.75")
+    # limits are the admin's
+    with pytest.raises(LedgerError, match="permission denied"), led.db.session() as conn:
+        conn.execute("UPDATE budgets SET limit_pico = 0")
     health = json.dumps(led.health())
     assert password not in health
-    assert password not in redact_url(role_url.replace("byok_app@", f"byok_app:{password}@"))
+    with_password = role_url.replace("@", f":{password}@", 1)
+    assert password not in redact_url(with_password)
     # a wrong password is refused by the server (it is really checked)
     Keystore().set("secret", "wrong-" + "W" * 20, "ledgerdb")
     with pytest.raises(LedgerError, match="password authentication failed"):
@@ -251,6 +266,13 @@ def test_a_team_budget_holds_across_8_processes(pg_url: str, fake_providers: Fak
     [(counted,)] = _pg(pg_url, "SELECT spent_pico FROM budget_spent")
     assert counted == spent
     assert _pg(pg_url, "SELECT count(*) FROM reservations") == [(0,)]
+    # the spend trigger lives as long as some budget does
+    trigger = "SELECT count(*) FROM pg_trigger WHERE tgname = 'attempts_spend'"
+    assert _pg(pg_url, trigger) == [(1,)]
+    from jupyter_byok.cli import main
+
+    assert main(["ledger", "budgets", "remove", "day:team:red", "--to", pg_url]) == 0
+    assert _pg(pg_url, trigger) == [(0,)]
 
 
 # ------------------------------------------------------------------------- outage
