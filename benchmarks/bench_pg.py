@@ -220,6 +220,9 @@ def main() -> int:
                 }
             results["read"] = cost_by_user_by_day(pg.create_database("bench_read"), args.rows)
 
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"(load average at the end: {load} on {os.cpu_count()} CPUs; a loaded machine hurts "
+          "the PostgreSQL path first: each call waits for another process to be scheduled)")  # fmt: skip
     c, n = results["complete"], results["complete_nosync"]
     print("1. complete, median µs per call (one process, alternating blocks)")
     print(f"   SQLite ledger                      {c['sqlite']:9.0f}")

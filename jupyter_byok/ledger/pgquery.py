@@ -22,13 +22,16 @@ __all__ = ["count", "recent", "spend", "summary"]
 
 Reader = Callable[[], AbstractContextManager[Any]]
 
-_TS = "to_timestamp(ts / 1e6) AT TIME ZONE 'UTC'"
-_BUCKETS = {
+#: bucket -> (microseconds per grouping unit, the unit's label from its number ``d``):
+#: rows are grouped by an integer (``ts / unit``) and only the groups are formatted
+_HOUR, _DAY = 3_600_000_000, 86_400_000_000
+_AT = "to_timestamp(d * {secs}::double precision) AT TIME ZONE 'UTC'"
+_BUCKETS: dict[str | None, tuple[int, str] | None] = {
     None: None,
-    "hour": f'to_char({_TS}, \'YYYY-MM-DD"T"HH24:00:00"Z"\')',
-    "day": f"to_char({_TS}, 'YYYY-MM-DD')",
-    "week": f"to_char(date_trunc('week', {_TS}), 'YYYY-MM-DD')",
-    "month": f"to_char({_TS}, 'YYYY-MM-01')",
+    "hour": (_HOUR, f"to_char({_AT.format(secs=3600)}, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')"),
+    "day": (_DAY, f"to_char({_AT.format(secs=86400)}, 'YYYY-MM-DD')"),
+    "week": (_DAY, f"to_char(date_trunc('week', {_AT.format(secs=86400)}), 'YYYY-MM-DD')"),
+    "month": (_DAY, f"to_char({_AT.format(secs=86400)}, 'YYYY-MM-01')"),
 }
 
 
@@ -69,14 +72,25 @@ def summary(
             f"{', '.join(DIMENSIONS)} and bucket by hour, day, week or month"
         )
     clause, params = _where(parse_time(since), parse_time(until), filters)
-    bexpr = _BUCKETS[bucket]
-    keys = ([f"{bexpr} AS bucket"] if bexpr else []) + by
-    names = (["bucket"] if bexpr else []) + by
-    sums = ", ".join(f"sum({m})" for m in MEASURES)
+    bucketing = _BUCKETS[bucket]
+    # inner: sums per integer time unit (cheap per row); outer: label and merge the groups
+    inner_keys = ([f"ts / {bucketing[0]} AS d"] if bucketing else []) + by
+    sums = ", ".join(f"sum({m}) AS {m}" for m in MEASURES)
+    inner = (
+        f"SELECT {', '.join([*inner_keys, 'count(*) AS n'])}, "
+        "count(*) FILTER (WHERE cost_pico IS NULL) AS unknown_n, "
+        f"{sums}, sum(search_credits) AS search_credits, sum(cost_pico) AS cost_pico, "
+        f"sum(saved_pico) AS saved_pico FROM attempts WHERE {clause}"
+    )
+    if inner_keys:
+        inner += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(inner_keys)))
+    keys = ([f"{bucketing[1]} AS bucket"] if bucketing else []) + by
+    names = (["bucket"] if bucketing else []) + by
+    outer_sums = ", ".join(f"sum({m})" for m in MEASURES)
     sql = (
-        f"SELECT {', '.join([*keys, 'count(*)', 'count(*) FILTER (WHERE cost_pico IS NULL)'])}, "
-        f"{sums}, sum(search_credits), coalesce(sum(cost_pico), 0), "
-        f"coalesce(sum(saved_pico), 0) FROM attempts WHERE {clause}"
+        f"SELECT {', '.join([*keys, 'sum(n)', 'sum(unknown_n)'])}, {outer_sums}, "
+        "sum(search_credits), coalesce(sum(cost_pico), 0), coalesce(sum(saved_pico), 0) "
+        f"FROM ({inner}) g"
     )
     if names:
         order = ", ".join(str(i + 1) for i in range(len(names)))

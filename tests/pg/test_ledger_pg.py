@@ -132,7 +132,10 @@ def test_rows_read_back_the_same_from_both_backends(pg_url: str, tmp_path: Path)
     local.record_many(rows)
     assert shared.spend(scope="all") == local.spend() == Decimal("0.000617283945")
     by = ["provider", "user_name", "notebook"]
-    assert shared.summary(by, bucket="day") == local.summary(by, bucket="day")
+    for bucket in (None, "hour", "day", "week", "month"):
+        assert shared.summary(by, bucket=bucket) == local.summary(by, bucket=bucket)
+        assert shared.summary([], bucket=bucket) == local.summary([], bucket=bucket)
+    assert shared.summary(["model"], since="2020-01-01", until="2020-01-02") == []
     assert shared.recent(10) == local.recent(10)
     a, b = shared.frame(), local.frame()
     pd.testing.assert_frame_equal(a, b, check_dtype=False, check_categorical=False)
