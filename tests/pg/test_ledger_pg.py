@@ -364,3 +364,12 @@ def test_a_bad_url_is_one_clear_line(
     assert main(["ledger", "status"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "postgresql://" in err and "hunter2secret" not in err
+
+
+def test_the_docs_list_the_exact_grants() -> None:
+    from jupyter_byok.ledger.pg import APP_GRANTS
+
+    docs = (Path(__file__).parents[2] / "docs" / "jupyterhub.md").read_text(encoding="utf-8")
+    block = docs.split("grant the app role exactly this", 1)[1].split("```sql", 1)[1]
+    lines = [line for line in block.split("```", 1)[0].splitlines() if line.strip()]
+    assert lines == [g.format(database="byok", role="byok_app") + ";" for g in APP_GRANTS]
