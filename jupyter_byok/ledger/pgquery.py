@@ -28,7 +28,7 @@ _HOUR, _DAY = 3_600_000_000, 86_400_000_000
 _AT = "to_timestamp(d * {secs}::double precision) AT TIME ZONE 'UTC'"
 _BUCKETS: dict[str | None, tuple[int, str] | None] = {
     None: None,
-    "hour": (_HOUR, f"to_char({_AT.format(secs=3600)}, 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"')"),
+    "hour": (_HOUR, f'to_char({_AT.format(secs=3600)}, \'YYYY-MM-DD"T"HH24:00:00"Z"\')'),
     "day": (_DAY, f"to_char({_AT.format(secs=86400)}, 'YYYY-MM-DD')"),
     "week": (_DAY, f"to_char(date_trunc('week', {_AT.format(secs=86400)}), 'YYYY-MM-DD')"),
     "month": (_DAY, f"to_char({_AT.format(secs=86400)}, 'YYYY-MM-01')"),

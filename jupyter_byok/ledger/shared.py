@@ -323,8 +323,9 @@ class SharedLedger:
 
     # ------------------------------------------------------------------ budgets
     def shared_budgets(self, max_age_s: float = 5.0) -> list[Any]:
-        """The budgets across servers (re-read at most every ``max_age_s``; the last list
-        read is kept while the database is unreachable)."""
+        """The budgets across servers (re-read at most every ``max_age_s``). While the
+        database is unreachable, the last list read is used: from memory, or, in a process
+        that has not reached it yet, from ``shared-budgets.json`` beside the spool."""
         from . import reserve
 
         cached = self._budgets
@@ -335,9 +336,51 @@ class SharedLedger:
                 found = reserve.list_budgets(conn)
         except LedgerError as exc:
             self._mark_down(exc)
-            return [] if cached is None else list(cached[1])
+            if cached is None:
+                cached = self._budgets = (time.monotonic(), self._last_budgets())
+            return list(cached[1])
+        if cached is None or cached[1] != found:
+            self._keep_budgets(found)
         self._budgets = (time.monotonic(), found)
         return list(found)
+
+    def _budgets_file(self) -> Path:
+        return self.path.with_name("shared-budgets.json")
+
+    def _keep_budgets(self, budgets: list[Any]) -> None:
+        import json
+
+        from .._files import atomic_write
+
+        data = {"url": redact_url(self.url), "budgets": [b.to_json() for b in budgets]}
+        try:
+            atomic_write(self._budgets_file(), json.dumps(data).encode())
+        except OSError as exc:
+            log.debug("could not keep the budgets across servers (%s)", exc)
+
+    def _last_budgets(self) -> list[Any]:
+        import json
+
+        from .reserve import SharedBudget
+
+        try:
+            data = json.loads(self._budgets_file().read_text(encoding="utf-8"))
+            if data.get("url") != redact_url(self.url):
+                return []
+            return [
+                SharedBudget(
+                    b["name"],
+                    b["period"],
+                    b["scope"],
+                    b["target"],
+                    Decimal(b["limit_usd"]),
+                    float(b["warn_at"]),
+                    b["offline"],
+                )
+                for b in data["budgets"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
 
     def budgets_fresh(self, max_age_s: float = 5.0) -> bool:
         """Whether :meth:`shared_budgets` answers from memory now (no database read)."""

@@ -310,6 +310,22 @@ def test_an_outage_spools_and_replays_every_call_once(
     assert copy_ledger(spool, SharedLedger(pg_url).db) == 0
 
 
+def test_a_server_that_starts_during_an_outage_knows_the_budgets(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    from jupyter_byok.ledger.who import who
+    from jupyter_byok.team_budgets import reserve
+
+    _set_budget(pg_url, "day", "100", "--user", who()[0])
+    assert [b.name for b in SharedLedger(pg_url).shared_budgets()] == [f"day:user:{who()[0]}"]
+    pg_cluster.stop("immediate")
+    try:
+        decision = reserve(SharedLedger(pg_url), "r1", "openai", None, Decimal("0.01"))
+    finally:
+        pg_cluster.pg_ctl_start()
+    assert not decision.allowed and "cannot be reached" in decision.message
+
+
 # ---------------------------------------------------------------------- migration
 def test_migrating_100000_rows_twice_with_an_interruption(pg_url: str, tmp_path: Path) -> None:
     src = tmp_path / "old.sqlite3"
