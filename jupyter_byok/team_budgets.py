@@ -130,24 +130,24 @@ def reserve(
     decision = BudgetDecision()
     if not applicable:
         return decision
-    if ledger._down is None:
+    if ledger.unreachable is None:
         try:
             return _reserve(ledger, request_id, applicable, estimate)
         except LedgerError as exc:
-            ledger._mark_down(exc)
+            ledger.mark_unreachable(exc)
     for budget in applicable:
         if _offline_policy(budget) == "block":
             decision.allowed = False
             decision.blocked_by = budget.name
             decision.message = (
                 f"budget {budget.name} blocks this call: the shared ledger cannot be reached "
-                f"({ledger._down}), so the budget cannot be checked; retry when it is back, "
+                f"({ledger.unreachable}), so the budget cannot be checked; retry when it is back, "
                 "or ask the admin to set it to allow calls offline"
             )
             return decision
     decision.warnings.append(
         f"budgets {', '.join(b.name for b in applicable)} not checked: the shared ledger "
-        f"cannot be reached ({ledger._down}); this call is allowed and recorded later"
+        f"cannot be reached ({ledger.unreachable}); this call is allowed and recorded later"
     )
     return decision
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         key_sources,
         keys_overview,
         missing_key_message,
+        named_secret,
         resolve_key,
         stored_keys,
     )
@@ -54,6 +55,7 @@ _WHERE = {
     "key_sources": "resolve",
     "keys_overview": "resolve",
     "missing_key_message": "resolve",
+    "named_secret": "resolve",
     "resolve_key": "resolve",
     "stored_keys": "resolve",
     "MAX_SECRET_LENGTH": "store",
@@ -80,6 +82,7 @@ __all__ = [
     "label",
     "machine_app_id",
     "missing_key_message",
+    "named_secret",
     "resolve_key",
     "stored_keys",
     "validate_name",

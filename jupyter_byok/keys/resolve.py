@@ -22,7 +22,14 @@ from .binding import bind_key
 from .naming import label
 from .store import KeyInfo, Keystore, validate_secret
 
-__all__ = ["KeySource", "key_source", "key_sources", "keys_overview", "resolve_key"]
+__all__ = [
+    "KeySource",
+    "key_source",
+    "key_sources",
+    "keys_overview",
+    "named_secret",
+    "resolve_key",
+]
 
 Source = Literal["keystore", "environment", "not-needed"]
 
@@ -213,3 +220,11 @@ def resolve_key(
         value = os.environ.get(source.env_var, "").strip()
         return BoundSecret(value, spec.resolved_base_url(env_base_urls), "environment")
     raise MissingKeyError(missing_key_message(provider, name, spec.env_vars))
+
+
+def named_secret(name: str, *, store: Keystore | None = None) -> Secret:
+    """The named secret ``secret@NAME`` from the keystore, for jupyter_byok's own use (the
+    shared ledger's database password); never a provider key, never sent to a provider.
+    A missing one is a :class:`KeyError`."""
+    store = store if store is not None else Keystore()
+    return store.get("secret", name)

@@ -266,10 +266,10 @@ def password_secret() -> Secret | None:
     name = os.environ.get("JUPYTER_BYOK_LEDGER_PASSWORD_SECRET")
     if not name:
         return None
-    from ..keys import Keystore
+    from ..keys import named_secret
 
     try:
-        return Keystore().get("secret", name)
+        return named_secret(name)
     except KeyError:
         raise ConfigError(
             f"JUPYTER_BYOK_LEDGER_PASSWORD_SECRET names secret@{name}, which is not in the "

@@ -259,10 +259,19 @@ class SharedLedger:
         return self._checked and self._down is None
 
     def check_writable(self, *, probe_write: bool = False) -> str | None:
-        """Check now whether the database answers; if it does, replay the spool. Returns
-        why rows cannot be written anywhere (``None``: they can)."""
+        """Check now whether the database answers; returns why rows cannot be written
+        anywhere (``None``: they can). While it is known to answer, one ``SELECT 1`` on a
+        pooled connection; otherwise a fresh connection (a refused one fails at once), and,
+        if it answers, a new pool and a replay of the spool (also on the first check)."""
+        if self._checked and self._down is None:
+            try:
+                with self.db.connection() as conn:
+                    conn.execute("SELECT 1")
+                return None
+            except LedgerError as exc:
+                self._mark_down(exc)
         try:
-            self.db.connect().close()  # a fresh connection: a refused one fails at once
+            self.db.connect().close()
         except LedgerError as exc:
             self._mark_down(exc)
             self._checked = True
@@ -272,10 +281,18 @@ class SharedLedger:
             self._checked, self._checked_at = True, time.monotonic()
         if was_down:
             log.warning("the shared ledger %s answers again", redact_url(self.url))
-            with contextlib.suppress(LedgerError):
-                self.db.reset()
+            self.db.reset()
         self.replay()
         return None
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the database is known not to answer now (``None``: it answers)."""
+        return self._down
+
+    def mark_unreachable(self, exc: BaseException) -> None:
+        """Record that the database did not answer (rows go to the spool until it does)."""
+        self._mark_down(exc)
 
     def replay(self) -> int:
         """Copy the spool's rows not yet in the database (0 when there is no spool)."""
