@@ -389,3 +389,28 @@ def test_the_docs_list_the_exact_grants() -> None:
     block = docs.split("grant the app role exactly this", 1)[1].split("```sql", 1)[1]
     lines = [line for line in block.split("```", 1)[0].splitlines() if line.strip()]
     assert lines == [g.format(database="byok", role="byok_app") + ";" for g in APP_GRANTS]
+
+
+def test_doctor_shows_the_backend_spooled_rows_and_the_last_error(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    from jupyter_byok.commands.doctor import doctor, render_text
+
+    led = default_ledger()
+    assert isinstance(led, SharedLedger)
+    led.record(LedgerRow("openai", "gpt-4o", "ok"))
+    text = render_text(doctor())
+    assert "shared usage ledger" in text and f"postgresql at {pg_url}" in text
+    assert "reachable              yes" in text and "spooled rows           0" in text
+    pg_cluster.stop("immediate")
+    try:
+        led.record(LedgerRow("openai", "gpt-4o", "ok"))  # spooled
+        report = doctor()
+    finally:
+        pg_cluster.pg_ctl_start()
+    text = render_text(report)
+    assert "reachable              NO: " in text and "Connection refused" in text
+    assert report["shared_ledger"]["health"]["spooled_by_this_process"] == 1
+    text = render_text(doctor())  # back: the check replays the spool
+    assert "spooled rows           0" in text and "last error             " in text
+    assert led.count() == 2
