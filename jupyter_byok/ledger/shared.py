@@ -91,8 +91,12 @@ def copy_ledger(
 
     Each batch is one PostgreSQL transaction (``COPY`` into a temporary table, then
     ``INSERT ... ON CONFLICT (id) DO NOTHING``); the watermark moves after it commits, so an
-    interruption anywhere costs at most one batch copied again, and skipped."""
+    interruption anywhere costs at most one batch copied again, and skipped. Rows written
+    before rows carried who made them (``m006_who_where``) are this user's: they get this
+    process's user, team and server."""
     cols = ", ".join(COLUMNS)
+    who_at = [COLUMNS.index(c) for c in ("user_name", "team", "server")]
+    mine = who()
     with db.connection() as conn:
         uuid = db_uuid(conn)
         conn.execute(
@@ -112,7 +116,11 @@ def copy_ledger(
             with conn.transaction():
                 with conn.cursor().copy(f"COPY byok_incoming ({cols}) FROM STDIN") as copy:
                     for row in rows:
-                        copy.write_row(row[1:])
+                        values = list(row[1:])
+                        if values[who_at[0]] is None:
+                            for at, value in zip(who_at, mine, strict=True):
+                                values[at] = value if values[at] is None else values[at]
+                        copy.write_row(values)
                 cur = conn.execute(
                     f"INSERT INTO attempts ({cols}) SELECT {cols} FROM byok_incoming "
                     "ON CONFLICT (id) DO NOTHING"

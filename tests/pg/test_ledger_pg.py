@@ -337,7 +337,7 @@ def test_migrating_100000_rows_twice_with_an_interruption(pg_url: str, tmp_path:
             "INSERT INTO attempts (id, request_id, ts, ts_end, provider, model, status, "
             "cost_pico, user_name) SELECT printf('%032x', i), printf('r%d', i), "
             "1770000000000000 + i * 1000000, 1770000000000000 + i * 1000000, 'openai', "
-            "'gpt-4o', 'ok', 100000000, 'ana' FROM n"
+            "'gpt-4o', 'ok', 100000000, CASE WHEN i % 2 = 0 THEN 'ana' END FROM n"
         )
     assert local.count() == 100_000
     local.close()
@@ -366,6 +366,11 @@ def test_migrating_100000_rows_twice_with_an_interruption(pg_url: str, tmp_path:
     assert "copied 0 new row(s) of 100,000" in out.stdout
     [(cost,)] = _pg(pg_url, "SELECT sum(cost_pico) FROM attempts")
     assert cost == 100_000 * 100_000_000
+    # rows from before rows carried a user are the migrating user's
+    from jupyter_byok.ledger.who import who
+
+    users = _pg(pg_url, "SELECT user_name, count(*) FROM attempts GROUP BY 1 ORDER BY 1")
+    assert dict(users) == {"ana": 49_999, who()[0]: 50_001}
 
 
 def test_a_bad_url_is_one_clear_line(
