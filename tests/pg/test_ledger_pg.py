@@ -397,8 +397,13 @@ def test_the_docs_list_the_exact_grants() -> None:
 
 
 def test_doctor_shows_the_backend_spooled_rows_and_the_last_error(
-    pg_cluster: PgCluster, pg_url: str
+    pg_cluster: PgCluster,
+    pg_url: str,
+    fake_providers: FakeProviders,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import jupyter_byok
+    from jupyter_byok.budgets import set_budget
     from jupyter_byok.commands.doctor import doctor, render_text
 
     led = default_ledger()
@@ -411,6 +416,13 @@ def test_doctor_shows_the_backend_spooled_rows_and_the_last_error(
     try:
         led.record(LedgerRow("openai", "gpt-4o", "ok"))  # spooled
         report = doctor()
+        # a personal budget cannot be counted while the database is down: refused, unsent
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        set_budget("day", "100")
+        with pytest.raises(LedgerError, match="is unreachable") as refused:
+            jupyter_byok.complete("openai:gpt-4o-mini", "hi")
+        assert "\n" not in str(refused.value)
+        assert fake_providers.requests_for("openai") == []
     finally:
         pg_cluster.pg_ctl_start()
     text = render_text(report)
@@ -418,4 +430,4 @@ def test_doctor_shows_the_backend_spooled_rows_and_the_last_error(
     assert report["shared_ledger"]["health"]["spooled_by_this_process"] == 1
     text = render_text(doctor())  # back: the check replays the spool
     assert "spooled rows           0" in text and "last error             " in text
-    assert led.count() == 2
+    assert led.count() == 2  # the refused call wrote no row anywhere
