@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, LedgerError
 from . import pgquery
-from .pg import Database, redact_url
+from .pg import Database, Unreachable, redact_url
 from .schema import COLUMNS, DIMENSIONS, LedgerRow
 from .store import Ledger, ledger_path
 from .who import who
@@ -357,7 +357,7 @@ class SharedLedger:
         if cached is not None and (time.monotonic() - cached[0] < max_age_s or self._down):
             return list(cached[1])
         try:
-            with self.db.connection() as conn:
+            with self._reachable_connection() as conn:
                 found = reserve.list_budgets(conn)
         except LedgerError as exc:
             self._mark_down(exc)
@@ -426,8 +426,19 @@ class SharedLedger:
     # ------------------------------------------------------------------ reading
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection for reading; rows this process queued are committed first."""
+        """A connection for reading; rows this process queued are committed first. While
+        the database is known to be unreachable, this fails at once (re-checked at most
+        every ``check_every_s``) instead of waiting out the pool's timeout."""
         flush_all()
+        with self._reachable_connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _reachable_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._down is not None and not self.health_is_fresh():
+            self.check_writable()
+        if self._down is not None:
+            raise Unreachable(self._down)
         with self.db.connection() as conn:
             yield conn
 

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -82,6 +83,44 @@ def _results(procs: list[subprocess.Popen[str]], timeout: float = 240) -> list[l
         assert p.returncode == 0
         outs.append([json.loads(line) for line in stdout.splitlines()])
     return outs
+
+
+class _Lines:
+    """Each worker's output lines as they come (a reader thread per worker)."""
+
+    def __init__(self, procs: list[subprocess.Popen[str]]) -> None:
+        self.procs = procs
+        self.lines: list[list[str]] = [[] for _ in procs]
+        self.threads = [
+            threading.Thread(target=self._read, args=(p, out), daemon=True)
+            for p, out in zip(procs, self.lines, strict=True)
+        ]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[str], out: list[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+
+    def wait_for(self, counts: list[int], timeout: float = 120) -> None:
+        """Until worker i has printed more than counts[i] lines (or has ended)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(
+                len(out) > n or p.poll() is not None
+                for out, n, p in zip(self.lines, counts, self.procs, strict=True)
+            ):
+                return
+            time.sleep(0.05)
+        raise TimeoutError("the workers made no progress")
+
+    def results(self, timeout: float = 240) -> list[list[dict]]:
+        for p, t in zip(self.procs, self.threads, strict=True):
+            assert p.wait(timeout=timeout) == 0
+            t.join(timeout)
+        return [[json.loads(line) for line in out] for out in self.lines]
 
 
 def _pg(url: str, sql: str, *params: object) -> list[tuple]:
@@ -286,12 +325,15 @@ def test_an_outage_spools_and_replays_every_call_once(
     _set_budget(pg_url, "day", "100", "--user", "ana", "--offline", "block")
     _set_budget(pg_url, "day", "100", "--user", "ben", "--offline", "allow")
     people = [("ana", "red"), ("ben", "red"), ("cai", "blue"), ("dee", "blue")]
-    procs = _workers(fake_providers, pg_url, people, 300, pause=0.02)
-    time.sleep(3)
+    lines = _Lines(_workers(fake_providers, pg_url, people, 300, pause=0.02))
+    lines.wait_for([20] * len(people))  # every worker is well into its run
     pg_cluster.stop("immediate")
-    time.sleep(5)
+    stopped = time.monotonic()
+    # 5 s later; on a very busy machine, once every worker has also made calls meanwhile
+    lines.wait_for([len(out) + 3 for out in lines.lines])
+    time.sleep(max(0.0, 5 - (time.monotonic() - stopped)))
     pg_cluster.pg_ctl_start()
-    results = _results(procs)
+    results = lines.results()
     SharedLedger(pg_url).check_writable()  # whatever a worker left in the spool
     ids = [r["id"] for out in results for r in out if "id" in r]
     rows = _pg(pg_url, "SELECT id, status, user_name FROM attempts")
