@@ -76,6 +76,7 @@ __all__ = [
     "migrate",
     "new_id",
     "parse_time",
+    "scope_args",
     "usage",
 ]
 
@@ -91,14 +92,20 @@ def usage(
     ``"me"`` (the default), ``"team"`` or ``"all"``; a local ledger holds only ``"me"``.
     """
     led = default_ledger()
+    return led.frame(since=since, until=until, **filters, **scope_args(led, scope))
+
+
+def scope_args(led: Any, scope: str | None) -> dict[str, str]:
+    """The ``scope`` argument of a read: a shared ledger's (see :mod:`.shared`); a local
+    ledger holds only this user's rows (``"me"``), so it takes none."""
     if scope is None or (scope == "me" and not led.shared):
-        return led.frame(since=since, until=until, **filters)
+        return {}
     if not led.shared:
         raise ConfigError(
-            f"usage(scope={scope!r}) needs a shared ledger: set JUPYTER_BYOK_LEDGER_URL "
-            "(see the JupyterHub section of the docs), or use scope='me'"
+            f"usage scope {scope!r} needs a shared ledger: set JUPYTER_BYOK_LEDGER_URL "
+            "(see docs/jupyterhub.md), or use the scope 'me'"
         )
-    return led.frame(since=since, until=until, scope=scope, **filters)
+    return {"scope": scope}
 
 
 def export(

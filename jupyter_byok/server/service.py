@@ -137,16 +137,6 @@ def _check_default_model(settings: Any) -> None:
         raise BadInput(f"'default_model' {value!r}: unknown provider {provider!r}; use {known}")
 
 
-def _scoped(scope: str | None, ledger: Any) -> dict[str, str]:
-    """The reads' ``scope`` argument: a shared ledger's (see :mod:`..ledger.shared`); a
-    local ledger holds only this user's rows."""
-    if scope is None or (scope == "me" and not ledger.shared):
-        return {}
-    if not ledger.shared:
-        raise BadInput(f"usage scope {scope!r} needs a shared ledger (JUPYTER_BYOK_LEDGER_URL)")
-    return {"scope": scope}
-
-
 def _str(body: Mapping[str, Any], name: str, default: str | None = None) -> str | None:
     value = body.get(name, default)
     if value is not None and not isinstance(value, str):
@@ -457,8 +447,10 @@ class ByokService:
         args = query  # the filters
 
         def collect() -> UsageReply:
+            from ..ledger import scope_args
+
             ledger = self.engine.ledger
-            filters = {**args, **_scoped(scope, ledger)}
+            filters = {**args, **scope_args(ledger, scope)}  # a ConfigError is a 400
             groups = ledger.summary(by, since=since, until=until, bucket=bucket, **filters)
             recent = ledger.recent(limit=limit, since=since, until=until, **filters)
             return {

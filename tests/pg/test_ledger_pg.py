@@ -203,6 +203,13 @@ def test_rows_carry_user_team_server_and_notebook(
     assert isinstance(default_ledger(), SharedLedger)
     assert jupyter_byok.usage(scope="me")["id"].tolist() == [c.ledger_id]
     assert len(jupyter_byok.usage(scope="team")) == 1
+    other = LedgerRow("openai", "gpt-4o", "ok", cost_usd=Decimal(2), user_name="yan", team="green")
+    default_ledger().record(other)
+    assert len(jupyter_byok.usage(scope="team")) == 2 and len(jupyter_byok.usage()) == 1
+    from jupyter_byok.commands.usage import usage_summary
+
+    assert usage_summary(["user_name"], scope="team")["total_usd"] == c.cost_usd + 2
+    assert usage_summary(["user_name"])["total_usd"] == c.cost_usd
 
 
 def test_the_password_comes_from_the_keystore_and_never_shows(
@@ -413,6 +420,16 @@ def test_migrating_100000_rows_twice_with_an_interruption(pg_url: str, tmp_path:
 
     users = _pg(pg_url, "SELECT user_name, count(*) FROM attempts GROUP BY 1 ORDER BY 1")
     assert dict(users) == {"ana": 49_999, who()[0]: 50_001}
+
+
+def test_a_local_ledger_has_only_my_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jupyter_byok
+
+    monkeypatch.delenv("JUPYTER_BYOK_LEDGER_URL", raising=False)
+    default_ledger().record(LedgerRow("openai", "gpt-4o", "ok"))
+    assert len(jupyter_byok.usage(scope="me")) == len(jupyter_byok.usage()) == 1
+    with pytest.raises(ConfigError, match="needs a shared ledger: set JUPYTER_BYOK_LEDGER_URL"):
+        jupyter_byok.usage(scope="team")
 
 
 def test_a_bad_url_is_one_clear_line(
