@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -169,7 +170,7 @@ class SharedLedger:
         self.reserved: set[str] = set()
         self._budgets: tuple[float, list[Any]] | None = None
         self.frames = None
-        _open.append(self)
+        _open.add(self)
 
     # ------------------------------------------------------------ where rows go
     @property
@@ -194,6 +195,7 @@ class SharedLedger:
         return writer
 
     def close(self) -> None:
+        _open.discard(self)
         self.db.close()
         self.spool.close()
 
@@ -531,7 +533,8 @@ def doctor_report() -> dict[str, Any]:
     return {"health": h, "rows": rows}
 
 
-_open: list[SharedLedger] = []
+#: shared ledgers not closed yet (the replay at exit)
+_open: weakref.WeakSet[SharedLedger] = weakref.WeakSet()
 _shared: dict[str, SharedLedger] = {}
 _shared_lock = threading.Lock()
 
