@@ -26,7 +26,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -170,7 +169,7 @@ class SharedLedger:
         self.reserved: set[str] = set()
         self._budgets: tuple[float, list[Any]] | None = None
         self.frames = None
-        _open.add(self)
+        _open.append(self)
 
     # ------------------------------------------------------------ where rows go
     @property
@@ -195,7 +194,8 @@ class SharedLedger:
         return writer
 
     def close(self) -> None:
-        _open.discard(self)
+        if self in _open:
+            _open.remove(self)
         self.db.close()
         self.spool.close()
 
@@ -533,8 +533,8 @@ def doctor_report() -> dict[str, Any]:
     return {"health": h, "rows": rows}
 
 
-#: shared ledgers not closed yet (the replay at exit)
-_open: weakref.WeakSet[SharedLedger] = weakref.WeakSet()
+#: shared ledgers not closed yet (the replay at exit; few: one a process, plus commands')
+_open: list[SharedLedger] = []
 _shared: dict[str, SharedLedger] = {}
 _shared_lock = threading.Lock()
 

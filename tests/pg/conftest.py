@@ -22,11 +22,20 @@ def pg_cluster() -> Iterator[PgCluster]:
 @pytest.fixture
 def pg_url(pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A new database, configured as this test's shared ledger."""
-    from jupyter_byok.ledger import shared
-
     url = pg_cluster.create_database()
     monkeypatch.setenv("JUPYTER_BYOK_LEDGER_URL", url)
     yield url
-    for led in list(shared._shared.values()):
-        led.close()
+    from jupyter_byok.ledger import shared
+
     shared._shared.clear()
+
+
+@pytest.fixture(autouse=True)
+def close_shared_ledgers() -> Iterator[None]:
+    """Every shared ledger a test made is closed after it, with its pool (a pool left to
+    the garbage collector may be collected in its own worker thread, which it cannot join)."""
+    from jupyter_byok.ledger import shared
+
+    yield
+    for led in list(shared._open):
+        led.close()
