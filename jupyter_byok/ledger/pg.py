@@ -344,7 +344,9 @@ class Database:
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise _unreachable(self.url, exc) from exc
         except psycopg.Error as exc:
-            raise LedgerError(f"the shared ledger {redact_url(self.url)} failed ({exc})") from exc
+            raise LedgerError(
+                f"the shared ledger {redact_url(self.url)} failed ({_reason(exc)})"
+            ) from exc
 
     @contextlib.contextmanager
     def session(self) -> Iterator[psycopg.Connection[Any]]:
@@ -357,7 +359,9 @@ class Database:
         except psycopg.OperationalError as exc:
             raise _unreachable(self.url, exc) from exc
         except psycopg.Error as exc:
-            raise LedgerError(f"the shared ledger {redact_url(self.url)} failed ({exc})") from exc
+            raise LedgerError(
+                f"the shared ledger {redact_url(self.url)} failed ({_reason(exc)})"
+            ) from exc
         finally:
             conn.close()
 
@@ -379,9 +383,15 @@ class Unreachable(LedgerError):
     """The shared ledger's database cannot be reached (down, network, refused login)."""
 
 
+def _reason(exc: BaseException) -> str:
+    """The driver's message on one line, any known secret (the password) masked."""
+    from ..redact import redact
+
+    return redact(" ".join(str(exc).split())) or type(exc).__name__
+
+
 def _unreachable(url: str, exc: BaseException) -> Unreachable:
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    return Unreachable(f"the shared ledger {redact_url(url)} is unreachable ({reason})")
+    return Unreachable(f"the shared ledger {redact_url(url)} is unreachable ({_reason(exc)})")
 
 
 def conninfo_with_password(url: str) -> str:

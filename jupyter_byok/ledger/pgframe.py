@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import LedgerError
 from .frame import CATEGORIES, _convert
 from .query import where
 from .schema import COLUMNS, DIMENSIONS
@@ -22,7 +23,7 @@ def read_frame(
     """The matching rows of the shared ledger at ``url``, oldest first."""
     import adbc_driver_postgresql.dbapi as pgdb
 
-    from .pg import conninfo_with_password
+    from .pg import _reason, conninfo_with_password, redact_url
 
     clause, params = where(since, until, filters, DIMENSIONS)
     n = 0
@@ -36,9 +37,14 @@ def read_frame(
 
     clause = "TRUE" if clause == "1" else re.sub(r"\?", number, clause)
     sql = f"SELECT {', '.join(COLUMNS)} FROM attempts WHERE {clause} ORDER BY ts, id"
-    with pgdb.connect(conninfo_with_password(url)) as conn, conn.cursor() as cur:
-        cur.execute(sql, tuple(params) if params else None)
-        table = cur.fetch_arrow_table()
+    try:
+        with pgdb.connect(conninfo_with_password(url)) as conn, conn.cursor() as cur:
+            cur.execute(sql, tuple(params) if params else None)
+            table = cur.fetch_arrow_table()
+    except pgdb.Error as exc:  # the driver's message may quote the URI: masked
+        raise LedgerError(
+            f"cannot read the shared ledger {redact_url(url)} ({_reason(exc)})"
+        ) from exc
     raw = table.to_pandas()
     for col in COLUMNS:  # text as the sqlite3 path has it: Python objects, None for NULL
         if col not in CATEGORIES and raw[col].dtype.kind not in "iufb":

@@ -250,10 +250,16 @@ def test_the_password_comes_from_the_keystore_and_never_shows(
     assert password not in health
     with_password = role_url.replace("@", f":{password}@", 1)
     assert password not in redact_url(with_password)
-    # a wrong password is refused by the server (it is really checked)
-    Keystore().set("secret", "wrong-" + "W" * 20, "ledgerdb")
-    with pytest.raises(LedgerError, match="password authentication failed"):
+    assert led.frame()["cost_usd"].sum() == 0.75  # the Arrow driver, with the password
+    # a wrong password is refused by the server (it is really checked), and never shown
+    wrong = "wrong-" + "W" * 20
+    Keystore().set("secret", wrong, "ledgerdb")
+    with pytest.raises(LedgerError, match="password authentication failed") as refused:
         SharedLedger(role_url).db.connect()
+    with pytest.raises(LedgerError, match="cannot read the shared ledger") as unread:
+        SharedLedger(role_url).frame()
+    for exc in (refused.value, unread.value):
+        assert wrong not in str(exc) and password not in str(exc) and "\n" not in str(exc)
 
 
 # ----------------------------------------------------------------- many processes
