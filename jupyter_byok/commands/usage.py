@@ -62,8 +62,8 @@ def render_usage(summary: dict[str, Any]) -> str:
     return f"{table(rows)}\ntotal since {since}: ${summary['total_usd']}"
 
 
-def usage_frame(since: Any = "30d", until: Any = None) -> Any:
+def usage_frame(since: Any = "30d", until: Any = None, scope: str | None = None) -> Any:
     """The matching ledger rows as a pandas DataFrame (for charts)."""
     from ..ledger import usage
 
-    return usage(since=since, until=until)
+    return usage(since=since, until=until, scope=scope)

@@ -210,6 +210,16 @@ def test_rows_carry_user_team_server_and_notebook(
 
     assert usage_summary(["user_name"], scope="team")["total_usd"] == c.cost_usd + 2
     assert usage_summary(["user_name"])["total_usd"] == c.cost_usd
+    # %byok usage --scope team: one line per user of the team
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_byok")
+    with capture_output() as cap:
+        ip.run_line_magic("byok", "usage --since 1d --by user_name --scope team --no-chart")
+    table = cap.outputs[0].data["text/plain"]
+    assert "zoe" in table and "yan" in table
 
 
 def test_the_password_comes_from_the_keystore_and_never_shows(
