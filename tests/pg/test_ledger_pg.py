@@ -128,6 +128,18 @@ def _pg(url: str, sql: str, *params: object) -> list[tuple]:
         return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
 
 
+def _everything(url: str) -> str:
+    """Every value of every table of the database, as text (the canary key's search)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        names = [r[0] for r in tables.fetchall()]
+        return "\n".join(
+            r[0]
+            for t in names
+            for r in conn.execute(f'SELECT row_to_json(x)::text FROM "{t}" x').fetchall()  # type: ignore[arg-type]
+        )
+
+
 PEOPLE = [("ana", "red"), ("ben", "red"), ("cai", "blue"), ("dee", "blue")] * 2
 
 
@@ -295,6 +307,8 @@ def test_8_processes_as_4_users_in_2_teams_x_500_calls(
     assert all(v > 0 for v in want_user.values())
     assert len(fake_providers.requests_for("openai")) == 8 * calls
     assert _pg(pg_url, "SELECT count(*) FROM reservations") == [(0,)]
+    dump = _everything(pg_url)
+    assert "cai" in dump and KEY not in dump and KEY[8:30] not in dump
 
 
 def _set_budget(url: str, *args: str) -> None:
@@ -365,6 +379,9 @@ def test_an_outage_spools_and_replays_every_call_once(
     assert len(rows) == sum(len(out) for out in results)  # every call, blocked ones too
     spool = Ledger(byok_home / "spool.sqlite3")
     spooled = spool.count()
+    for path in byok_home.glob("spool.sqlite3*"):  # the spool, its WAL: never the key
+        assert KEY.encode() not in path.read_bytes()
+    assert KEY not in _everything(pg_url)
     assert spooled > 0  # the outage was really in the middle of the run
     offline = [r for r in results[0] if "blocked" in r]
     assert offline and all("cannot be reached" in r["blocked"] for r in offline)
