@@ -174,11 +174,14 @@ def usage_report(since: Any = "30d", until: Any = None, **filters: Any) -> list[
     return charts.report(usage(since=since, until=until, **filters))
 
 
-def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:
-    """The usage ledger as a pandas DataFrame (one row per provider attempt)."""
+def usage(
+    since: Any = None, until: Any = None, scope: str | None = None, **filters: Any
+) -> pandas.DataFrame:
+    """The usage ledger as a pandas DataFrame (one row per provider attempt); with a shared
+    ledger, ``scope`` is ``"me"`` (the default), ``"team"`` or ``"all"``."""
     from .ledger import usage as ledger_usage
 
-    return ledger_usage(since=since, until=until, **filters)
+    return ledger_usage(since=since, until=until, scope=scope, **filters)
 
 
 def load_ipython_extension(ipython: Any) -> None:

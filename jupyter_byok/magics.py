@@ -439,10 +439,11 @@ class ByokMagics(Magics):
         parser.add_argument("--since", default="7d")
         parser.add_argument("--by", default="provider")
         parser.add_argument("--no-chart", action="store_true")
+        parser.add_argument("--scope", choices=("me", "team", "all"))  # a shared ledger's
         args = parser.parse_args(rest)
         from .commands.usage import usage_frame, usage_summary
 
-        summary = usage_summary([args.by], since=args.since)
+        summary = usage_summary([args.by], since=args.since, scope=args.scope)
         if not summary["groups"]:
             print(f"no calls since {args.since}")
             return None
@@ -454,7 +455,7 @@ class ByokMagics(Magics):
         if not args.no_chart:
             from .charts import cost_by
 
-            display(cost_by(usage_frame(since=args.since), by=args.by))
+            display(cost_by(usage_frame(since=args.since, scope=args.scope), by=args.by))
         return None
 
     def _cmd_search(self, rest: list[str]) -> Any:

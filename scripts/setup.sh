@@ -19,6 +19,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# PostgreSQL's server binaries (initdb, pg_ctl) for tests/pg's throwaway clusters
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt_install "${missing[@]}"

@@ -12,10 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import InvalidInputError
 from ..ledger import Ledger
+
+if TYPE_CHECKING:
+    from ..ledger.shared import SharedLedger
 
 __all__ = ["BatchRecord", "BatchStore", "item_ledger_id"]
 
@@ -95,10 +98,18 @@ def _now_us() -> int:
 
 
 class BatchStore:
-    """The batch tables of one ledger database."""
+    """The batch tables of one ledger database.
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    Batch state is this user's own (what lets a map attach again after a kernel restart),
+    so with a shared PostgreSQL ledger it stays in the local SQLite file beside it (the
+    spool, which has the same schema); the items' ledger rows still go to the shared ledger.
+    """
+
+    def __init__(self, ledger: Ledger | SharedLedger) -> None:
+        # ``shared``, not isinstance: the shared ledger's module is loaded only when used
+        if ledger.shared:
+            ledger = cast("SharedLedger", ledger).spool
+        self.ledger = cast(Ledger, ledger)
 
     def add(self, record: BatchRecord, items: Iterable[tuple[str, int]]) -> None:
         """Record an accepted batch and its ``(custom_id, row)`` items, in one transaction."""

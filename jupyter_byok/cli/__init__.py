@@ -238,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_usage(sub)
 
     from .backup import register as register_backup
+    from .ledger import register as register_ledger
 
     register_backup(sub)
+    register_ledger(sub)
 
     from .batches import register as register_batches
 

@@ -23,7 +23,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
     filters = {k: getattr(args, k) for k in ("provider", "model", "feature") if getattr(args, k)}
     by = [b for b in args.by.split(",") if b]
-    summary = usage_summary(by, since=args.since, until=args.until, **filters)
+    summary = usage_summary(by, since=args.since, until=args.until, scope=args.scope, **filters)
     for path in (args.csv, args.parquet):
         if path:
             out(f"wrote {export_usage(path, since=args.since, until=args.until, **filters)}")
@@ -95,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--provider")
     p.add_argument("--model", help="the model name as the provider knows it")
     p.add_argument("--feature")
+    p.add_argument(
+        "--scope", choices=("me", "team", "all"), help="a shared ledger's rows: mine (default), "
+        "my team's or everyone's",
+    )  # fmt: skip
     p.add_argument("--csv", metavar="PATH", help="also export the matching rows as CSV")
     p.add_argument("--parquet", metavar="PATH", help="also export the matching rows as Parquet")
     p.add_argument("--json", action="store_true")

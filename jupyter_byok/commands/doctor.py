@@ -176,6 +176,13 @@ def _ledger() -> dict[str, Any]:
     return report
 
 
+def _shared_ledger() -> dict[str, Any]:
+    """The shared ledger (PostgreSQL) when JUPYTER_BYOK_LEDGER_URL is set, checked now."""
+    from ..ledger.shared import doctor_report
+
+    return doctor_report()
+
+
 def _extensions() -> dict[str, Any]:
     from jupyter_core.paths import jupyter_config_path, jupyter_path
 
@@ -231,6 +238,7 @@ def doctor(*, probe: bool = False) -> dict[str, Any]:
         "llama_cpp": _safe(lambda: _llama(probe)),
         "keystore": _safe(_keystore),
         "ledger": _safe(_ledger),
+        "shared_ledger": _safe(_shared_ledger),
         "jupyter": _safe(_extensions),
     }
 
@@ -325,6 +333,12 @@ def render_text(report: dict[str, Any]) -> str:
             row("rows pending", f"{ledger['pending_rows']} (kept in memory, retried)")
         if ledger.get("last_error"):
             row("last write error", ledger["last_error"])
+
+    shared = report.get("shared_ledger")
+    if shared:
+        lines.append("shared usage ledger")
+        for label, value in shared.get("rows") or [("problem", shared.get("error"))]:
+            row(label, value)
 
     jupyter = report["jupyter"]
     lines.append("jupyter")

@@ -11,16 +11,22 @@ __all__ = ["export_usage", "render_usage", "usage_frame", "usage_summary"]
 
 
 def usage_summary(
-    by: list[str], since: Any = "30d", until: Any = None, **filters: Any
+    by: list[str],
+    since: Any = "30d",
+    until: Any = None,
+    scope: str | None = None,
+    **filters: Any,
 ) -> dict[str, Any]:
     """Grouped sums since ``since``: ``{"by", "since", "total_usd", "groups"}``.
 
     ``filters``: ``provider``, ``model``, ``feature`` (exact values). ``total_usd`` is an
-    exact ``Decimal``; each group is one dict from :meth:`Ledger.summary`.
+    exact ``Decimal``; each group is one dict from :meth:`Ledger.summary`. ``scope``: a
+    shared ledger's ``me``, ``team`` or ``all``.
     """
-    from ..ledger import default_ledger
+    from ..ledger import default_ledger, scope_args
 
     ledger = default_ledger()
+    filters.update(scope_args(ledger, scope))
     groups = ledger.summary(by, since=since, until=until, **filters)
     total: Decimal = ledger.spend(since=since, until=until, **filters)
     return {"by": list(by), "since": since, "total_usd": total, "groups": groups}
@@ -56,8 +62,8 @@ def render_usage(summary: dict[str, Any]) -> str:
     return f"{table(rows)}\ntotal since {since}: ${summary['total_usd']}"
 
 
-def usage_frame(since: Any = "30d", until: Any = None) -> Any:
+def usage_frame(since: Any = "30d", until: Any = None, scope: str | None = None) -> Any:
     """The matching ledger rows as a pandas DataFrame (for charts)."""
     from ..ledger import usage
 
-    return usage(since=since, until=until)
+    return usage(since=since, until=until, scope=scope)

@@ -52,10 +52,31 @@ class Steps(Resources):
     ) -> list[str]:
         """Block the call (one ledger row, then an error) or return budget warnings."""
         if not budgets.has_budgets():
-            return []
+            return await self._reserve(request, ref, base) if self.ledger.shared else []
         estimate = estimate_call(ref, request.messages, request.params.get("max_tokens"))
         decision = await self._io(
             budgets.check, ref.provider, ref.model, request.feature, estimate.cost_usd, self.ledger
+        )
+        if not decision.allowed:
+            await self._record(base, status="blocked", error_type="BudgetExceededError")
+            raise BudgetExceededError(decision.message)
+        if self.ledger.shared:  # after the personal budgets: a blocked call reserves nothing
+            return list(decision.warnings) + await self._reserve(request, ref, base)
+        return list(decision.warnings)
+
+    async def _reserve(self, request: Request, ref: ModelRef, base: dict[str, Any]) -> list[str]:
+        """Budgets across servers (a shared ledger): reserve this call's estimate in the
+        database, or block the call (see :mod:`..team_budgets`)."""
+        from ..team_budgets import reserve
+
+        ledger: Any = self.ledger
+        if not ledger.budgets_fresh():  # the budget list, re-read every few seconds
+            await self._io(ledger.shared_budgets)
+        if not ledger.budgets_apply(ref.provider, ref.key_name):
+            return []
+        estimate = estimate_call(ref, request.messages, request.params.get("max_tokens"))
+        decision = await self._io(
+            reserve, ledger, base["request_id"], ref.provider, ref.key_name, estimate.cost_usd
         )
         if not decision.allowed:
             await self._record(base, status="blocked", error_type="BudgetExceededError")

@@ -76,18 +76,36 @@ __all__ = [
     "migrate",
     "new_id",
     "parse_time",
+    "scope_args",
     "usage",
 ]
 
 
-def usage(since: Any = None, until: Any = None, **filters: Any) -> pandas.DataFrame:
+def usage(
+    since: Any = None, until: Any = None, scope: str | None = None, **filters: Any
+) -> pandas.DataFrame:
     """The usage ledger as a pandas DataFrame: one row per provider attempt.
 
     ``since``/``until`` take a datetime, a date, an ISO string, ``"today"``, ``"month"`` or a
     span such as ``"7d"``; ``filters`` match columns exactly (``provider="openai"``) or by
-    list (``model=["gpt-4o", "o3"]``).
+    list (``model=["gpt-4o", "o3"]``). ``scope`` (a shared ledger, see :mod:`.shared`):
+    ``"me"`` (the default), ``"team"`` or ``"all"``; a local ledger holds only ``"me"``.
     """
-    return default_ledger().frame(since=since, until=until, **filters)
+    led = default_ledger()
+    return led.frame(since=since, until=until, **filters, **scope_args(led, scope))
+
+
+def scope_args(led: Any, scope: str | None) -> dict[str, str]:
+    """The ``scope`` argument of a read: a shared ledger's (see :mod:`.shared`); a local
+    ledger holds only this user's rows (``"me"``), so it takes none."""
+    if scope is None or (scope == "me" and not led.shared):
+        return {}
+    if not led.shared:
+        raise ConfigError(
+            f"usage scope {scope!r} needs a shared ledger: set JUPYTER_BYOK_LEDGER_URL "
+            "(see docs/jupyterhub.md), or use the scope 'me'"
+        )
+    return {"scope": scope}
 
 
 def export(

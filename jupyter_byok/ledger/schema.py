@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import LedgerError
+from .who import who
 
 __all__ = [
     "COLUMNS",
@@ -50,6 +51,7 @@ PICO = 10**12
 DIMENSIONS = (
     "provider", "model", "key_name", "feature", "notebook", "cell_id", "pipeline", "node",
     "status", "error_type", "cost_source", "price_version", "request_id",
+    "user_name", "team", "server",
 )  # fmt: skip
 ROLLUP_DIMS = ("provider", "model", "feature", "status")
 MEASURES = (
@@ -63,7 +65,7 @@ COLUMNS = (
     "response_id", "input_tokens", "cached_input_tokens", "cache_write_tokens",
     "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "search_credits",
     "cost_pico", "cost_source", "price_version", "latency_s", "ttft_s", "stream", "cache_hit",
-    "saved_pico",
+    "saved_pico", "user_name", "team", "server",
 )  # fmt: skip
 INSERT = (
     f"INSERT OR IGNORE INTO attempts ({', '.join(COLUMNS)}) "
@@ -116,6 +118,10 @@ class LedgerRow:
     stream: bool = False
     cache_hit: bool = False
     saved_usd: Decimal | None = None
+    #: who and where (``None``: this process's, see :func:`.who.who`)
+    user_name: str | None = None
+    team: str | None = None
+    server: str | None = None
 
     def values(self) -> tuple[Any, ...]:
         if self.status not in STATUSES:
@@ -124,6 +130,7 @@ class LedgerRow:
             )
         end = time.time() if self.ts_end is None else self.ts_end
         start = self.ts_start if self.ts_start is not None else end - (self.latency_s or 0.0)
+        user, team, server = who()
         return (
             self.id,
             self.request_id or self.id,
@@ -157,6 +164,9 @@ class LedgerRow:
             int(self.stream),
             int(self.cache_hit),
             to_pico(self.saved_usd),
+            self.user_name or user,
+            self.team or team,
+            self.server or server,
         )
 
 
@@ -315,6 +325,17 @@ def fold_into_rollup(db: sqlite3.Connection) -> None:
         "UPDATE meta SET value = (SELECT CAST(ifnull(max(rowid), 0) AS TEXT) FROM attempts) "
         "WHERE key = 'rollup_upto'"
     )
+
+
+# --------------------------------------------- who and where (m006+, shared ledgers)
+@migration
+def m006_who_where(db: sqlite3.Connection) -> None:
+    """Rows carry the user, team and server that made them (a shared PostgreSQL ledger
+    gathers many servers; see :mod:`.pg`). Older rows are this machine's own."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(attempts)")}
+    for col in ("user_name", "team", "server"):
+        if col not in have:
+            db.execute(f"ALTER TABLE attempts ADD COLUMN {col} TEXT")
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:

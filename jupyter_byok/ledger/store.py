@@ -170,6 +170,9 @@ def _last_retry() -> None:
 class Ledger:
     """The usage ledger. Safe to share between threads; re-opens itself after ``fork()``."""
 
+    #: budgets across servers need a shared ledger (:class:`~.shared.SharedLedger`)
+    shared = False
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -497,6 +500,7 @@ class Ledger:
             pending = list(self._pending)
             free, total = self._space
             data: dict[str, Any] = {
+                "backend": "sqlite",
                 "path": str(self.path),
                 "writable": self._refusal is None,
                 "error": self._refusal,
@@ -590,8 +594,15 @@ _paths: dict[Path, Path] = {}
 
 
 def default_ledger() -> Ledger:
-    """The process-wide ledger at the current ``JUPYTER_BYOK_HOME``."""
+    """The process-wide ledger at the current ``JUPYTER_BYOK_HOME``, or the shared one
+    (PostgreSQL, :mod:`.shared`) when ``JUPYTER_BYOK_LEDGER_URL`` is set."""
     global _default
+    url = os.environ.get("JUPYTER_BYOK_LEDGER_URL")
+    if url:
+        from .shared import shared_ledger
+
+        return shared_ledger(url)  # type: ignore[return-value]  # the same interface
+
     home = byok_home()
     path = _paths.get(home)
     if path is None:  # reading /proc/mounts on every call would cost more than the write

@@ -17,6 +17,7 @@ def load_extension(server_app: Any) -> None:
     from .handlers import setup_handlers
     from .service import ByokService
 
+    _ledger_config(server_app)
     install_log_filter(extra=(server_app.log.name,))
     for handler in server_app.log.handlers:
         from ..redact import RedactingFilter
@@ -27,6 +28,34 @@ def load_extension(server_app: Any) -> None:
     setup_handlers(server_app.web_app, ByokService())
     _collect_once_serving(server_app)
     server_app.log.info("jupyter_byok server extension loaded (keystore and dispatch in server)")
+
+
+#: ``c.JupyterByok.<name>`` in jupyter_server_config.py -> the environment variable it sets
+LEDGER_CONFIG = {
+    "ledger_url": "JUPYTER_BYOK_LEDGER_URL",
+    "ledger_password_secret": "JUPYTER_BYOK_LEDGER_PASSWORD_SECRET",
+    "team": "JUPYTER_BYOK_TEAM",
+}
+
+
+def _ledger_config(server_app: Any) -> None:
+    """The shared ledger's settings from the server's config (``c.JupyterByok.ledger_url``,
+    ``ledger_password_secret``, ``team``), as the environment variables of the same meaning
+    (the environment wins): kernels this server starts inherit them, so notebooks and the
+    server write to the same ledger as the same team."""
+    import os
+
+    section = server_app.config.get("JupyterByok", {})
+    for name, env in LEDGER_CONFIG.items():
+        value = section.get(name)
+        if value and not os.environ.get(env):
+            os.environ[env] = str(value)
+    url = os.environ.get("JUPYTER_BYOK_LEDGER_URL")
+    if url:
+        from ..ledger.pg import check_url, redact_url
+
+        check_url(url)
+        server_app.log.info("jupyter_byok: shared usage ledger at %s", redact_url(url))
 
 
 def _collect_once_serving(server_app: Any) -> None:

@@ -157,9 +157,7 @@ class KeystoreStatus(_KeystoreStatus, total=False):
     error: str
 
 
-class LedgerHealth(TypedDict):
-    """``Ledger.health()``: whether rows can be written, and what is kept pending."""
-
+class _LedgerHealth(TypedDict):
     path: str
     writable: bool
     error: str | None
@@ -170,6 +168,18 @@ class LedgerHealth(TypedDict):
     last_error_at: str | None
     free_bytes: int | None
     total_bytes: int | None
+
+
+class LedgerHealth(_LedgerHealth, total=False):
+    """``Ledger.health()``: whether rows can be written, and what is kept pending; the
+    ``backend`` (``sqlite`` or ``postgresql``), and for a shared ledger its URL without
+    password, whether it answers, and rows waiting in the local spool (-1: unknown while
+    it is down)."""
+
+    backend: str
+    url: str
+    reachable: bool
+    spooled: int
 
 
 class BudgetStatus(TypedDict):

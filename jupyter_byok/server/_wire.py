@@ -158,7 +158,10 @@ CONFIG: Checker = compile_shape(ConfigBody)
 
 
 # ---------------------------------------------------------------- GET /byok/usage
-USAGE_FILTERS = ("provider", "model", "feature", "notebook", "status", "pipeline", "node")
+USAGE_FILTERS = (
+    "provider", "model", "feature", "notebook", "status", "pipeline", "node",
+    "user_name", "team", "server",
+)  # fmt: skip
 #: the most ledger rows one ``GET /byok/usage`` lists in ``recent`` (the panel's CSV
 #: export asks for 100,000)
 MAX_LIMIT = 1_000_000
@@ -181,6 +184,12 @@ class UsageQuery(TypedDict, total=False):
     status: str
     pipeline: str
     node: str
+    user_name: str
+    team: str
+    server: str
+    #: a shared ledger: ``me`` (default), ``team`` or ``all`` (these two need the
+    #: ``jupyter_byok:team`` permission)
+    scope: str
 
 
 def usage_query(args: dict[str, str]) -> UsageQuery:

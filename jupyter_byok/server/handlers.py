@@ -31,6 +31,8 @@ MAX_BODY = 1_000_000
 #: the permission a PUT /byok/config needs, beyond jupyter_byok:config, to add, change or
 #: remove an endpoint
 ENDPOINTS_RESOURCE = "jupyter_byok:endpoints"
+#: other users' usage in a shared ledger (``GET /byok/usage?scope=team|all``): an admin view
+TEAM_RESOURCE = "jupyter_byok:team"
 FLUSH_INTERVAL_S = 0.02
 #: calls (complete, search) that may start in one turn of the event loop; see Turns
 STARTS_PER_TURN = 8
@@ -390,6 +392,13 @@ class UsageHandler(ByokHandler):
     @authorized
     async def get(self) -> None:
         args = {k: self.get_argument(k) for k in self.request.arguments}
+        if args.get("scope", "me") not in ("", "me"):
+            allowed = await ensure_async(
+                self.authorizer.is_authorized(self, self.current_user, "read", TEAM_RESOURCE)
+            )
+            if not allowed:
+                self.fail(Forbidden(f"other users' usage needs the {TEAM_RESOURCE} permission"))
+                return
         await self.run(self.service.usage(args))
 
 

@@ -437,6 +437,7 @@ class ByokService:
         by = [b for b in (query.pop("by", None) or "provider").split(",") if b]
         bucket = query.pop("bucket", None) or None
         limit = query.pop("limit", None) or 50
+        scope = query.pop("scope", None) or None
         allowed = set(USAGE_FILTERS)
         bad = [b for b in by if b not in allowed]
         if bad:
@@ -446,16 +447,19 @@ class ByokService:
         args = query  # the filters
 
         def collect() -> UsageReply:
+            from ..ledger import scope_args
+
             ledger = self.engine.ledger
-            groups = ledger.summary(by, since=since, until=until, bucket=bucket, **args)
-            recent = ledger.recent(limit=limit, since=since, until=until, **args)
+            filters = {**args, **scope_args(ledger, scope)}  # a ConfigError is a 400
+            groups = ledger.summary(by, since=since, until=until, bucket=bucket, **filters)
+            recent = ledger.recent(limit=limit, since=since, until=until, **filters)
             return {
                 "since": since,
                 "until": until,
                 "by": by,
                 "bucket": bucket,
                 "groups": cast(list[UsageGroup], groups),
-                "total_usd": str(ledger.spend(since=since, until=until, **args)),
+                "total_usd": str(ledger.spend(since=since, until=until, **filters)),
                 "recent": cast(list[UsageRow], recent),
             }
 

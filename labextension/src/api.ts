@@ -43,6 +43,12 @@ export interface ILedgerHealth {
   last_error_at: string | null;
   free_bytes: number | null;
   total_bytes: number | null;
+  /** `postgresql`: a shared ledger (docs/jupyterhub.md), with the fields below */
+  backend?: 'sqlite' | 'postgresql';
+  url?: string;
+  reachable?: boolean;
+  /** rows waiting in the local spool; -1 while the database is unreachable */
+  spooled?: number;
 }
 
 /**
@@ -228,12 +234,16 @@ export interface IUsage {
   recent: IUsageRow[];
 }
 
+/** Whose rows a shared ledger shows: `team` and `all` need the jupyter_byok:team permission. */
+export type UsageScope = 'me' | 'team' | 'all';
+
 export interface IUsageQuery {
   since?: string;
   until?: string | null;
   by?: string[];
   bucket?: 'day' | null;
   limit?: number;
+  scope?: UsageScope;
 }
 
 /** GET /byok/models */
@@ -424,6 +434,9 @@ export function usageQuery(query: IUsageQuery): string {
   }
   if (query.limit !== undefined) {
     params.set('limit', String(query.limit));
+  }
+  if (query.scope) {
+    params.set('scope', query.scope);
   }
   return params.toString();
 }

@@ -1,11 +1,13 @@
 /**
  * The Usage & Cost section: a time range, totals, cost charts by provider, model, feature and
  * notebook, the most recent calls, and a CSV export. One GET /byok/usage per refresh
- * (grouped by all four dimensions; the charts sum over the others on this side).
+ * (grouped by all four dimensions; the charts sum over the others on this side). With a
+ * shared ledger (PostgreSQL, seen in GET /byok/status), a Scope choice: my rows, my team's,
+ * or everyone's (the last two need the jupyter_byok:team permission).
  */
 import { showErrorMessage } from '@jupyterlab/apputils';
 
-import { api, IUsage } from './api';
+import { api, IUsage, UsageScope } from './api';
 import { drawBars, resizeChart } from './charts';
 import { clear, h, options, uid } from './dom';
 import { messageOf } from './errors';
@@ -47,6 +49,8 @@ export class UsageSection {
   private status: HTMLElement;
   private last: IUsage | null = null;
   private busy: Promise<void> | null = null;
+  private scope: HTMLSelectElement;
+  private scopeBox: HTMLElement;
 
   constructor() {
     const selectId = uid('byok-range');
@@ -93,6 +97,28 @@ export class UsageSection {
         }
       })
     );
+    const scopeId = uid('byok-scope');
+    this.scope = h(
+      'select',
+      {
+        id: scopeId,
+        'aria-label': 'Whose usage',
+        'data-testid': 'byok-scope',
+        onchange: () => void this.refreshWithErrors()
+      },
+      options([
+        ['me', 'Me'],
+        ['team', 'My team'],
+        ['all', 'Everyone']
+      ])
+    );
+    this.scopeBox = h(
+      'span',
+      { class: 'jp-byok-scope', hidden: true },
+      h('label', { for: scopeId, text: 'Scope' }),
+      this.scope
+    );
+    void this.detectShared();
     this.totalsEl = h('div', { class: 'jp-byok-totals', 'data-testid': 'byok-totals', 'aria-live': 'polite' });
     this.status = h('p', { class: 'jp-byok-muted', role: 'status' });
     const chartBlocks = DIMENSIONS.map(dim => {
@@ -115,6 +141,7 @@ export class UsageSection {
         { class: 'jp-byok-toolbar' },
         h('label', { for: selectId, text: 'Range' }),
         this.select,
+        this.scopeBox,
         h('button', {
           type: 'button',
           class: 'jp-mod-styled jp-byok-small',
@@ -170,12 +197,33 @@ export class UsageSection {
     }
   }
 
+  /** Show the Scope choice when the server's ledger is shared (PostgreSQL). */
+  private async detectShared(): Promise<void> {
+    try {
+      const status = await api.status();
+      this.scopeBox.hidden = status.ledger?.backend !== 'postgresql';
+    } catch {
+      this.scopeBox.hidden = true;
+    }
+  }
+
+  /** The chosen scope, only when the ledger is shared (a local one holds only "me"). */
+  private chosenScope(): UsageScope | undefined {
+    return this.scopeBox.hidden ? undefined : (this.scope.value as UsageScope);
+  }
+
   private async load(): Promise<void> {
     const { since, until } = rangeToQuery(this.range);
     this.status.textContent = 'Loading…';
     let usage: IUsage;
     try {
-      usage = await api.usage({ since, until, by: DIMENSIONS, limit: RECENT_LIMIT });
+      usage = await api.usage({
+        since,
+        until,
+        by: DIMENSIONS,
+        limit: RECENT_LIMIT,
+        scope: this.chosenScope()
+      });
     } catch (error) {
       this.status.textContent = messageOf(error);
       this.status.classList.add('jp-byok-error');
@@ -233,7 +281,13 @@ export class UsageSection {
   private async exportCSV(): Promise<void> {
     try {
       const { since, until } = rangeToQuery(this.range);
-      const usage = await api.usage({ since, until, by: ['provider'], limit: EXPORT_LIMIT });
+      const usage = await api.usage({
+        since,
+        until,
+        by: ['provider'],
+        limit: EXPORT_LIMIT,
+        scope: this.chosenScope()
+      });
       const csv = toCSV(usage.recent as Array<Record<string, unknown>>);
       const url = URL.createObjectURL(new Blob([csv], { type: 'text/csv;charset=utf-8' }));
       const link = h('a', { href: url, download: csvFileName(this.range), hidden: true });

@@ -109,6 +109,8 @@ describe('endpoints', () => {
       'since=2026-01-01&until=2026-01-08&bucket=day'
     );
     expect(usageQuery({})).toBe('since=today');
+    expect(usageQuery({ since: '30d', scope: 'team' })).toBe('since=30d&scope=team');
+    expect(usageQuery({ since: '30d', scope: undefined })).toBe('since=30d');
     answer(200, { groups: [], recent: [], total_usd: '0' });
     await api.usage({ since: '30d', by: ['feature'] });
     expect(calls[0].url).toMatch(/\/byok\/usage\?since=30d&by=feature$/);
