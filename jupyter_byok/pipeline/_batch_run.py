@@ -14,6 +14,8 @@ Invariants:
   to the recorded batches instead: a kernel restarted mid-wait pays nothing twice.
 * A row that failed in one node is not sent to the nodes after it; its ``error`` says
   which node failed and why.
+* Observers of the pipeline (the canvas) see what a map's rows report: a batch node is
+  ``running`` once submitted, and each of its rows ``done`` or ``error`` when collected.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from ..batch._store import BatchRecord
 from ..errors import ByokError, RateLimitError
 from ..interpolate import interpolate
 from ..ledger.schema import to_pico
+from ..types import Usage
+from ._events import NodeEvent
 from ._nodes import INPUT, Inputs, LLMNode, NodeResult, render_value
 
 if TYPE_CHECKING:
@@ -143,6 +147,11 @@ class BatchRun:
     def _ready(self, name: str) -> bool:
         return all(self.nodes[d].done for d in self.plan.deps[name])
 
+    def _emit(self, event: NodeEvent) -> None:
+        observers = self.pipeline._observers
+        if observers:
+            observers.emit(event)
+
     async def step(self) -> None:
         """Start what can start, poll what is in flight, collect what ended."""
         for name, state in self.nodes.items():
@@ -159,6 +168,7 @@ class BatchRun:
             elif state.mode == "sync":
                 await self._run_sync(name, state)
             else:
+                self._emit(NodeEvent(name, "running", row=self.plan.serial))
                 await self._submit(name, state)
         for state in self.nodes.values():
             if state.mode == "batch" and state.started and not state.done:
@@ -268,6 +278,8 @@ class BatchRun:
 
     def _collect(self, state: NodeRows) -> None:
         ids = [r.id for r in state.batches]
+        serial, model = self.plan.serial, self.plan.refs[state.name].id
+        observed = bool(self.pipeline._observers)
         for row, status, text, inp, out, cost, error in _store().outcomes(ids):
             if status == "ok":
                 state.values[row] = text
@@ -277,6 +289,16 @@ class BatchRun:
             state.cost[row] = cost or 0
             state.input_tokens[row] = inp
             state.output_tokens[row] = out
+            if not observed:
+                continue
+            if status == "ok":
+                usage = Usage(input_tokens=inp, output_tokens=out)
+                cost_usd = None if cost is None else Decimal(cost) / PICO
+                result = NodeResult(state.name, "llm", text, model, usage, cost_usd)
+                self._emit(NodeEvent(state.name, "done", result=result, row=serial))
+            else:
+                failed = ByokError(error or status)
+                self._emit(NodeEvent(state.name, "error", error=failed, row=serial))
         state.done = True
 
     async def cancel(self) -> list[BatchRecord]:
@@ -298,11 +320,14 @@ class BatchRun:
         nodes = self.pipeline.nodes
         todo = [i for i in range(len(self.rows)) if state.values[i] is None]
 
+        serial = self.plan.serial
+
         async def one(i: int) -> None:
             why = self._upstream_error(name, i)
             if why is not None:
                 state.errors[i] = why
                 return
+            self._emit(NodeEvent(name, "running", row=serial))
             deps = {
                 d: NodeResult(d, nodes[d].kind, self.nodes[d].values[i])
                 for d in self.plan.deps[name]
@@ -321,10 +346,13 @@ class BatchRun:
                 except RateLimitError as exc:
                     if attempt == RATE_LIMIT_RETRIES:
                         state.errors[i] = str(exc)
+                        self._emit(NodeEvent(name, "error", error=exc, row=serial))
                         return
                 except Exception as exc:  # recorded per row, as map(errors="store") does
                     state.errors[i] = str(exc) or type(exc).__name__
+                    self._emit(NodeEvent(name, "error", error=exc, row=serial))
                     return
+            self._emit(NodeEvent(name, "done", result=result, row=serial))
             state.values[i] = result.value
             state.errors[i] = None
             state.cost[i] = to_pico(result.cost_usd) or 0

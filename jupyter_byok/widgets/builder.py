@@ -585,10 +585,20 @@ class PipelineBuilder(anywidget.AnyWidget):
         self, df: pandas.DataFrame, inputs: Mapping[str, str] | None = None, **kwargs: Any
     ) -> asyncio.Task[Any] | None:
         """Start ``pipeline.amap(df, ...)`` from the canvas: each card counts rows done,
-        errors and dollars; Stop cancels. Await the returned task for the DataFrame."""
+        errors and dollars; Stop cancels. Await the returned task for the DataFrame.
+
+        ``mode="batch"`` goes through the providers' batch APIs (see ``Pipeline.map``):
+        a batch node's card is running while its batches are, then counts its rows. Stop
+        stops waiting; the batches keep running at the provider, and the same map
+        attaches to them again."""
         if self.running:
             self._say("running", "a run is already going: press Stop first")
             return None
+        if kwargs.get("mode") == "batch" and kwargs.get("wait") is False:
+            raise ByokError(
+                "the canvas waits for its batches: for a handle, call "
+                'p.map(df, mode="batch", wait=False) on the pipeline'
+            )
         return self._launch(self._amap(df, inputs, kwargs))
 
     def _launch(self, coro: Any) -> asyncio.Task[Any]:
@@ -657,7 +667,14 @@ class PipelineBuilder(anywidget.AnyWidget):
         try:
             out = await p.amap(df, inputs, **kwargs)
         except asyncio.CancelledError:
-            self._finish("cancelled", "stopped: the map was cancelled", started)
+            if kwargs.get("mode") == "batch":
+                why = (
+                    "stopped waiting: the batches keep running at the provider; run the "
+                    "same map again to attach, or `jupyter byok batches cancel ID`"
+                )
+            else:
+                why = "stopped: the map was cancelled"
+            self._finish("cancelled", why, started)
             raise
         except ByokError as exc:
             self._finish("error", exc.message, started)

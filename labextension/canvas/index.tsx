@@ -137,6 +137,9 @@ function Field(props: {
   // re-renders happen between typing and leaving the field
   const sent = React.useRef(props.value);
   const editing = React.useRef(false);
+  const typed = React.useRef(props.value);
+  const onCommit = React.useRef(props.onCommit);
+  onCommit.current = props.onCommit;
   React.useEffect(() => {
     sent.current = props.value;
     if (!editing.current) {
@@ -147,9 +150,19 @@ function Field(props: {
     editing.current = false;
     if (value !== sent.current) {
       sent.current = value;
-      props.onCommit(value);
+      onCommit.current(value);
     }
   };
+  // a card the canvas mounts again (React Flow re-measures it) must not drop an edit in
+  // progress: a field that goes away while edited sends what was typed
+  React.useEffect(
+    () => () => {
+      if (editing.current) {
+        commit(typed.current);
+      }
+    },
+    []
+  );
   const common = {
     'aria-label': props.label,
     'data-testid': props.testid,
@@ -160,6 +173,7 @@ function Field(props: {
       commit(e.currentTarget.value),
     onChange: (e: React.ChangeEvent<HTMLInputElement | HTMLTextAreaElement>) => {
       editing.current = true;
+      typed.current = e.target.value;
       setText(e.target.value);
     },
     onKeyDown: (e: React.KeyboardEvent<HTMLInputElement | HTMLTextAreaElement>) => {

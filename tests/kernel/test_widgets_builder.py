@@ -428,3 +428,40 @@ def test_runs_and_maps_started_from_code_show_on_the_canvas(fake: FakeProviders)
     p.run(text="again")
     time.sleep(FLUSH_S * 3)
     assert builder.updates_sent == before
+
+
+def test_batch_mode_from_the_canvas_counts_each_nodes_rows(fake: FakeProviders) -> None:
+    """``builder.map(df, mode="batch")``: the LLM node goes through the provider's batch
+    API and the Python node after it runs row by row; both cards count rows and dollars,
+    and the batch node's dollars are its ledger rows' (at the batch rate)."""
+    import pandas as pd
+
+    from jupyter_byok.errors import ByokError
+
+    p = Pipeline("batched", cache=False)
+    p.llm("a", "openai:gpt-4o-mini", "Row {input.text}", max_tokens=5)
+    p.python("n", lambda a: len(a))
+    builder = PipelineBuilder(p)
+    df = pd.DataFrame({"text": [f"r{i}" for i in range(40)]})
+    seen: list[str] = []
+    p.observe(lambda e: seen.append(f"{e.node}:{e.state}"))
+
+    async def go() -> Any:
+        task = builder.map(df, mode="batch", poll_s=0.02)
+        assert task is not None
+        return await task
+
+    out = run_sync(go())
+    assert out["error"].isna().all() and out.loc[4, "n"] == len("Echo: Row r4")
+    uploads = [r for r in fake.requests if r.path.endswith("/batches")]
+    assert len(uploads) == 1
+    rows = ledger_rows("batched")
+    assert len(rows) == 40 and set(rows["feature"]) == {"batch"}
+    a, n = builder.node_state["a"], builder.node_state["n"]
+    assert (a["rows_done"], a["rows_error"], n["rows_done"]) == (40, 0, 40)
+    assert Decimal(a["cost_usd"]) == sum(Decimal(str(c)) for c in rows["cost_usd"])
+    assert Decimal(a["cost_usd"]) > 0 and a["tokens_in"] == int(rows["input_tokens"].sum())
+    assert seen.count("a:running") == 1 and seen.count("a:done") == 40
+    assert builder.run_state["status"] == "done"
+    with pytest.raises(ByokError, match="the canvas waits for its batches"):
+        builder.map(df, mode="batch", wait=False)

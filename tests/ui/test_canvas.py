@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from .conftest import CANARY, Capture, Lab, write_notebook
 from .test_keyform import _run
@@ -186,8 +187,9 @@ def test_build_run_reload_and_stop_from_the_browser(
             mine = [r for r in rows if r["node"] == name]
             assert len(mine) == 1 and mine[0]["status"] == "ok", mine
             assert float(shown) == pytest.approx(float(mine[0]["cost_usd"]), abs=1e-12), name
-            assert (
-                f"{mine[0]['input_tokens']} → {mine[0]['output_tokens']} tok" in card.inner_text()
+            # React Flow hides a card while it measures it again: wait until it shows
+            expect(card).to_contain_text(
+                f"{mine[0]['input_tokens']} → {mine[0]['output_tokens']} tok", timeout=WAIT
             )
             total += float(shown)
         assert float(canvas.get_by_test_id("cost").nth(2).get_attribute("data-cost")) == 0  # local
