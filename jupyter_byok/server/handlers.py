@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+from collections.abc import Awaitable
 from typing import Any, cast
 
 from jupyter_core.utils import ensure_async
@@ -288,10 +289,27 @@ class CallHandler(ByokHandler):
             await turn
         await super().prepare()
 
+    _gone = False
+
     def on_connection_close(self) -> None:
+        self._gone = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
         super().on_connection_close()
+
+    async def cancellable(self, work: Awaitable[None]) -> None:
+        """Run ``work`` so that a client going away cancels it. That cancellation ends the
+        request quietly, logged as 499 (client closed request): nobody is left to read a
+        reply, and it is not the server's error."""
+        self._task = task = asyncio.current_task()
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not self._gone:
+                raise  # the server is stopping
+            if task is not None and hasattr(task, "uncancel"):  # Python 3.11+
+                task.uncancel()
+            self.set_status(499, "Client Closed Request")
 
 
 class CompleteHandler(CallHandler):
@@ -300,7 +318,9 @@ class CompleteHandler(CallHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self._task = asyncio.current_task()
+        await self.cancellable(self._post())
+
+    async def _post(self) -> None:
         try:
             body = self.body(_wire.COMPLETE)
             request = self.service.parse_request(cast(_wire.CompleteBody, body))
@@ -381,8 +401,7 @@ class SearchHandler(CallHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self._task = asyncio.current_task()
-        await self.run_with_body(self.service.search, _wire.SEARCH)
+        await self.cancellable(self.run_with_body(self.service.search, _wire.SEARCH))
 
 
 class UsageHandler(ByokHandler):

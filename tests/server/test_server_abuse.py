@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,9 +100,11 @@ async def test_a_client_that_goes_away_cancels_its_non_streamed_call(
     jp_base_url: str,
     jp_auth_header: dict[str, str],
     fake_providers: FakeProviders,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A hung provider, and the kernel gives up: the server stops the call at once (one
-    ``cancelled`` row) instead of holding it for the provider's 10 minutes."""
+    ``cancelled`` row) instead of holding it for the provider's 10 minutes, and logs the
+    request as closed by the client (499), not as a server error."""
     await add_key(jp_fetch)
     fake_providers.add_fault("openai", "hang")
     body = json.dumps({"model": "openai:gpt-4o-mini", "prompt": "hello"}).encode()
@@ -111,6 +114,8 @@ async def test_a_client_that_goes_away_cancels_its_non_streamed_call(
     writer.close()
     rows = await until(lambda: [r for r in ledger_rows() if r["status"] == "cancelled"])
     assert len(rows) == 1 and rows[0]["provider"] == "openai"
+    await until(lambda: any("499 POST" in r.getMessage() for r in caplog.records))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_hung_provider_ends_at_the_call_timeout(
