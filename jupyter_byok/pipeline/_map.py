@@ -424,7 +424,7 @@ def estimate(
                 return known.get(ref, "")
 
             if isinstance(node, SearchNode):
-                model = f"search-{node.depth}"
+                model = node.depth  # as the call records it: tavily:basic, tavily:advanced
                 expected_tokens[name] = SEARCH_TOKENS
                 query = interpolate(node.template, lookup, render_value).strip()
                 key = search_key(query, node.depth, node.params)

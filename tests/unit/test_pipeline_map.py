@@ -192,6 +192,25 @@ def test_estimate_before_running_and_confirmation(fake: FakeProviders) -> None:
     assert len(out) == 20
 
 
+def test_search_nodes_are_in_the_estimate_at_their_credit_price(fake: FakeProviders) -> None:
+    """A search is 1 credit (basic) or 2 (advanced) at $0.008, in the estimate as in the
+    ledger row the search then writes."""
+    from decimal import Decimal
+
+    Keystore().set("tavily", "tvly-dev-estimate" + "t" * 20)
+    p = Pipeline("searching", cache=False)
+    p.search("basic", "{input.q}")
+    p.search("deep", "{input.q} in depth", depth="advanced")
+    est = p.estimate(frame(3), {"q": "body"})
+    assert est.unpriced == [] and est.calls == 6
+    assert est.per_node == {"basic": Decimal("0.024"), "deep": Decimal("0.048")}
+    assert est.cost_usd == Decimal("0.072")
+    p.map(frame(3), {"q": "body"}, progress=False)
+    rows = jupyter_byok.usage()
+    spent = rows[rows["pipeline"] == "searching"].groupby("node")["cost_usd"].sum()
+    assert spent.to_dict() == pytest.approx({"basic": 0.024, "deep": 0.048})
+
+
 def test_errors_can_be_stored_per_row_and_text_progress(
     fake: FakeProviders, capsys: pytest.CaptureFixture[str]
 ) -> None:
