@@ -23,6 +23,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from _home import use_home
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -31,7 +33,7 @@ def main() -> None:
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-backup-"))
     home_a, home_b = tmp / "home-a", tmp / "home-b"
-    os.environ["JUPYTER_BYOK_HOME"] = str(home_a)
+    use_home(home_a)
 
     from jupyter_byok.backup import DEFAULT_KDF, create_backup, restore_backup
     from jupyter_byok.backup._format import derive
@@ -95,7 +97,7 @@ def main() -> None:
             f"{manifest['counts']['ledger_rows']:,} rows, {manifest['counts']['keys']} keys"
         )
 
-        os.environ["JUPYTER_BYOK_HOME"] = str(home_b)
+        use_home(home_b)
         store_b = Keystore(machine_id=hashlib.sha256(b"bench-b").digest())
         start = time.perf_counter()
         report = restore_backup(out, passphrase, keystore=store_b)

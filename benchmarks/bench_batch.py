@@ -23,6 +23,8 @@ import tempfile
 import time
 from typing import Any
 
+from _home import use_home
+
 
 def rss_mb() -> float:
     """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
@@ -45,7 +47,7 @@ def main() -> int:
         "gemini": "gemini:gemini-2.5-flash",
     }[args.provider]
 
-    os.environ["JUPYTER_BYOK_HOME"] = tempfile.mkdtemp(prefix="byok-bench-batch-")
+    use_home(tempfile.mkdtemp(prefix="byok-bench-batch-"))
     from jupyter_byok.testing.process import fake_providers_process
 
     with fake_providers_process() as env:

@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _home import use_home
+
 STATIC = Path(__file__).resolve().parents[1] / "jupyter_byok" / "widgets" / "static"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -254,7 +256,7 @@ def main() -> int:
     if not (STATIC / "canvas.js").is_file():
         raise SystemExit("build the canvas first: cd labextension && jlpm build:canvas")
 
-    os.environ["JUPYTER_BYOK_HOME"] = tempfile.mkdtemp(prefix="byok-bench-")
+    use_home(tempfile.mkdtemp(prefix="byok-bench-"))
     sizes = bundle_sizes()
     for name, (raw, gz) in sizes.items():
         print(f"bundle {name:10s}: {raw / 1024:7.1f} KiB raw, {gz / 1024:6.1f} KiB gzipped")

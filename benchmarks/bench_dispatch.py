@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from _home import use_home
 
 from jupyter_byok.providers import BUILTIN, ProviderSpec, dispatch
 from jupyter_byok.providers.base import RetryPolicy
@@ -224,7 +225,8 @@ def sequential_sync(env: dict[str, str], n: int, out: dict[str, float]) -> None:
             os.environ.update(saved)
 
         stack.callback(restore)
-        os.environ.update({**env, "JUPYTER_BYOK_HOME": home, "OPENAI_API_KEY": KEY})
+        os.environ.update({**env, "OPENAI_API_KEY": KEY})
+        use_home(home)
         try:
             import jupyter_byok
 
@@ -285,7 +287,8 @@ async def concurrent(
     # The public async API end to end (engine: key, budgets, pricing, ledger row per call).
     saved = dict(os.environ)
     with tempfile.TemporaryDirectory() as home:
-        os.environ.update({**env, "JUPYTER_BYOK_HOME": home, "OPENAI_API_KEY": KEY})
+        os.environ.update({**env, "OPENAI_API_KEY": KEY})
+        use_home(home)
         try:
             import jupyter_byok
             from jupyter_byok.engine import get_engine

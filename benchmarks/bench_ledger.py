@@ -10,7 +10,6 @@ usage() <= 0.6 x pandas.read_sql of the same file, on the first read (no snapsho
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sqlite3
 import statistics
@@ -18,6 +17,8 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+
+from _home import use_home
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     )
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ledger-"))
-    os.environ["JUPYTER_BYOK_HOME"] = str(tmp / "home")
+    use_home(tmp / "home")
 
     from jupyter_byok.ledger import Ledger, LedgerRow
     from jupyter_byok.ledger.frame import FrameReader, snapshot_path

@@ -24,13 +24,14 @@ its state in a temporary ``JUPYTER_BYOK_HOME``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from _home import use_home
 
 import jupyter_byok
 from jupyter_byok.providers import local
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.buffers:
         return buffers_cost(args.threads, max(args.runs, 5))
-    os.environ["JUPYTER_BYOK_HOME"] = tempfile.mkdtemp(prefix="byok-bench-")
+    use_home(tempfile.mkdtemp(prefix="byok-bench-"))
     runs, max_tokens = (2, 32) if args.quick else (max(args.runs, 5), args.max_tokens)
 
     raw, logit_bias = _raw_model(args.n_ctx, args.threads)

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from _home import use_home
+
 TARGET = 0.8
 
 
@@ -101,7 +103,7 @@ def main() -> int:
                 subprocess.run(["curl", "-s", "-f", "-o", out, url], check=True)
 
             def ours(i: int) -> None:
-                os.environ["JUPYTER_BYOK_HOME"] = str(work / f"home-{i}")
+                use_home(work / f"home-{i}")
                 result = pull(spec)
                 assert result.status == "pulled" and result.size_bytes == size, result
 

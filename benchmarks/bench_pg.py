@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _home import use_home
+
 from jupyter_byok.testing.postgres import PgCluster
 from jupyter_byok.testing.process import fake_providers_process
 
@@ -196,7 +198,7 @@ def main() -> int:
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["JUPYTER_BYOK_HOME"] = str(Path(tmp) / "home")
+        use_home(Path(tmp) / "home")
         with PgCluster() as pg, fake_providers_process(0.0) as fast_env:
             url = pg.create_database("bench_complete")
             results["complete"] = complete_us(fast_env, url, args.calls)

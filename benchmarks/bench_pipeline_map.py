@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from _home import use_home
+
 
 def start_fake(latency: float) -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
@@ -50,7 +52,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    os.environ["JUPYTER_BYOK_HOME"] = tempfile.mkdtemp(prefix="byok-bench-")
+    use_home(tempfile.mkdtemp(prefix="byok-bench-"))
     proc, env = start_fake(args.latency)
     os.environ.update(env)
     os.environ["OPENAI_API_KEY"] = "sk-bench-" + "x" * 32

@@ -25,33 +25,56 @@ __all__ = [
     "home_file",
     "load_settings",
     "save_settings",
+    "set_home",
     "update_settings",
 ]
 
 
 def byok_home(create: bool = True) -> Path:
-    """The state folder: ``JUPYTER_BYOK_HOME``, else ``byok`` in the Jupyter data dir.
+    """The state folder: the one given to :func:`set_home`, else ``JUPYTER_BYOK_HOME`` as
+    it was when this process first asked, else ``byok`` in the Jupyter data dir.
 
-    On every call's path, so the resolved folder is remembered per value of the variable,
-    and created (0700) and checked once per process.
+    On every call's path: one attribute read once resolved; created (0700) and checked
+    once per folder and process.
     """
-    env = os.environ.get("JUPYTER_BYOK_HOME")
-    home = _RESOLVED.get(env)
+    home = _home.current
     if home is None:
-        if env:
-            home = Path(env).expanduser()
-        else:
-            from jupyter_core.paths import jupyter_data_dir
-
-            home = Path(jupyter_data_dir()) / "byok"
-        _RESOLVED[env] = home
+        home = _home.current = _home.from_env()
     if create and home not in _ENSURED:
         ensure_private_dir(home)
         _ENSURED.add(home)
     return home
 
 
-_RESOLVED: dict[str | None, Path] = {}
+def set_home(path: str | os.PathLike[str] | None) -> Path | None:
+    """Keep all state in ``path`` from now on in this process (``None``: back to
+    ``JUPYTER_BYOK_HOME`` or the default, read again). Returns the folder used until now.
+
+    Everything that has a folder (keystore, ledger, caches, settings) follows at its next
+    use. Child processes (kernels, servers, workers) learn the folder from
+    ``JUPYTER_BYOK_HOME`` in their environment: set it there for them.
+    """
+    before = _home.current
+    _home.current = None if path is None else Path(path).expanduser()
+    return before
+
+
+class _Home:
+    """Which folder this process keeps its state in (see :func:`byok_home`)."""
+
+    current: Path | None = None
+
+    @staticmethod
+    def from_env() -> Path:
+        env = os.environ.get("JUPYTER_BYOK_HOME")
+        if env:
+            return Path(env).expanduser()
+        from jupyter_core.paths import jupyter_data_dir
+
+        return Path(jupyter_data_dir()) / "byok"
+
+
+_home = _Home()
 _ENSURED: set[Path] = set()
 
 

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from .config import set_home
 from .errors import ByokError
 
 __all__ = ["find_quickstart", "run_demo"]
@@ -54,7 +55,8 @@ def run_demo(output: str | Path = "demo-output", notebook: Path | None = None) -
     saved = {
         k: os.environ.get(k) for k in ("JUPYTER_BYOK_HOME", "BYOK_DEMO_OUTPUT", *_PROVIDER_VARS)
     }
-    os.environ["JUPYTER_BYOK_HOME"] = str(home)
+    os.environ["JUPYTER_BYOK_HOME"] = str(home)  # for the notebook's kernel
+    home_before = set_home(home)  # for this process
     os.environ["BYOK_DEMO_OUTPUT"] = str(out)
     for var in _PROVIDER_VARS:
         os.environ.pop(var, None)
@@ -76,6 +78,7 @@ def run_demo(output: str | Path = "demo-output", notebook: Path | None = None) -
                 f"the demo notebook failed: {first}; see {out / 'quickstart.executed.ipynb'}"
             ) from None
     finally:
+        set_home(home_before)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

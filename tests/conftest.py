@@ -23,14 +23,18 @@ PROVIDER_ENV = (
 
 @pytest.fixture(autouse=True)
 def byok_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    from jupyter_byok.config import set_home
+
     home = tmp_path / "byok-home"
-    monkeypatch.setenv("JUPYTER_BYOK_HOME", str(home))
+    monkeypatch.setenv("JUPYTER_BYOK_HOME", str(home))  # for child processes
+    set_home(home)  # for this one
     for var in PROVIDER_ENV:
         monkeypatch.delenv(var, raising=False)
     for var in list(os.environ):
         if var.startswith("JUPYTER_BYOK_") and var.endswith("_BASE_URL"):
             monkeypatch.delenv(var, raising=False)
     yield home
+    set_home(None)
 
 
 @pytest.fixture(autouse=True)

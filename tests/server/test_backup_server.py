@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from jupyter_byok.backup._format import MAGIC
+from jupyter_byok.config import set_home
 from jupyter_byok.keys import Keystore
 from jupyter_byok.ledger import Ledger, LedgerRow, ledger_path
 
@@ -53,6 +54,7 @@ async def test_backup_download_then_upload_and_restore(
 
     home_b = tmp_path / "server-home-b"
     monkeypatch.setenv("JUPYTER_BYOK_HOME", str(home_b))
+    set_home(home_b)
     up = await post(jp_fetch, "restore/upload", data)
     assert up.code == 201, up.body
     upload = json.loads(up.body)

@@ -36,7 +36,7 @@ from jupyter_byok.backup import (
 )
 from jupyter_byok.backup._format import MAGIC, TRAILER_TAG, derive, open_reader
 from jupyter_byok.cli import main
-from jupyter_byok.config import Endpoint, Settings, load_settings, update_settings
+from jupyter_byok.config import Endpoint, Settings, load_settings, set_home, update_settings
 from jupyter_byok.engine import Engine
 from jupyter_byok.errors import MachineBindingError
 from jupyter_byok.keys import Keystore
@@ -146,6 +146,7 @@ def machine_a(byok_home: Path, fake_providers: FakeProviders) -> Keystore:
 def to_machine_b(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Keystore]:
     home_b = tmp_path / "home-b"
     monkeypatch.setenv("JUPYTER_BYOK_HOME", str(home_b))
+    set_home(home_b)
     return home_b, Keystore(machine_id=MACHINE_B)
 
 
@@ -489,6 +490,7 @@ def test_cli_backup_and_restore_and_the_canary(
 
     home_b = tmp_path / "cli-home-b"
     monkeypatch.setenv("JUPYTER_BYOK_HOME", str(home_b))
+    set_home(home_b)
     code, stdout, stderr = cli(["restore", str(out)], capsys, monkeypatch, PASS + "x")
     assert code == 1 and stderr.count("\n") == 1 and "wrong passphrase" in stderr
     code, stdout, stderr = cli(["restore", str(out)], capsys, monkeypatch)
