@@ -293,6 +293,10 @@ class UsageRow(TypedDict):
     stream: bool
     cache_hit: bool
     saved_usd: Money | None
+    #: who and where (migration m006; set on every row since, null on older ones)
+    user_name: str | None
+    team: str | None
+    server: str | None
 
 
 class UsageReply(TypedDict):

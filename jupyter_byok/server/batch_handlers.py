@@ -16,7 +16,6 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .. import errors
 from ..validate import loads
 from .handlers import ByokHandler
 from .service import BadInput, TooLarge
@@ -150,7 +149,7 @@ class BatchHandler(_Base):
             elif action == "cancel":
                 record = await self.batches.cancel(batch_id)
             else:
-                raise errors.ByokError("use POST batches/{id}/refresh or batches/{id}/cancel")
+                raise BadInput("use POST batches/{id}/refresh or batches/{id}/cancel")
             result: dict[str, Any] = record.to_dict()
             return result
 

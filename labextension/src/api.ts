@@ -220,6 +220,10 @@ export interface IUsageRow {
   stream: boolean;
   cache_hit: boolean;
   saved_usd: Money;
+  /** who and where (null on rows older than the shared ledger's migration) */
+  user_name: string | null;
+  team: string | null;
+  server: string | null;
   [extra: string]: unknown;
 }
 
