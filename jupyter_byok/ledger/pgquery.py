@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 from ..errors import ConfigError
-from .query import parse_time, where
+from .query import parse_time, row_view, where
 from .schema import COLUMNS, DIMENSIONS, MEASURES, from_pico
 
 __all__ = ["count", "recent", "spend", "summary"]
@@ -124,15 +123,4 @@ def recent(
             "ORDER BY ts DESC, id DESC LIMIT %s",
             [*params, int(limit)],
         ).fetchall()
-    out = []
-    for r in rows:
-        item = dict(zip(COLUMNS, r, strict=True))
-        for us in ("ts", "ts_end"):
-            item[us] = datetime.fromtimestamp(item[us] / 1e6, timezone.utc).isoformat()
-        cost = item.pop("cost_pico")
-        item["cost_usd"] = None if cost is None else str(from_pico(cost))
-        saved = item.pop("saved_pico")
-        item["saved_usd"] = None if saved is None else str(from_pico(saved))
-        item["stream"], item["cache_hit"] = bool(item["stream"]), bool(item["cache_hit"])
-        out.append(item)
-    return out
+    return [row_view(r) for r in rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -272,15 +272,18 @@ def recent(
             [*params, int(limit)],
         )
         rows = cur.fetchall()
-    out = []
-    for r in rows:
-        item = dict(zip(COLUMNS, r, strict=True))
-        for us in ("ts", "ts_end"):
-            item[us] = datetime.fromtimestamp(item[us] / 1e6, timezone.utc).isoformat()
-        cost = item.pop("cost_pico")
-        item["cost_usd"] = None if cost is None else str(from_pico(cost))
-        saved = item.pop("saved_pico")
-        item["saved_usd"] = None if saved is None else str(from_pico(saved))
-        item["stream"], item["cache_hit"] = bool(item["stream"]), bool(item["cache_hit"])
-        out.append(item)
-    return out
+    return [row_view(r) for r in rows]
+
+
+def row_view(values: Sequence[Any]) -> dict[str, Any]:
+    """One ``attempts`` row (its values in :data:`COLUMNS` order, from either backend) as
+    ``GET /byok/usage`` shows it: ISO times, dollars as decimal strings, flags as bools."""
+    item = dict(zip(COLUMNS, values, strict=True))
+    for us in ("ts", "ts_end"):
+        item[us] = datetime.fromtimestamp(item[us] / 1e6, timezone.utc).isoformat()
+    cost = item.pop("cost_pico")
+    item["cost_usd"] = None if cost is None else str(from_pico(cost))
+    saved = item.pop("saved_pico")
+    item["saved_usd"] = None if saved is None else str(from_pico(saved))
+    item["stream"], item["cache_hit"] = bool(item["stream"]), bool(item["cache_hit"])
+    return item
