@@ -394,3 +394,28 @@ async def test_interrupting_the_wait_says_the_batches_keep_running(
     fake.batches.hold = False
     out = await p.amap(frame(2), mode="batch", poll_s=POLL)
     assert out["error"].isna().all() and creates(fake)["openai_batches"] == 1
+
+
+def test_a_result_file_over_the_cap_is_refused_and_nothing_is_lost(
+    fake: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = Pipeline("capped")
+    p.llm("summary", "openai:gpt-4o-mini", "Summarize: {input.text}", max_tokens=32)
+    df = frame(50)
+    monkeypatch.setenv("JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES", "2000")
+    with pytest.raises(ByokError, match=r"batch results are larger than 2,000 bytes") as refused:
+        p.map(df, mode="batch", poll_s=POLL)
+    assert "\n" not in str(refused.value) and OPENAI_KEY not in str(refused.value)
+    assert "JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES" in str(refused.value)
+    assert len(batch_rows()) == 0  # nothing recorded from a file that was not read
+    monkeypatch.setenv("JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES", "zero")
+    with pytest.raises(ByokError, match="not a positive whole number"):
+        p.map(df, mode="batch", poll_s=POLL)
+    monkeypatch.delenv("JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES")
+    out = p.map(df, mode="batch", poll_s=POLL)  # attaches to the same batch
+    assert creates(fake)["openai_batches"] == 1
+    assert (
+        out["error"].isna().all()
+        and out.loc[9, "summary"] == "Echo: Summarize: ticket 9 printer broken"
+    )
+    assert len(batch_rows()) == 50

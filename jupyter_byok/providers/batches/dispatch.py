@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ProviderError
+from ...errors import ConfigError, ProviderError, ResponseTooLargeError
 from .. import ProviderSpec
 from ..base import (
     RetryPolicy,
@@ -36,6 +37,51 @@ __all__ = ["cancel", "create", "results", "retrieve"]
 POLL = RetryPolicy(max_retries=4, initial_delay=0.5, max_delay=8.0)
 CREATE = RetryPolicy(max_retries=2, initial_delay=0.5, retry_timeouts=False)
 TIMEOUT = 600.0
+#: the largest result file read (``JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES``): a result file
+#: is held in memory while its items are parsed one by one
+MAX_RESULT_BYTES = 1024**3
+
+
+def max_result_bytes() -> int:
+    """The cap on one downloaded result file, from the environment or the default."""
+    raw = os.environ.get("JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES", "").strip()
+    if not raw:
+        return MAX_RESULT_BYTES
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(
+            f"JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES={raw!r} is not a positive whole number of "
+            "bytes: fix or unset it"
+        )
+    return int(raw)
+
+
+async def _capped_body(spec: ProviderSpec, response: Any, cap: int) -> bytes:
+    """The body of a result download, refused past ``cap`` bytes (never retried: the
+    batch stays at the provider, and a later fetch with a higher cap reads it)."""
+    declared = response.headers.get("content-length")
+    parts: list[bytes] = []
+    size = int(declared) if declared is not None and declared.isdigit() else 0
+    try:
+        if size <= cap:
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    break
+                parts.append(chunk)
+    finally:
+        await response.aclose()
+    if size > cap:
+        raise ResponseTooLargeError(
+            f"{spec.name} batch results are larger than {cap:,} bytes, so the download "
+            "stopped; nothing is lost (the batch stays at the provider): raise "
+            "JUPYTER_BYOK_MAX_BATCH_RESULT_BYTES and fetch again, or split the map into "
+            "smaller batches",
+            provider=spec.name,
+            status_code=200,
+            error_type="response_too_large",
+        )
+    return b"".join(parts)
 
 
 async def _send(
@@ -50,8 +96,10 @@ async def _send(
     policy: RetryPolicy = POLL,
     creates: bool = False,
     params: dict[str, str] | None = None,
+    max_bytes: int | None = None,
 ) -> bytes:
-    """The body of a 2xx answer; retries what ``policy`` allows."""
+    """The body of a 2xx answer; retries what ``policy`` allows. With ``max_bytes`` (a
+    result download) the body is read as it comes and refused past that size."""
     headers = dict(_auth(_wire(spec), spec, key, url))
     if content is not None:
         headers["content-type"] = content_type
@@ -66,7 +114,13 @@ async def _send(
                 headers=headers,
                 params=params,
                 timeout=TIMEOUT,
+                stream=max_bytes is not None,
             )
+            if max_bytes is not None and 200 <= response.status_code < 300:
+                return await _capped_body(spec, response, max_bytes)
+            if max_bytes is not None:
+                await response.aread()
+                await response.aclose()
         except transport_errors() as exc:
             error = error_from_exception(spec.name, exc, url.split("?")[0])
             if creates:
@@ -301,6 +355,7 @@ async def results(
     if spec.wire == "gemini" and status.inline is not None:
         return iter(module.parse_results(spec.name, model, status.inline))
     bodies = []
+    cap = max_result_bytes()
     for ref in status.outputs:
         if spec.wire == "openai":
             url = module.content_url(base, ref)
@@ -309,6 +364,6 @@ async def results(
         else:
             url = ref
         params = {"alt": "media"} if spec.wire == "gemini" else None
-        bodies.append(await _send(spec, key, client, "GET", url, params=params))
+        bodies.append(await _send(spec, key, client, "GET", url, params=params, max_bytes=cap))
     parse = module.parse_file_results if spec.wire == "gemini" else module.parse_results
     return itertools.chain.from_iterable(parse(spec.name, model, body) for body in bodies)
