@@ -456,10 +456,17 @@ function Flow({ model, el }: { model: Model; el: HTMLElement }) {
         }
         // a card whose contents did not change keeps its data object: React Flow skips it
         const key = JSON.stringify([shown, data.live, data.value ?? null, running]);
-        if (prev && (prev as any).key === key && prev.data.models === models) {
+        const same = prev && (prev as any).key === key && prev.data.models === models;
+        if (same) {
           data = prev.data;
+          if (prev.position.x === x && prev.position.y === y) {
+            return prev; // nothing changed: the very same node
+          }
         }
         return {
+          // what React Flow measured (a node object without it is hidden until measured
+          // again: every kernel update made cards blink and lose the focus of a field)
+          ...(prev ? { measured: prev.measured, width: prev.width, height: prev.height } : {}),
           id: v.name,
           type: v.kind === 'input' ? 'source' : 'card',
           position: prev && prev.position.x === x && prev.position.y === y ? prev.position : { x, y },
