@@ -31,8 +31,6 @@ import http.server
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -68,25 +66,6 @@ window.synced = performance.now();
 widget.render({ model, el: document.getElementById('host') });
 </script></body></html>
 """
-
-
-def start_fake(latency: float) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_byok.testing", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    while len(env) < 5:
-        line = proc.stdout.readline()
-        if not line:
-            raise SystemExit("the fake providers did not start")
-        if line.startswith("export "):
-            name, _, value = line[7:].strip().partition("=")
-            env[name] = value
-    return proc, env
 
 
 def big_pipeline(n: int, positions: bool) -> Any:
@@ -273,14 +252,12 @@ def main() -> int:
 
     if args.render_only:
         return 0
-    proc, env = start_fake(args.latency)
-    os.environ.update(env)
-    os.environ["OPENAI_API_KEY"] = "sk-bench-" + "x" * 32
-    try:
+    from jupyter_byok.testing.process import fake_providers_process
+
+    with fake_providers_process(args.latency) as env:
+        os.environ.update(env)
+        os.environ["OPENAI_API_KEY"] = "sk-bench-" + "x" * 32
         m = map_figures(args.rows, args.concurrency, args.repeat)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     ratio = m["canvas"] / m["plain"]
     cpu_ratio = m["canvas_cpu"] / m["plain_cpu"]
     print(

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigError, ProviderError, ResponseTooLargeError
 from .. import ProviderSpec
 from ..base import (
+    Limits,
     RetryPolicy,
     error_from_exception,
     error_from_response,
+    read_body,
     send_request,
     transport_errors,
 )
@@ -58,20 +60,9 @@ def max_result_bytes() -> int:
 async def _capped_body(spec: ProviderSpec, response: Any, cap: int) -> bytes:
     """The body of a result download, refused past ``cap`` bytes (never retried: the
     batch stays at the provider, and a later fetch with a higher cap reads it)."""
-    declared = response.headers.get("content-length")
-    parts: list[bytes] = []
-    size = int(declared) if declared is not None and declared.isdigit() else 0
     try:
-        if size <= cap:
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > cap:
-                    break
-                parts.append(chunk)
-    finally:
-        await response.aclose()
-    if size > cap:
+        return await read_body(response, spec.name, Limits(max_response_bytes=cap))
+    except ResponseTooLargeError:
         raise ResponseTooLargeError(
             f"{spec.name} batch results are larger than {cap:,} bytes, so the download "
             "stopped; nothing is lost (the batch stays at the provider): raise "
@@ -80,8 +71,11 @@ async def _capped_body(spec: ProviderSpec, response: Any, cap: int) -> bytes:
             provider=spec.name,
             status_code=200,
             error_type="response_too_large",
-        )
-    return b"".join(parts)
+        ) from None
+    except ProviderError as exc:  # a download cut off: retried like any transport error
+        if isinstance(exc.__cause__, transport_errors()):
+            raise exc.__cause__ from None
+        raise
 
 
 async def _send(
