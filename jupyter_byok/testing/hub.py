@@ -105,6 +105,9 @@ class FakeHub:
         self.rate: float | None = None
         self._cut: int | None = None
         self._lock = threading.Lock()
+        #: bodies being sent now (``transfers`` gets their entries when they end)
+        self._sending = 0
+        self._idle = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -161,7 +164,15 @@ class FakeHub:
         """The next body stops after ``nbytes`` and the connection closes (once)."""
         self._cut = nbytes
 
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until no body is being sent: a client that stops reading early (a refused file)
+        is done before the server's thread has noticed and recorded the transfer."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._sending == 0, timeout):
+                raise TimeoutError(f"the fake Hub still sends {self._sending} body(ies)")
+
     def bytes_sent(self, filename: str | None = None) -> int:
+        self.wait_idle()
         with self._lock:
             return sum(
                 t.sent for t in self.transfers if filename is None or t.path.endswith(filename)
@@ -353,6 +364,8 @@ class _Handler(BaseHTTPRequestHandler):
         cut, fake._cut = fake._cut, None
         limit = length if cut is None else min(length, cut)
         sent = 0
+        with fake._lock:
+            fake._sending += 1
         try:
             with item.open() as fh:
                 fh.seek(start)
@@ -375,8 +388,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
-            with fake._lock:
+            with fake._idle:
                 fake.transfers.append(Transfer(label, start, sent, status))
+                fake._sending -= 1
+                fake._idle.notify_all()
         if sent < length:
             self.close_connection = True
 

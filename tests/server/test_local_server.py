@@ -112,7 +112,11 @@ async def test_pull_list_test_default_remove_through_the_api(
     # The test process may hold models loaded by earlier tests (one xdist worker runs many
     # tests): what matters is that this Test loads nothing here.
     loads_before = [(m["path"], m["loads"], m["calls"]) for m in local.loaded_models()]
-    code, report = await call(jp_fetch, seen, "models", "gated", "test", method="POST", body="{}")
+    # a child process loads the model (after the crash-guard probe's own child on a first
+    # load): on a loaded 2-core machine that can take longer than the client's default 20 s
+    code, report = await call(
+        jp_fetch, seen, "models", "gated", "test", method="POST", body="{}", request_timeout=120
+    )
     assert code == 200, report
     assert report["text"] and report["output_tokens"] > 0 and report["tokens_per_s"] > 0
     # answered by a child, not by this (the server's) process

@@ -181,6 +181,7 @@ def test_interrupted_pull_resumes_with_fewer_bytes(fake_hub: FakeHub, size: int)
 
     fake_hub.set_rate(None)
     result = pull(SPEC)
+    fake_hub.wait_idle()
     (second,) = [t for t in fake_hub.transfers if t.status == 206]
     assert second.start == kept
     assert second.sent == size - kept < size  # fewer bytes the second time
@@ -194,7 +195,8 @@ def test_interrupted_pull_resumes_with_fewer_bytes(fake_hub: FakeHub, size: int)
 def test_a_dropped_connection_resumes_within_the_pull(fake_hub: FakeHub, size: int) -> None:
     fake_hub.cut_after(20 * MiB)
     result = pull(SPEC)
-    bodies = [t for t in fake_hub.transfers]
+    fake_hub.wait_idle()
+    bodies = list(fake_hub.transfers)
     assert [t.sent for t in bodies] == [20 * MiB, size - 20 * MiB]
     assert bodies[1].start == 20 * MiB and bodies[1].status == 206
     assert result.status == "pulled" and result.size_bytes == size
@@ -222,6 +224,7 @@ def test_non_gguf_files_are_refused(fake_hub: FakeHub) -> None:
     assert _left_in_models_dir() == []
     assert load_registry()["models"] == {}
     # refused from its first chunk, not after the whole body
+    fake_hub.wait_idle()
     assert fake_hub.transfers[-1].sent <= 11 * MiB
 
     # a file name that is not .gguf is refused before anything is asked of the Hub
