@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ._sqlite import use_wal
 from .errors import LedgerError
 
 __all__ = ["IGNORED_PARAMS", "ContentCache", "ResponseCache", "cache_key", "content_key"]
@@ -119,7 +120,7 @@ class ContentCache:
             with contextlib.suppress(OSError):
                 os.chmod(self.path, 0o600)
         conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn, 10.0)
         conn.execute("PRAGMA synchronous = NORMAL")  # a lost cache entry costs one re-run
         conn.execute(
             """CREATE TABLE IF NOT EXISTS entries (

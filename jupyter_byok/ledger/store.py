@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._sqlite import use_wal
 from ..config import byok_home
 from ..errors import ConfigError, LedgerError, LedgerUnavailableError
 from . import query
@@ -258,7 +259,7 @@ class Ledger:
                 with contextlib.suppress(OSError):
                     os.chmod(path, 0o600)
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn, self._busy_ms / 1000)
             conn.execute(f"PRAGMA synchronous = {self._sync}")
             migrate(conn)
             st = os.stat(path)
