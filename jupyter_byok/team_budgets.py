@@ -204,5 +204,4 @@ def _reserve(
                     "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                     [(request_id, name, est) for name, *_ in stats],
                 )
-            ledger.reserved.add(request_id)
     return decision

@@ -6,15 +6,20 @@ the writer, the readers and ``doctor`` use either the same way) when
 
 Invariants:
 
-* a call's rows are committed in PostgreSQL, or, while it cannot be reached, in the local
-  spool (an SQLite ledger of the same schema, ``spool.sqlite3`` beside the local ledger)
-  before the call returns: calls keep working through an outage;
-* the spool is replayed once the database answers again (checked at most every
-  ``check_every_s``, and at exit): rows are copied in batches past a watermark kept in the
-  spool, ``ON CONFLICT (id) DO NOTHING``, so a replay interrupted anywhere and run again
-  adds nothing twice (:func:`copy_ledger`, also behind ``jupyter byok ledger migrate``);
+* a call's rows are committed in the local spool (an SQLite ledger of the same schema,
+  ``spool.sqlite3`` beside the local ledger) before the call returns, exactly as the
+  SQLite ledger commits them: no call waits for another machine, and calls keep working
+  through an outage;
+* a background sender copies them into PostgreSQL shortly after (``send_after_s``: the
+  rows of calls that end close together share one transaction), and the spool is replayed
+  once the database answers again after an outage (checked at most every
+  ``check_every_s``, and at exit). Rows are copied in batches past a watermark kept in the
+  spool, ``ON CONFLICT (id) DO NOTHING``, so a copy interrupted anywhere and run again adds
+  nothing twice (:func:`copy_ledger`, also behind ``jupyter byok ledger migrate``); rows
+  copied are then pruned from the spool;
 * a call's rows settle its budget reservations (:mod:`.reserve`) in the transaction that
-  inserts them;
+  copies them: until then its estimate counts against the budget, never less;
+* a process reads its own writes: every read first sends what this process spooled;
 * reads are scoped: ``me`` (this user's rows, the default), ``team`` or ``all``.
 """
 
@@ -32,6 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import file_lock
 from ..errors import ConfigError, LedgerError
 from . import pgquery
 from .pg import Database, Unreachable, redact_url
@@ -85,6 +91,7 @@ def copy_ledger(
     *,
     batch: int = COPY_BATCH,
     progress: Callable[[int, int], None] | None = None,
+    prune: bool = False,
 ) -> int:
     """Copy the rows of the SQLite ledger ``src`` past its watermark into ``db``; returns
     the rows copied (rows already there are skipped: the count never changes twice).
@@ -93,7 +100,9 @@ def copy_ledger(
     ``INSERT ... ON CONFLICT (id) DO NOTHING``); the watermark moves after it commits, so an
     interruption anywhere costs at most one batch copied again, and skipped. Rows written
     before rows carried who made them (``m006_who_where``) are this user's: they get this
-    process's user, team and server."""
+    process's user, team and server. ``prune``: delete the rows copied from ``src`` (the
+    spool) as the watermark passes them, all but the newest: SQLite numbers a new row
+    after the largest rowid left, which must stay past the watermark."""
     cols = ", ".join(COLUMNS)
     who_at = [COLUMNS.index(c) for c in ("user_name", "team", "server")]
     mine = who()
@@ -132,11 +141,20 @@ def copy_ledger(
                 )
             upto = rows[-1][0]
             with src.connection() as sconn:
-                sconn.execute(
-                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
-                    "value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                    (_mark_key(uuid), str(upto)),
-                )
+                sconn.execute("BEGIN IMMEDIATE")
+                try:
+                    sconn.execute(
+                        "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                        "value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                        (_mark_key(uuid), str(upto)),
+                    )
+                    if prune:
+                        sconn.execute("DELETE FROM attempts WHERE rowid < ?", (upto,))
+                    sconn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        sconn.execute("ROLLBACK")
+                    raise
             if progress is not None:
                 progress(upto, copied)
     return copied
@@ -151,6 +169,9 @@ class SharedLedger:
     shared = True
     #: while the database is unreachable, how often a call checks whether it is back
     check_every_s: float = 1.0
+    #: how long the sender waits after a row is spooled before copying (rows of calls that
+    #: end meanwhile go in the same transaction)
+    send_after_s: float = 0.1
 
     def __init__(self, url: str, *, spool: Ledger | None = None, scope: str = "me") -> None:
         self.db = Database(url)
@@ -163,10 +184,14 @@ class SharedLedger:
         self._checked_at = -float("inf")
         self._last_error: str | None = None
         self._last_error_at: float | None = None
-        self._spooled_here = 0
+        #: rows spooled by this process and not yet known to be in the database
+        self._unsent = 0
         self._writer: LedgerWriter | None = None
-        #: request ids of this process's calls holding reservations (see :mod:`.reserve`)
-        self.reserved: set[str] = set()
+        # the background sender (see :meth:`_kick`) and what serializes copies here
+        self._wake = threading.Event()
+        self._sender: tuple[int, threading.Thread] | None = None
+        self._send_lock = threading.Lock()
+        self._closed = False
         self._budgets: tuple[float, list[Any]] | None = None
         self.frames = None
         _open.append(self)
@@ -194,6 +219,13 @@ class SharedLedger:
         return writer
 
     def close(self) -> None:
+        """Send what this process spooled (best effort: what cannot be sent now stays in
+        the spool for the next replay), stop the sender and close the pool and the spool."""
+        with contextlib.suppress(Exception):
+            self.flush()
+        with self._send_lock:  # a copy under way ends first; none starts after
+            self._closed = True
+        self._wake.set()
         if self in _open:
             _open.remove(self)
         self.db.close()
@@ -212,33 +244,62 @@ class SharedLedger:
         return [r.id for r in rows]
 
     def record_or_keep(self, rows: list[LedgerRow]) -> str | None:
-        """Commit ``rows`` in PostgreSQL; while it is unreachable, in the local spool (the
-        spool's own failure policy applies to it: kept pending, calls refused)."""
+        """Commit ``rows`` in the local spool (its own failure policy applies: kept pending,
+        calls refused), and have the sender copy them into PostgreSQL soon."""
         if not rows:
             return None
-        values = [r.values() for r in rows]  # a malformed row is a bug: raised here
-        if self._down is None:
-            try:
-                self._insert(rows, values)
-                return None
-            except LedgerError as exc:
-                self._mark_down(exc)
-        self._spooled_here += len(rows)
-        return self.spool.record_or_keep(rows)
+        for r in rows:  # a malformed row is a bug: raised here, before anything is written
+            r.values()
+        warning = self.spool.record_or_keep(rows)
+        with self._lock:
+            self._unsent += len(rows)
+        self._kick()
+        return warning
 
-    def _insert(self, rows: list[LedgerRow], values: list[tuple[Any, ...]]) -> None:
-        from .pg import INSERT
+    # ------------------------------------------------------------------ sending
+    def _kick(self) -> None:
+        """Wake this process's sender (started on first use, and again after ``fork()``)."""
+        if self._closed:  # a row written after close: left for the next replay
+            return
+        sender = self._sender
+        if sender is None or sender[0] != os.getpid():
+            with self._lock:
+                sender = self._sender
+                if sender is None or sender[0] != os.getpid():
+                    self._wake = threading.Event()
+                    thread = threading.Thread(
+                        target=self._send_loop, name="byok-ledger-sender", daemon=True
+                    )
+                    self._sender = (os.getpid(), thread)
+                    thread.start()
+        self._wake.set()
 
-        settle = [r.request_id for r in rows if r.request_id in self.reserved]
-        with self.db.connection() as conn:
-            if len(values) == 1 and not settle:  # one statement: its own transaction
-                conn.execute(INSERT, values[0])
+    def _send_loop(self) -> None:
+        wake = self._wake
+        while not self._closed:
+            wake.wait()
+            time.sleep(self.send_after_s)
+            wake.clear()
+            if self._closed:
                 return
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(INSERT, values)
-                if settle:
-                    cur.execute("DELETE FROM reservations WHERE request_id = ANY(%s)", (settle,))
-        self.reserved.difference_update(settle)
+            if self._down is None:
+                self.replay(quiet=True)
+                continue
+            # down: try again every check_every_s while rows of ours wait (the check
+            # replays the spool once the database answers)
+            time.sleep(self.check_every_s)
+            if self._down is not None and not self.health_is_fresh():
+                with contextlib.suppress(Exception):
+                    self.check_writable()
+            if self._unsent:
+                wake.set()
+
+    def flush(self) -> None:
+        """Copy what this process spooled into the database now (a no-op while it cannot
+        be reached: the rows stay spooled)."""
+        flush_all()
+        if self._unsent and self._down is None:
+            self.replay(quiet=True)
 
     def _mark_down(self, exc: BaseException) -> None:
         reason = " ".join(str(exc).split())
@@ -252,32 +313,36 @@ class SharedLedger:
 
     # ------------------------------------------------------------------- health
     def health_is_fresh(self) -> bool:
+        return self._database_is_fresh() and self.spool.health_is_fresh()
+
+    def raise_if_refused(self, what: str = "the call") -> None:
+        self.spool.raise_if_refused(what)
+
+    def ensure_writable(self, what: str = "the call") -> None:
+        if not self._database_is_fresh():
+            self.check_writable()
+        self.spool.ensure_writable(what)
+
+    def _database_is_fresh(self) -> bool:
         if self._down is None:
             return self._checked
         return time.monotonic() - self._checked_at < self.check_every_s
-
-    def raise_if_refused(self, what: str = "the call") -> None:
-        if self._down is not None:
-            self.spool.raise_if_refused(what)
-
-    def ensure_writable(self, what: str = "the call") -> None:
-        if not self.health_is_fresh():
-            self.check_writable()
-        self.raise_if_refused(what)
 
     def check_is_cheap(self) -> bool:
         return self._checked and self._down is None
 
     def check_writable(self, *, probe_write: bool = False) -> str | None:
-        """Check now whether the database answers; returns why rows cannot be written
-        anywhere (``None``: they can). While it is known to answer, one ``SELECT 1`` on a
-        pooled connection; otherwise a fresh connection (a refused one fails at once), and,
-        if it answers, a new pool and a replay of the spool (also on the first check)."""
+        """Check now whether rows can be written (the spool takes them) and whether the
+        database answers; returns why rows cannot be written (``None``: they can). While
+        the database is known to answer, one ``SELECT 1`` on a pooled connection; otherwise
+        a fresh connection (a refused one fails at once), and, if it answers, a new pool
+        and a replay of the spool (also on the first check)."""
+        refused = self.spool.check_writable(probe_write=probe_write)
         if self._checked and self._down is None:
             try:
                 with self.db.connection() as conn:
                     conn.execute("SELECT 1")
-                return None
+                return refused
             except LedgerError as exc:
                 self._mark_down(exc)
         try:
@@ -285,7 +350,7 @@ class SharedLedger:
         except LedgerError as exc:
             self._mark_down(exc)
             self._checked = True
-            return self.spool.check_writable(probe_write=probe_write)
+            return refused
         with self._lock:
             was_down, self._down = self._down is not None, None
             self._checked, self._checked_at = True, time.monotonic()
@@ -293,7 +358,7 @@ class SharedLedger:
             log.warning("the shared ledger %s answers again", redact_url(self.url))
             self.db.reset()
         self.replay()
-        return None
+        return refused
 
     @property
     def unreachable(self) -> str | None:
@@ -304,17 +369,32 @@ class SharedLedger:
         """Record that the database did not answer (rows go to the spool until it does)."""
         self._mark_down(exc)
 
-    def replay(self) -> int:
-        """Copy the spool's rows not yet in the database (0 when there is no spool)."""
+    def replay(self, *, quiet: bool = False) -> int:
+        """Copy the spool's rows not yet in the database, and prune them from the spool;
+        returns the rows copied (0 when there is no spool, or the database does not answer:
+        then it is marked unreachable). One copy at a time: across threads here, and across
+        processes sharing the spool (a lock file beside it). ``quiet``: the sender's routine
+        copies, logged at debug level (a replay after an outage is logged as a warning)."""
         if not self.spool.path.exists():
             return 0
-        try:
-            n = copy_ledger(self.spool, self.db)
-        except LedgerError as exc:
-            self._mark_down(exc)
-            return 0
+        with self._send_lock:
+            if self._closed:
+                return 0
+            unsent = self._unsent
+            try:
+                with file_lock(self.spool.path.with_name(SPOOL_NAME + ".lock")):
+                    n = copy_ledger(self.spool, self.db, prune=True)
+            except (LedgerError, OSError) as exc:
+                self._mark_down(exc)
+                return 0
+            with self._lock:
+                self._unsent -= unsent
         if n:
-            log.warning("replayed %d usage row(s) from the spool into the shared ledger", n)
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "replayed %d usage row(s) from the spool into the shared ledger",
+                n,
+            )
         return n
 
     def spooled(self) -> int:
@@ -329,19 +409,20 @@ class SharedLedger:
         return pending_rows(self.spool, uuid)
 
     def health(self) -> dict[str, Any]:
-        """The spool's health (see :meth:`.store.Ledger.health`) with the database's:
-        ``backend``, ``url`` (no password), ``reachable``, ``spooled`` rows and the last
-        error. ``error`` says why calls are refused (only when the spool refuses them)."""
+        """The spool's health (see :meth:`.store.Ledger.health`: ``writable``, and in
+        ``error`` why calls are refused) with the database's: ``backend``, ``url`` (no
+        password), ``reachable``, ``spooled`` rows not yet copied (of them
+        ``spooled_by_this_process``) and the last error. This process's rows are sent
+        first, as before any read."""
+        self.flush()
         data = self.spool.health()
         return {
             **data,
             "backend": "postgresql",
             "url": redact_url(self.url),
-            "writable": self._down is None or data["writable"],
             "reachable": self._down is None,
-            "error": None if self._down is None else data["error"],
             "spooled": self.spooled(),
-            "spooled_by_this_process": self._spooled_here,
+            "spooled_by_this_process": self._unsent,
             "last_error": self._last_error,
             "last_error_at": None
             if self._last_error_at is None
@@ -431,7 +512,7 @@ class SharedLedger:
         """A connection for reading; rows this process queued are committed first. While
         the database is known to be unreachable, this fails at once (re-checked at most
         every ``check_every_s``) instead of waiting out the pool's timeout."""
-        flush_all()
+        self.flush()
         with self._reachable_connection() as conn:
             yield conn
 
@@ -501,7 +582,7 @@ class SharedLedger:
         lo, hi = query.parse_time(since), query.parse_time(until)
         scoped = self._scoped(filters, scope)
         query.where(lo, hi, scoped, DIMENSIONS)
-        flush_all()
+        self.flush()
         from .pgframe import read_frame
 
         return read_frame(self.url, lo, hi, scoped)
@@ -553,10 +634,13 @@ def shared_ledger(url: str) -> SharedLedger:
 
 @atexit.register
 def _replay_at_exit() -> None:
-    """One last replay of the rows this process spooled (best effort: the next process to
+    """One last copy of the rows this process spooled (best effort: the next process to
     reach the database replays whatever is left)."""
     for led in list(_open):
-        if led._spooled_here and led.db._pid == os.getpid():
+        if led._unsent and led.db._pid == os.getpid():
             with contextlib.suppress(Exception):
                 flush_all()
-                led.check_writable()
+                if led._down is None:
+                    led.replay(quiet=True)
+                else:
+                    led.check_writable()

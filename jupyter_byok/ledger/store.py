@@ -278,6 +278,11 @@ class Ledger:
                 self._conn.close()
             self._conn = None
 
+    def flush(self) -> None:
+        """Wait until the rows this process handed to a writer thread are committed (a
+        reader does this first; :class:`~.shared.SharedLedger` also sends its rows)."""
+        flush_all()
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """The open connection, for reading, while this ledger's lock is held. Read your

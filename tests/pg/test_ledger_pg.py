@@ -123,13 +123,26 @@ class _Lines:
         return [[json.loads(line) for line in out] for out in self.lines]
 
 
+def _sent() -> None:
+    """Rows this process spooled are copied into PostgreSQL shortly after each call; a
+    test reading the database behind the ledger's back sends them first."""
+    from jupyter_byok.ledger import shared
+
+    for led in list(shared._open):
+        led.flush()
+
+
 def _pg(url: str, sql: str, *params: object) -> list[tuple]:
+    """Read the database directly (as another server would), after this process's rows
+    are in it."""
+    _sent()
     with psycopg.connect(url, autocommit=True) as conn:
         return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
 
 
 def _everything(url: str) -> str:
     """Every value of every table of the database, as text (the canary key's search)."""
+    _sent()
     with psycopg.connect(url, autocommit=True) as conn:
         tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         names = [r[0] for r in tables.fetchall()]
@@ -161,6 +174,37 @@ def test_one_schema_for_both_backends(pg_url: str, tmp_path: Path) -> None:
     assert pg_cols == lite_cols == list(COLUMNS)
     applied = [r[0] for r in _pg(pg_url, "SELECT name FROM _migrations ORDER BY applied_at")]
     assert applied == list(PG_MIGRATIONS)
+
+
+def test_rows_are_sent_behind_the_call_and_pruned_from_the_spool(
+    pg_url: str, byok_home: Path
+) -> None:
+    """A call's row is committed in the local spool before the call returns; the sender
+    copies it into PostgreSQL by itself (nobody reads here), and the spool keeps only the
+    newest row once everything is sent, so later rows still number past the watermark."""
+    led = SharedLedger(pg_url)
+    assert led.check_writable() is None
+    spool = byok_home / "spool.sqlite3"
+    sent: list[str] = []
+    for round_ in range(3):
+        ids = led.record_many([LedgerRow("openai", "gpt-4o", "ok") for _ in range(4)])
+        with sqlite3.connect(spool) as db:  # in the spool at once
+            marks = ",".join("?" * len(ids))
+            found = db.execute(f"SELECT count(*) FROM attempts WHERE id IN ({marks})", ids)
+            assert found.fetchone() == (4,)
+        sent += ids
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with psycopg.connect(pg_url, autocommit=True) as conn:  # not through the ledger
+                there = {r[0] for r in conn.execute("SELECT id FROM attempts").fetchall()}
+            with sqlite3.connect(spool) as db:  # pruned once the watermark has passed
+                kept = db.execute("SELECT id FROM attempts").fetchall()
+            if there == set(sent) and kept == [(ids[-1],)]:
+                break
+            time.sleep(0.02)
+        assert there == set(sent), f"round {round_}: the sender did not copy the rows"
+        assert kept == [(ids[-1],)]
+    assert led.health()["spooled"] == 0 and led.health()["spooled_by_this_process"] == 0
 
 
 def test_rows_read_back_the_same_from_both_backends(pg_url: str, tmp_path: Path) -> None:
@@ -501,6 +545,7 @@ def test_doctor_shows_the_backend_spooled_rows_and_the_last_error(
     led = default_ledger()
     assert isinstance(led, SharedLedger)
     led.record(LedgerRow("openai", "gpt-4o", "ok"))
+    led.flush()
     text = render_text(doctor())
     assert "shared usage ledger" in text and f"postgresql at {pg_url}" in text
     assert "reachable              yes" in text and "spooled rows           0" in text
@@ -559,5 +604,7 @@ def test_batch_mode_on_a_shared_ledger_keeps_its_state_locally(
     assert "batches" not in tables and "batch_items" not in tables
     with sqlite3.connect(byok_home / "spool.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM batch_items").fetchone() == (50,)
-        assert db.execute("SELECT count(*) FROM attempts").fetchone() == (0,)
+        # the rows passed through the spool: once sent, only the newest is kept (it holds
+        # the place of the next row's number)
+        assert db.execute("SELECT count(*) FROM attempts").fetchone() == (1,)
     assert KEY not in _everything(pg_url)

@@ -146,6 +146,7 @@ async def test_other_users_usage_needs_the_team_permission(
             ),
         ]
     )
+    led.flush()  # as if another server's rows: in the database (it sends them shortly)
     totals = {}
     for scope in ("me", "team", "all"):
         code, data = await call(jp_fetch, "usage", params={"scope": scope, "by": "user_name"})
