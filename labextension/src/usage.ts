@@ -49,6 +49,7 @@ export class UsageSection {
   private status: HTMLElement;
   private last: IUsage | null = null;
   private busy: Promise<void> | null = null;
+  private stale = false;
   private scope: HTMLSelectElement;
   private scopeBox: HTMLElement;
 
@@ -168,11 +169,22 @@ export class UsageSection {
 
   /** Reload and redraw. Only one refresh runs at a time; a second call waits for it. */
   refresh(): Promise<void> {
-    if (!this.busy) {
-      this.busy = this.load().finally(() => {
-        this.busy = null;
-      });
+    if (this.busy) {
+      // the range or scope may have changed since the load in flight began: load again
+      // once it ends, so that the last choice is what is shown
+      this.stale = true;
+      return this.busy;
     }
+    this.busy = (async () => {
+      try {
+        do {
+          this.stale = false;
+          await this.load();
+        } while (this.stale);
+      } finally {
+        this.busy = null;
+      }
+    })();
     return this.busy;
   }
 

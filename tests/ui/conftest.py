@@ -12,6 +12,7 @@ Screenshots, console logs and the server log go to ``BYOK_UI_OUTPUT`` (default
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -102,11 +103,18 @@ def _settings(settings_dir: Path) -> None:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[Lab]:
+    with run_lab(tmp_path_factory.mktemp("lab"), output_dir / "jupyter-lab.log") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def run_lab(base: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[Lab]:
+    """A ``jupyter lab`` subprocess with everything it writes under ``base`` (and its log at
+    ``log_path``), the fake providers and the fake Hub; ``extra_env`` is set last."""
     if not (BUILT / "package.json").exists() and not os.environ.get("BYOK_UI_USE_INSTALLED"):
         pytest.fail(
             "the front end is not built: run `cd labextension && jlpm install && jlpm build:prod`"
         )
-    base = tmp_path_factory.mktemp("lab")
     dirs = {n: base / n for n in ("root", "home", "byok", "config", "data", "runtime", "jpath")}
     for d in dirs.values():
         d.mkdir()
@@ -138,7 +146,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, output_dir: Path) -> Iterator[
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         PYTHONUNBUFFERED="1",
     )
-    log_path = output_dir / "jupyter-lab.log"
+    env.update(extra_env or {})
     log = log_path.open("wb")
     argv = [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser"]
     argv += ["--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
