@@ -284,14 +284,12 @@ class SharedLedger:
                 return
             if self._down is None:
                 self.replay(quiet=True)
-                continue
-            # down: try again every check_every_s while rows of ours wait (the check
-            # replays the spool once the database answers)
-            time.sleep(self.check_every_s)
-            if self._down is not None and not self.health_is_fresh():
-                with contextlib.suppress(Exception):
-                    self.check_writable()
-            if self._unsent:
+            else:  # the check replays the spool once the database answers
+                time.sleep(self.check_every_s)
+                if self._down is not None and not self._database_is_fresh():
+                    with contextlib.suppress(Exception):
+                        self.check_writable()
+            if self._down is not None and self._unsent:  # again, while rows of ours wait
                 wake.set()
 
     def flush(self) -> None:
@@ -329,7 +327,7 @@ class SharedLedger:
         return time.monotonic() - self._checked_at < self.check_every_s
 
     def check_is_cheap(self) -> bool:
-        return self._checked and self._down is None
+        return self._checked and self._down is None and self.spool.check_is_cheap()
 
     def check_writable(self, *, probe_write: bool = False) -> str | None:
         """Check now whether rows can be written (the spool takes them) and whether the

@@ -7,6 +7,7 @@ without PostgreSQL fails them. Provider calls go to the loopback fake providers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -205,6 +206,34 @@ def test_rows_are_sent_behind_the_call_and_pruned_from_the_spool(
         assert there == set(sent), f"round {round_}: the sender did not copy the rows"
         assert kept == [(ids[-1],)]
     assert led.health()["spooled"] == 0 and led.health()["spooled_by_this_process"] == 0
+
+
+def test_rows_spooled_during_an_outage_reach_the_database_without_another_call(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    led = SharedLedger(pg_url)
+    led.check_every_s = 0.2
+    assert led.check_writable() is None
+    pg_cluster.stop("immediate")
+    try:
+        row_id = led.record(LedgerRow("openai", "gpt-4o", "ok"))  # the call returns at once
+        deadline = time.monotonic() + 30
+        while led.unreachable is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the sender finds the database down
+        assert led.unreachable is not None
+    finally:
+        pg_cluster.pg_ctl_start()
+    deadline = time.monotonic() + 30  # nobody calls or reads: the sender retries by itself
+    found: list[tuple] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psycopg.OperationalError):
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                found = conn.execute("SELECT id FROM attempts").fetchall()
+            if found == [(row_id,)]:
+                break
+        time.sleep(0.05)
+    assert found == [(row_id,)]
+    assert led.unreachable is None and led.health()["spooled_by_this_process"] == 0
 
 
 def test_rows_read_back_the_same_from_both_backends(pg_url: str, tmp_path: Path) -> None:
