@@ -11,14 +11,17 @@ A budget is named ``PERIOD:SCOPE[:TARGET]``, e.g. ``day:total``, ``month:provide
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._files import atomic_write, file_lock
+from .config import home_file
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -145,14 +148,26 @@ class BudgetDecision:
 
 # ------------------------------------------------------------------------- storage
 def _path() -> Path:
-    from .config import home_file
-
     return home_file("budgets.json")
 
 
 def has_budgets() -> bool:
-    """Cheap test (one stat) used on every call: no file, no budget to check."""
-    return _path().exists()
+    """Cheap test (one stat) used on every call: no file, no budget to check.
+
+    ``Path.exists`` without its layers (the same ``stat``, the same errors ignored)."""
+    try:
+        os.stat(_path())
+    except OSError as exc:
+        if exc.errno in _ABSENT:
+            return False
+        raise
+    except ValueError:
+        return False
+    return True
+
+
+#: errors for which ``Path.exists`` answers False (an unreadable folder raises)
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 
 
 def get_budgets() -> list[Budget]:

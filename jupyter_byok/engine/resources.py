@@ -81,10 +81,13 @@ class Resources:
     @property
     def keystore(self) -> Keystore:
         """The keystore at ``home``, or at the current ``JUPYTER_BYOK_HOME``."""
-        if self._keystore is not None and (
-            self.home is not None or self._keystore.home == byok_home(create=False)
-        ):
-            return self._keystore
+        store = self._keystore
+        if store is not None:
+            if self.home is not None:
+                return store
+            home = byok_home(create=False)
+            if store.home is home or store.home == home:  # `is`: no Path comparison
+                return store
         self._keystore = Keystore(self.home)
         return self._keystore
 
@@ -106,11 +109,11 @@ class Resources:
         connection on each request (encode/httpx#3215), so one pool of hundreds of
         connections spends more time scanning than sending.
         """
-        from ..providers.base import make_async_client
-
         loop = asyncio.get_running_loop()
         pool = self._clients.get(loop)
         if pool is None or pool[0].is_closed:
+            from ..providers.base import make_async_client
+
             first = make_async_client(timeout=self._timeout, transport=self._transport)
             transport = type(getattr(first, "_transport", None)).__name__
             scales = type(first).__module__.startswith("httpx2") or transport == "AiohttpTransport"

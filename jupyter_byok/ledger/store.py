@@ -597,12 +597,14 @@ _default_lock = threading.Lock()
 
 
 _paths: dict[Path, Path] = {}
+#: the last home asked for and its ledger's path
+_last_path: tuple[Path, Path] | None = None
 
 
 def default_ledger() -> Ledger:
     """The process-wide ledger at the current ``JUPYTER_BYOK_HOME``, or the shared one
     (PostgreSQL, :mod:`.shared`) when ``JUPYTER_BYOK_LEDGER_URL`` is set."""
-    global _default
+    global _default, _last_path
     url = os.environ.get("JUPYTER_BYOK_LEDGER_URL")
     if url:
         from .shared import shared_ledger
@@ -610,9 +612,15 @@ def default_ledger() -> Ledger:
         return shared_ledger(url)  # type: ignore[return-value]  # the same interface
 
     home = byok_home()
-    path = _paths.get(home)
-    if path is None:  # reading /proc/mounts on every call would cost more than the write
-        path = _paths[home] = ledger_path(home)
+    last = _last_path
+    if last is not None and last[0] is home:  # the same home object: no Path hash nor ==
+        path = last[1]
+    else:
+        found = _paths.get(home)
+        if found is None:  # reading /proc/mounts on every call would cost more than the write
+            found = _paths[home] = ledger_path(home)
+        path = found
+        _last_path = (home, path)
     current = _default
     if current is not None and current._path is path:  # twice a call: no lock, no Path ==
         return current

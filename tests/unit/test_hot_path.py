@@ -339,3 +339,76 @@ def test_a_completion_survives_its_json_form_whole() -> None:
         warnings=["80% of the daily budget is spent"],
     )
     assert Completion.from_dict(json.loads(json.dumps(original.to_dict()))) == original
+
+
+# ------------------------------------------- per-call state read again on every call
+def test_the_ledger_keystore_and_budgets_follow_the_home(
+    byok_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_byok import budgets
+    from jupyter_byok.config import set_home
+    from jupyter_byok.engine import Engine
+
+    monkeypatch.delenv("JUPYTER_BYOK_LEDGER_URL", raising=False)
+    monkeypatch.delenv("JUPYTER_BYOK_LEDGER_DIR", raising=False)
+    other = tmp_path / "other-home"
+    engine = Engine()
+    seen = []
+    for home in (byok_home, other, byok_home, other):
+        set_home(home)
+        seen.append(
+            (ledger_module.default_ledger().path.parent, engine.keystore.home, engine.ledger.path)
+        )
+    assert [s[0] for s in seen] == [byok_home, other, byok_home, other]
+    assert [s[1] for s in seen] == [byok_home, other, byok_home, other]
+    assert [s[2].parent for s in seen] == [byok_home, other, byok_home, other]
+
+    set_home(byok_home)
+    assert not budgets.has_budgets()
+    (byok_home / "budgets.json").write_text('{"version": 1, "budgets": []}\n')
+    assert budgets.has_budgets()  # made between two calls: seen by the next one
+    set_home(other)
+    assert not budgets.has_budgets()
+    set_home(byok_home)
+    (byok_home / "budgets.json").unlink()
+    assert not budgets.has_budgets()
+
+
+def test_limits_follow_the_environment_between_calls(
+    fake_providers: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_byok.errors import ResponseTooLargeError
+    from jupyter_byok.providers.base import default_limits
+
+    monkeypatch.delenv("JUPYTER_BYOK_MAX_RESPONSE_BYTES", raising=False)
+    assert asyncio.run(call(fake_providers, make_async_client())).text
+    monkeypatch.setenv("JUPYTER_BYOK_MAX_RESPONSE_BYTES", "10")
+    assert default_limits().max_response_bytes == 10
+    with pytest.raises(ResponseTooLargeError):
+        asyncio.run(call(fake_providers, make_async_client()))
+    monkeypatch.setenv("JUPYTER_BYOK_MAX_RESPONSE_BYTES", "1000000")
+    assert default_limits().max_response_bytes == 1_000_000
+    assert asyncio.run(call(fake_providers, make_async_client())).text
+    monkeypatch.delenv("JUPYTER_BYOK_MAX_RESPONSE_BYTES")
+    assert default_limits().max_response_bytes == 32 * 1024 * 1024
+
+
+def test_each_row_says_who_as_the_environment_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_byok.ledger.schema import COLUMNS
+
+    def who_of_a_row() -> tuple[Any, ...]:
+        row = ledger_module.LedgerRow(provider="openai", model="gpt-4o-mini", status="ok")
+        values = dict(zip(COLUMNS, row.values(), strict=True))
+        return values["user_name"], values["team"], values["server"]
+
+    monkeypatch.setenv("JUPYTERHUB_USER", "ada")
+    monkeypatch.setenv("JUPYTER_BYOK_TEAM", "red")
+    monkeypatch.setenv("JUPYTER_BYOK_SERVER_NAME", "box-1")
+    assert who_of_a_row() == ("ada", "red", "box-1")
+    monkeypatch.setenv("JUPYTER_BYOK_TEAM", "blue")
+    assert who_of_a_row() == ("ada", "blue", "box-1")
+    monkeypatch.setenv("JUPYTERHUB_USER", "grace")
+    monkeypatch.setenv("JUPYTER_BYOK_SERVER_NAME", "box-2")
+    assert who_of_a_row() == ("grace", "blue", "box-2")
+    monkeypatch.delenv("JUPYTER_BYOK_TEAM")
+    assert who_of_a_row()[1] is None
