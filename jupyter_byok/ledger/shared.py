@@ -62,7 +62,12 @@ COPY_BATCH = 5_000
 
 
 # --------------------------------------------------------------------------- copying
+#: the spool's watermark: a spooled row is sent once, to the database configured then
+SENT_MARK = "sent_upto"
+
+
 def _mark_key(db_uuid: str) -> str:
+    """A migrated ledger's watermark, one per database (a ledger may go to several)."""
     return f"copied_upto:{db_uuid}"
 
 
@@ -71,15 +76,16 @@ def db_uuid(conn: psycopg.Connection[Any]) -> str:
     return str(row[0]) if row else ""
 
 
-def copied_upto(src: Ledger, uuid: str) -> int:
+def copied_upto(src: Ledger, key: str) -> int | None:
+    """The watermark ``key`` of ``src``: its rows up to this rowid are copied."""
     with src.connection() as conn:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (_mark_key(uuid),)).fetchone()
-    return int(row[0]) if row else 0
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return int(row[0]) if row else None
 
 
-def pending_rows(src: Ledger, uuid: str) -> int:
-    """Rows of ``src`` past its copy watermark for the database ``uuid``."""
-    upto = copied_upto(src, uuid)
+def pending_rows(src: Ledger, key: str = SENT_MARK) -> int:
+    """Rows of ``src`` past its watermark ``key``."""
+    upto = copied_upto(src, key) or 0
     with src.connection() as conn:
         (n,) = conn.execute("SELECT count(*) FROM attempts WHERE rowid > ?", (upto,)).fetchone()
     return int(n)
@@ -91,7 +97,7 @@ def copy_ledger(
     *,
     batch: int = COPY_BATCH,
     progress: Callable[[int, int], None] | None = None,
-    prune: bool = False,
+    spool: bool = False,
 ) -> int:
     """Copy the rows of the SQLite ledger ``src`` past its watermark into ``db``; returns
     the rows copied (rows already there are skipped: the count never changes twice).
@@ -100,9 +106,13 @@ def copy_ledger(
     ``INSERT ... ON CONFLICT (id) DO NOTHING``); the watermark moves after it commits, so an
     interruption anywhere costs at most one batch copied again, and skipped. Rows written
     before rows carried who made them (``m006_who_where``) are this user's: they get this
-    process's user, team and server. ``prune``: delete the rows copied from ``src`` (the
-    spool) as the watermark passes them, all but the newest: SQLite numbers a new row
-    after the largest rowid left, which must stay past the watermark."""
+    process's user, team and server.
+
+    ``spool``: ``src`` is a shared ledger's spool. Its one watermark (``SENT_MARK``) holds
+    whatever the database, so a row is sent once, to the database configured when it is
+    sent (a spool from before that mark starts from this database's own); and the rows
+    copied are pruned as the watermark passes them, all but the newest: SQLite numbers a
+    new row after the largest rowid left, which must stay past the watermark."""
     cols = ", ".join(COLUMNS)
     who_at = [COLUMNS.index(c) for c in ("user_name", "team", "server")]
     mine = who()
@@ -112,7 +122,11 @@ def copy_ledger(
             "CREATE TEMP TABLE IF NOT EXISTS byok_incoming "
             "(LIKE attempts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        upto = copied_upto(src, uuid)
+        key = SENT_MARK if spool else _mark_key(uuid)
+        upto = copied_upto(src, key)
+        if upto is None and spool:
+            upto = copied_upto(src, _mark_key(uuid))
+        upto = upto or 0
         copied = 0
         while True:
             with src.connection() as sconn:
@@ -146,9 +160,9 @@ def copy_ledger(
                     sconn.execute(
                         "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                         "value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                        (_mark_key(uuid), str(upto)),
+                        (key, str(upto)),
                     )
-                    if prune:
+                    if spool:
                         sconn.execute("DELETE FROM attempts WHERE rowid < ?", (upto,))
                     sconn.execute("COMMIT")
                 except BaseException:
@@ -381,7 +395,7 @@ class SharedLedger:
             unsent = self._unsent
             try:
                 with file_lock(self.spool.path.with_name(SPOOL_NAME + ".lock")):
-                    n = copy_ledger(self.spool, self.db, prune=True)
+                    n = copy_ledger(self.spool, self.db, spool=True)
             except (LedgerError, OSError) as exc:
                 self._mark_down(exc)
                 return 0
@@ -396,15 +410,10 @@ class SharedLedger:
         return n
 
     def spooled(self) -> int:
-        """Rows in the spool not yet in the database (``-1``: unknown while it is down)."""
+        """Rows in the spool not yet sent to the database."""
         if not self.spool.path.exists():
             return 0
-        try:
-            with self.db.connection() as conn:
-                uuid = db_uuid(conn)
-        except LedgerError:
-            return -1
-        return pending_rows(self.spool, uuid)
+        return pending_rows(self.spool)
 
     def health(self) -> dict[str, Any]:
         """The spool's health (see :meth:`.store.Ledger.health`: ``writable``, and in
@@ -605,7 +614,7 @@ def doctor_report() -> dict[str, Any]:
     rows = [
         ("backend", f"postgresql at {h['url']}"),
         ("reachable", "yes" if h["reachable"] else f"NO: {h['last_error']}"),
-        ("spooled rows", "unknown (database unreachable)" if spooled < 0 else f"{spooled:,}"),
+        ("spooled rows", f"{spooled:,}"),
         ("spool", h["path"]),
         ("last error", h["last_error"] or "none"),
     ]

@@ -236,6 +236,22 @@ def test_rows_spooled_during_an_outage_reach_the_database_without_another_call(
     assert led.unreachable is None and led.health()["spooled_by_this_process"] == 0
 
 
+def test_a_spooled_row_goes_to_one_database_only(pg_cluster: PgCluster, pg_url: str) -> None:
+    """Pointing the ledger at another database sends it nothing sent to the first (the
+    spool keeps its newest row after a send; it must not reach the second)."""
+    first = SharedLedger(pg_url)
+    assert first.check_writable() is None
+    first.record_many([LedgerRow("openai", "gpt-4o", "ok") for _ in range(3)])
+    first.close()
+    other = pg_cluster.create_database()
+    second = SharedLedger(other)
+    assert second.check_writable() is None  # the first check replays the spool
+    assert second.count() == 0 and second.spooled() == 0
+    row_id = second.record(LedgerRow("openai", "gpt-4o", "ok"))
+    assert _pg(other, "SELECT id FROM attempts") == [(row_id,)]
+    assert _pg(pg_url, "SELECT count(*) FROM attempts") == [(3,)]
+
+
 def test_rows_read_back_the_same_from_both_backends(pg_url: str, tmp_path: Path) -> None:
     rows = [
         LedgerRow(

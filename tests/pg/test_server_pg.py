@@ -99,7 +99,7 @@ async def test_the_server_records_into_postgresql_and_rides_out_an_outage(
             code, data = await complete(jp_fetch, f"during the outage {i}")
             assert code == 200, data  # calls keep working
         led = await status_until(jp_fetch, reachable=False)
-        assert led["reachable"] is False and led["spooled"] == -1
+        assert led["reachable"] is False and led["spooled"] == 2
         assert led["spooled_by_this_process"] == 2 and led["last_error"]
     finally:
         pg_cluster.pg_ctl_start()
